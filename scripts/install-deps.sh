@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the system packages Keel's build and tests need, if missing (Debian).
+#  - clang, libclang-dev: bindgen for RocksDB's bindings
+#  - protobuf-compiler: the etcd-client crate (tests, bench) compiles etcd's protos with protoc
+#    (Keel itself compiles its protos in pure Rust with protox)
+#  - etcd-server, etcd-client: the real etcd 3.4 and etcdctl for differential tests
+set -euo pipefail
+need=()
+command -v clang >/dev/null || need+=(clang)
+[ -e /usr/lib/llvm-14/lib/libclang.so ] || ls /usr/lib/llvm-*/lib/libclang*.so >/dev/null 2>&1 || need+=(libclang-dev)
+command -v protoc >/dev/null || need+=(protobuf-compiler)
+command -v etcd >/dev/null || need+=(etcd-server)
+command -v etcdctl >/dev/null || need+=(etcd-client)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq || true
+  $SUDO apt-get install -y -qq "${need[@]}"
+fi
+# Debian's etcd-server package may start a system etcd on 2379; tests use their own ports,
+# but stop it so `make run` can take the default port.
+if command -v systemctl >/dev/null && systemctl is-active --quiet etcd 2>/dev/null; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO systemctl stop etcd || true
+fi

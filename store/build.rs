@@ -1,0 +1,19 @@
+//! Compiles the etcd v3 protocol and Keel's Raft payloads with protox (pure Rust),
+//! so building needs no system `protoc`.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = ["proto/kv.proto", "proto/auth.proto", "proto/rpc.proto", "proto/raft.proto"];
+    for f in files {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    let fds = protox::compile(files, ["proto"])?;
+    tonic_prost_build::configure()
+        // bytes fields as `bytes::Bytes`: a key or value is shared, not copied, when one
+        // event fans out to many watchers.
+        .bytes(".")
+        .generate_default_stubs(true)
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

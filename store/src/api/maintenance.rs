@@ -1,0 +1,68 @@
+//! The Maintenance service: Status, Alarm, Defragment, MoveLeader (what etcdctl's
+//! `endpoint status`, `alarm list`, `defrag` and `move-leader` use).
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::error::EtcdError;
+use crate::node::Node;
+use crate::proto::etcdserverpb::maintenance_server::Maintenance;
+use crate::proto::etcdserverpb::{
+    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, StatusRequest, StatusResponse,
+};
+
+/// The etcd version Keel reports. Kubernetes enables watch progress requests (and
+/// consistent reads from its cache) only for etcd >= 3.5.13.
+pub const ETCD_VERSION: &str = "3.5.17";
+/// The cluster version reported by `/version`.
+pub const CLUSTER_VERSION: &str = "3.5.0";
+
+pub struct MaintenanceService {
+    node: Arc<Node>,
+}
+
+impl MaintenanceService {
+    pub fn new(node: Arc<Node>) -> Self {
+        MaintenanceService { node }
+    }
+}
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let n = &self.node;
+        let m = n.raft.metrics().borrow().clone();
+        let db = n.store.engine().size() as i64;
+        Ok(Response::new(StatusResponse {
+            header: Some(n.header(n.store.current_revision())),
+            version: ETCD_VERSION.into(),
+            db_size: db,
+            leader: m.current_leader.unwrap_or(0),
+            raft_index: m.last_log_index.unwrap_or(0),
+            raft_term: m.current_term,
+            raft_applied_index: n.applied.last_applied().map_or(0, |l| l.index),
+            errors: Vec::new(),
+            db_size_in_use: db,
+            is_learner: n.is_learner(),
+            storage_version: String::new(),
+            db_size_quota: 0,
+            downgrade_info: None,
+        }))
+    }
+
+    async fn alarm(&self, _req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        let n = &self.node;
+        Ok(Response::new(AlarmResponse { header: Some(n.header(n.store.current_revision())), alarms: Vec::new() }))
+    }
+
+    async fn defragment(&self, _req: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
+        let n = self.node.clone();
+        let engine = n.store.engine().clone();
+        tokio::task::spawn_blocking(move || engine.compact_all())
+            .await
+            .map_err(|e| EtcdError::Internal(e.to_string()))?
+            .map_err(EtcdError::from)?;
+        Ok(Response::new(DefragmentResponse { header: Some(n.header(n.store.current_revision())) }))
+    }
+}

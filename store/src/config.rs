@@ -1,0 +1,320 @@
+//! `keel store` configuration: etcd's own member flags, so the same scripts can start
+//! either etcd or Keel. Every flag also reads `KEEL_<FLAG>` from the environment.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use url::Url;
+
+#[derive(Args, Clone, Debug)]
+pub struct StoreConfig {
+    /// Human-readable name for this member.
+    #[arg(long, env = "KEEL_NAME", default_value = "default")]
+    pub name: String,
+    /// Path to the data directory (default: `<name>.etcd`).
+    #[arg(long, env = "KEEL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// URLs to listen on for client traffic (comma-separated).
+    #[arg(long, env = "KEEL_LISTEN_CLIENT_URLS", default_value = "http://localhost:2379")]
+    pub listen_client_urls: String,
+    /// Client URLs to advertise to the rest of the cluster.
+    #[arg(long, env = "KEEL_ADVERTISE_CLIENT_URLS", default_value = "http://localhost:2379")]
+    pub advertise_client_urls: String,
+    /// URLs to listen on for peer traffic.
+    #[arg(long, env = "KEEL_LISTEN_PEER_URLS", default_value = "http://localhost:2380")]
+    pub listen_peer_urls: String,
+    /// This member's peer URLs to advertise to the rest of the cluster.
+    #[arg(long, env = "KEEL_INITIAL_ADVERTISE_PEER_URLS", default_value = "http://localhost:2380")]
+    pub initial_advertise_peer_urls: String,
+    /// Initial cluster configuration for bootstrapping: `name=peerURL,...`
+    /// (default: this member alone).
+    #[arg(long, env = "KEEL_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+    /// `new` to bootstrap a cluster, `existing` to join one.
+    #[arg(long, env = "KEEL_INITIAL_CLUSTER_STATE", default_value = "new")]
+    pub initial_cluster_state: String,
+    /// Initial cluster token, mixed into member and cluster ids.
+    #[arg(long, env = "KEEL_INITIAL_CLUSTER_TOKEN", default_value = "etcd-cluster")]
+    pub initial_cluster_token: String,
+    /// Auto compaction retention: hours or a duration (`periodic`), or a revision count
+    /// (`revision`). 0 disables auto compaction.
+    #[arg(long, env = "KEEL_AUTO_COMPACTION_RETENTION", default_value = "0")]
+    pub auto_compaction_retention: String,
+    /// `periodic` or `revision`.
+    #[arg(long, env = "KEEL_AUTO_COMPACTION_MODE", default_value = "periodic")]
+    pub auto_compaction_mode: String,
+    /// Raise an alarm when the backend exceeds this many bytes (0 = 2 GiB).
+    #[arg(long, env = "KEEL_QUOTA_BACKEND_BYTES", default_value_t = 0)]
+    pub quota_backend_bytes: i64,
+    /// Maximum client request size in bytes.
+    #[arg(long, env = "KEEL_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
+    pub max_request_bytes: usize,
+    /// Maximum operations per transaction.
+    #[arg(long, env = "KEEL_MAX_TXN_OPS", default_value_t = 128)]
+    pub max_txn_ops: usize,
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(long, env = "KEEL_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    pub heartbeat_interval: u64,
+    /// Time (in milliseconds) for an election to time out.
+    #[arg(long, env = "KEEL_ELECTION_TIMEOUT", default_value_t = 1000)]
+    pub election_timeout: u64,
+    /// Number of committed entries that trigger a snapshot.
+    #[arg(long, env = "KEEL_SNAPSHOT_COUNT", default_value_t = 10_000)]
+    pub snapshot_count: u64,
+    /// Interval between watch progress notifications (a Go duration, e.g. `10m`).
+    #[arg(long, env = "KEEL_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m")]
+    pub experimental_watch_progress_notify_interval: String,
+    /// Accepted for compatibility with etcd scripts; Keel logs through `RUST_LOG`.
+    #[arg(long, env = "KEEL_LOGGER", default_value = "zap")]
+    pub logger: String,
+    /// Accepted for compatibility; `RUST_LOG` takes precedence.
+    #[arg(long, env = "KEEL_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Accepted for compatibility; Keel has no v2 API.
+    #[arg(long, env = "KEEL_ENABLE_V2", default_value_t = false)]
+    pub enable_v2: bool,
+    /// Client TLS certificate (not supported yet: given, Keel refuses to start).
+    #[arg(long, env = "KEEL_CERT_FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// Client TLS key.
+    #[arg(long, env = "KEEL_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Client TLS CA.
+    #[arg(long, env = "KEEL_TRUSTED_CA_FILE")]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Peer TLS certificate.
+    #[arg(long, env = "KEEL_PEER_CERT_FILE")]
+    pub peer_cert_file: Option<PathBuf>,
+    /// Peer TLS key.
+    #[arg(long, env = "KEEL_PEER_KEY_FILE")]
+    pub peer_key_file: Option<PathBuf>,
+}
+
+/// What `--auto-compaction-*` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AutoCompaction {
+    Off,
+    /// Keep this much history (by time).
+    Periodic(Duration),
+    /// Keep this many revisions.
+    Revision(i64),
+}
+
+/// One `--initial-cluster` entry: a member name and its peer URLs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InitialMember {
+    pub name: String,
+    pub peer_urls: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid URL {0:?} in --{1}: {2}")]
+    Url(String, &'static str, String),
+    #[error("--initial-cluster-state must be \"new\" or \"existing\", not {0:?}")]
+    ClusterState(String),
+    #[error("--initial-cluster entry {0:?} is not name=URL")]
+    ClusterEntry(String),
+    #[error("couldn't find local name {name:?} in the initial cluster configuration {cluster:?}")]
+    NameNotInCluster { name: String, cluster: String },
+    #[error("--initial-cluster has {urls:?} for {name:?} but --initial-advertise-peer-urls is {advertised:?}")]
+    PeerUrlMismatch { name: String, urls: Vec<String>, advertised: Vec<String> },
+    #[error("invalid --auto-compaction-retention {0:?}")]
+    Retention(String),
+    #[error("--auto-compaction-mode must be \"periodic\" or \"revision\", not {0:?}")]
+    CompactionMode(String),
+    #[error("invalid duration {0:?}")]
+    Duration(String),
+    #[error("--election-timeout ({election}ms) must be at least 5x --heartbeat-interval ({heartbeat}ms)")]
+    Timing { election: u64, heartbeat: u64 },
+    #[error("TLS (--{0}) is not supported by this build of keel yet")]
+    TlsUnsupported(&'static str),
+}
+
+fn parse_urls(s: &str, flag: &'static str) -> Result<Vec<Url>, ConfigError> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            let url = Url::parse(u).map_err(|e| ConfigError::Url(u.into(), flag, e.to_string()))?;
+            if url.scheme() != "http" && url.scheme() != "https" {
+                return Err(ConfigError::Url(u.into(), flag, "scheme must be http or https".into()));
+            }
+            if url.host_str().is_none() || url.port_or_known_default().is_none() {
+                return Err(ConfigError::Url(u.into(), flag, "needs a host and port".into()));
+            }
+            Ok(url)
+        })
+        .collect()
+}
+
+/// Parses a Go duration (`1h30m`, `10m`, `500ms`, `5s`).
+pub fn parse_go_duration(s: &str) -> Result<Duration, ConfigError> {
+    let err = || ConfigError::Duration(s.into());
+    let mut total = Duration::ZERO;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(err());
+    }
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    while !rest.is_empty() {
+        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(err)?;
+        let value: f64 = rest[..num_end].parse().map_err(|_| err())?;
+        rest = &rest[num_end..];
+        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let secs = match &rest[..unit_end] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return Err(err()),
+        };
+        rest = &rest[unit_end..];
+        total += Duration::from_secs_f64(value * secs);
+    }
+    Ok(total)
+}
+
+impl StoreConfig {
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("{}.etcd", self.name)))
+    }
+
+    pub fn client_urls(&self) -> Result<Vec<Url>, ConfigError> {
+        parse_urls(&self.listen_client_urls, "listen-client-urls")
+    }
+
+    pub fn advertise_client_urls(&self) -> Result<Vec<Url>, ConfigError> {
+        parse_urls(&self.advertise_client_urls, "advertise-client-urls")
+    }
+
+    pub fn peer_urls(&self) -> Result<Vec<Url>, ConfigError> {
+        parse_urls(&self.listen_peer_urls, "listen-peer-urls")
+    }
+
+    pub fn advertise_peer_urls(&self) -> Result<Vec<String>, ConfigError> {
+        Ok(parse_urls(&self.initial_advertise_peer_urls, "initial-advertise-peer-urls")?
+            .iter()
+            .map(|u| u.as_str().trim_end_matches('/').to_string())
+            .collect())
+    }
+
+    pub fn joining(&self) -> Result<bool, ConfigError> {
+        match self.initial_cluster_state.as_str() {
+            "new" => Ok(false),
+            "existing" => Ok(true),
+            other => Err(ConfigError::ClusterState(other.into())),
+        }
+    }
+
+    /// The `--initial-cluster` members, grouped by name, in order of first appearance.
+    pub fn initial_members(&self) -> Result<Vec<InitialMember>, ConfigError> {
+        let default = format!("{}={}", self.name, self.initial_advertise_peer_urls);
+        let spec = self.initial_cluster.clone().unwrap_or(default);
+        let mut out: Vec<InitialMember> = Vec::new();
+        for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let (name, url) = entry.split_once('=').ok_or_else(|| ConfigError::ClusterEntry(entry.into()))?;
+            let url = parse_urls(url, "initial-cluster")?
+                .first()
+                .map(|u| u.as_str().trim_end_matches('/').to_string())
+                .ok_or_else(|| ConfigError::ClusterEntry(entry.into()))?;
+            match out.iter_mut().find(|m| m.name == name) {
+                Some(m) => m.peer_urls.push(url),
+                None => out.push(InitialMember { name: name.into(), peer_urls: vec![url] }),
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn auto_compaction(&self) -> Result<AutoCompaction, ConfigError> {
+        let r = self.auto_compaction_retention.trim();
+        match self.auto_compaction_mode.as_str() {
+            "revision" => {
+                let n: i64 = r.parse().map_err(|_| ConfigError::Retention(r.into()))?;
+                Ok(if n <= 0 { AutoCompaction::Off } else { AutoCompaction::Revision(n) })
+            }
+            "periodic" => {
+                let d = match r.parse::<u64>() {
+                    Ok(hours) => Duration::from_secs(hours * 3600),
+                    Err(_) => parse_go_duration(r).map_err(|_| ConfigError::Retention(r.into()))?,
+                };
+                Ok(if d.is_zero() { AutoCompaction::Off } else { AutoCompaction::Periodic(d) })
+            }
+            other => Err(ConfigError::CompactionMode(other.into())),
+        }
+    }
+
+    pub fn progress_notify_interval(&self) -> Result<Duration, ConfigError> {
+        parse_go_duration(&self.experimental_watch_progress_notify_interval)
+    }
+
+    /// Checks everything that can be checked before touching disk or network.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.client_urls()?;
+        self.advertise_client_urls()?;
+        self.peer_urls()?;
+        self.joining()?;
+        self.auto_compaction()?;
+        self.progress_notify_interval()?;
+        let advertised = self.advertise_peer_urls()?;
+        let members = self.initial_members()?;
+        let me = members.iter().find(|m| m.name == self.name).ok_or_else(|| ConfigError::NameNotInCluster {
+            name: self.name.clone(),
+            cluster: self.initial_cluster.clone().unwrap_or_default(),
+        })?;
+        let (mut a, mut b) = (me.peer_urls.clone(), advertised.clone());
+        a.sort();
+        b.sort();
+        if a != b {
+            return Err(ConfigError::PeerUrlMismatch {
+                name: self.name.clone(),
+                urls: me.peer_urls.clone(),
+                advertised,
+            });
+        }
+        if self.election_timeout < 5 * self.heartbeat_interval {
+            return Err(ConfigError::Timing { election: self.election_timeout, heartbeat: self.heartbeat_interval });
+        }
+        for (given, flag) in [
+            (self.cert_file.is_some(), "cert-file"),
+            (self.key_file.is_some(), "key-file"),
+            (self.trusted_ca_file.is_some(), "trusted-ca-file"),
+            (self.peer_cert_file.is_some(), "peer-cert-file"),
+            (self.peer_key_file.is_some(), "peer-key-file"),
+        ] {
+            if given {
+                return Err(ConfigError::TlsUnsupported(flag));
+            }
+        }
+        Ok(())
+    }
+
+    /// etcd's minimum lease TTL: 1.5 election timeouts, rounded up to whole seconds.
+    pub fn min_lease_ttl(&self) -> i64 {
+        (self.election_timeout * 3 / 2).div_ceil(1000) as i64
+    }
+
+    /// etcd's request timeout: 5 s plus two election timeouts.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(5) + 2 * Duration::from_millis(self.election_timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("10m").ok(), Some(Duration::from_secs(600)));
+        assert_eq!(parse_go_duration("1h30m").ok(), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_go_duration("500ms").ok(), Some(Duration::from_millis(500)));
+        assert!(parse_go_duration("10 parsecs").is_err());
+        assert!(parse_go_duration("").is_err());
+    }
+}

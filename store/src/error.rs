@@ -1,0 +1,151 @@
+//! Errors a client can see, with etcd's gRPC codes and exact messages.
+//!
+//! etcd clients match errors by their message text (Go's clientv3 maps them back through
+//! `rpctypes.ErrorDesc`), so every string here is etcd's own (v3.4
+//! `etcdserver/api/v3rpc/rpctypes/error.go`). This is the one place that maps errors to
+//! the wire; handlers return [`EtcdError`] and `?` does the rest.
+
+/// A request-level error. `Internal` and `Storage` are the only ones that are not a
+/// normal answer to a bad or unlucky request.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EtcdError {
+    #[error("etcdserver: key is not provided")]
+    EmptyKey,
+    #[error("etcdserver: key not found")]
+    KeyNotFound,
+    #[error("etcdserver: value is provided")]
+    ValueProvided,
+    #[error("etcdserver: lease is provided")]
+    LeaseProvided,
+    #[error("etcdserver: too many operations in txn request")]
+    TooManyOps,
+    #[error("etcdserver: duplicate key given in txn request")]
+    DuplicateKey,
+    #[error("etcdserver: invalid sort option")]
+    InvalidSortOption,
+    #[error("etcdserver: mvcc: required revision has been compacted")]
+    Compacted,
+    #[error("etcdserver: mvcc: required revision is a future revision")]
+    FutureRev,
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
+    #[error("etcdserver: lease already exists")]
+    LeaseExist,
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
+    #[error("etcdserver: member ID already exist")]
+    MemberExist,
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExist,
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    MemberNotEnoughStarted,
+    #[error("etcdserver: given member URLs are invalid")]
+    MemberBadUrls,
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
+    #[error("etcdserver: can only promote a learner member")]
+    MemberNotLearner,
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    #[error("etcdserver: too many learner members in cluster")]
+    TooManyLearners,
+    #[error("etcdserver: request is too large")]
+    RequestTooLarge,
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    #[error("etcdserver: not leader")]
+    NotLeader,
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
+    #[error("etcdserver: server stopped")]
+    Stopped,
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    #[error("etcdserver: rpc not supported for learner")]
+    NotSupportedForLearner,
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
+    #[error("etcdserver: unhealthy cluster")]
+    Unhealthy,
+    #[error("etcdserver: {0}")]
+    Internal(String),
+}
+
+impl EtcdError {
+    pub fn code(&self) -> tonic::Code {
+        use tonic::Code;
+        use EtcdError::*;
+        match self {
+            EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey | InvalidSortOption
+            | MemberBadUrls | RequestTooLarge => Code::InvalidArgument,
+            Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
+            NoSpace => Code::ResourceExhausted,
+            LeaseNotFound | MemberNotFound => Code::NotFound,
+            LeaseExist
+            | MemberExist
+            | PeerUrlExist
+            | MemberNotEnoughStarted
+            | MemberNotLearner
+            | LearnerNotReady
+            | TooManyLearners
+            | NotLeader
+            | BadLeaderTransferee => Code::FailedPrecondition,
+            NoLeader | LeaderChanged | Stopped | Timeout | NotSupportedForLearner | Unhealthy => Code::Unavailable,
+            Internal(_) => Code::Internal,
+        }
+    }
+
+    /// A compact number for errors decided while applying a Raft command, so the
+    /// outcome can travel in the command's response (and across the peer network).
+    pub fn apply_code(&self) -> i32 {
+        use EtcdError::*;
+        match self {
+            KeyNotFound => 1,
+            LeaseNotFound => 2,
+            LeaseExist => 3,
+            Compacted => 4,
+            FutureRev => 5,
+            LeaseTtlTooLarge => 6,
+            NoSpace => 7,
+            MemberExist => 8,
+            PeerUrlExist => 9,
+            MemberNotFound => 10,
+            MemberNotLearner => 11,
+            InvalidSortOption => 12,
+            _ => 0,
+        }
+    }
+
+    pub fn from_apply_code(code: i32) -> EtcdError {
+        use EtcdError::*;
+        match code {
+            1 => KeyNotFound,
+            2 => LeaseNotFound,
+            3 => LeaseExist,
+            4 => Compacted,
+            5 => FutureRev,
+            6 => LeaseTtlTooLarge,
+            7 => NoSpace,
+            8 => MemberExist,
+            9 => PeerUrlExist,
+            10 => MemberNotFound,
+            11 => MemberNotLearner,
+            12 => InvalidSortOption,
+            _ => Internal("apply failed".into()),
+        }
+    }
+}
+
+impl From<EtcdError> for tonic::Status {
+    fn from(e: EtcdError) -> tonic::Status {
+        tonic::Status::new(e.code(), e.to_string())
+    }
+}
+
+impl From<crate::engine::EngineError> for EtcdError {
+    fn from(e: crate::engine::EngineError) -> EtcdError {
+        EtcdError::Internal(e.to_string())
+    }
+}

@@ -1,0 +1,238 @@
+//! One running member: the Raft node, its store, and what every API handler needs from
+//! them (etcd's `EtcdServer`).
+//!
+//! - [`Node::propose`] puts a command through Raft and returns what applying it produced.
+//!   On a follower it forwards to the leader over the peer transport, so clients may write
+//!   to any member. It retries across leader changes until the request deadline.
+//! - [`Node::read_barrier`] makes a following local read linearizable: the leader confirms
+//!   its leadership with a quorum (read index); a follower asks the leader for that index
+//!   and waits until it has applied it.
+//! - [`Node::header`] fills the etcd response header.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, RaftError};
+use prost::Message;
+
+use crate::error::EtcdError;
+use crate::mvcc::MvccStore;
+use crate::proto::etcdserverpb::ResponseHeader;
+use crate::proto::keelpb::raft_request::Command;
+use crate::proto::keelpb::raft_response::Result as Outcome;
+use crate::proto::keelpb::{RaftRequest, RaftResponse};
+use crate::raft::state_machine::Applied;
+use crate::raft::{Cmd, Member, NodeId, Raft};
+
+pub const PROPOSE_PATH: &str = "/keel/propose";
+pub const READ_INDEX_PATH: &str = "/keel/read-index";
+
+/// Limits and timing a member enforces on requests.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_request_bytes: usize,
+    pub max_txn_ops: usize,
+    pub request_timeout: Duration,
+}
+
+pub struct Node {
+    pub id: NodeId,
+    pub cluster_id: u64,
+    pub name: String,
+    pub raft: Raft,
+    pub store: Arc<MvccStore>,
+    pub applied: Arc<Applied>,
+    pub limits: Limits,
+    http: reqwest::Client,
+}
+
+/// Why the peer-facing handlers could not serve a forwarded request here.
+#[derive(Debug)]
+pub enum LocalError {
+    NotLeader,
+    Etcd(EtcdError),
+}
+
+impl Node {
+    pub fn new(
+        id: NodeId,
+        cluster_id: u64,
+        name: String,
+        raft: Raft,
+        store: Arc<MvccStore>,
+        applied: Arc<Applied>,
+        limits: Limits,
+        http: reqwest::Client,
+    ) -> Node {
+        Node { id, cluster_id, name, raft, store, applied, limits, http }
+    }
+
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
+    }
+
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    pub fn header(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader { cluster_id: self.cluster_id, member_id: self.id, revision, raft_term: self.term() }
+    }
+
+    /// Fills the identity fields of a header produced by the state machine.
+    pub fn fill(&self, h: &mut Option<ResponseHeader>, revision: i64) {
+        let rev = h.as_ref().map_or(revision, |h| h.revision);
+        *h = Some(self.header(rev));
+    }
+
+    fn leader_url(&self, leader: NodeId) -> Option<String> {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        let node: Option<&Member> = m.membership().get_node(&leader);
+        node.and_then(|n| n.peer_urls.first().cloned()).map(|u| u.trim_end_matches('/').to_string())
+    }
+
+    /// Waits (until `deadline`) for a leader to be known.
+    async fn await_leader(&self, deadline: Instant) -> Result<NodeId, EtcdError> {
+        let mut rx = self.raft.metrics();
+        loop {
+            if let Some(l) = rx.borrow().current_leader {
+                return Ok(l);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(EtcdError::NoLeader);
+            }
+            match tokio::time::timeout(left, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(EtcdError::Stopped),
+                Err(_) => return Err(EtcdError::NoLeader),
+            }
+        }
+    }
+
+    /// Puts a command through Raft and returns its applied outcome.
+    pub async fn propose(&self, cmd: Command) -> Result<RaftResponse, EtcdError> {
+        let req = RaftRequest { command: Some(cmd) };
+        if req.encoded_len() > self.limits.max_request_bytes {
+            return Err(EtcdError::RequestTooLarge);
+        }
+        let deadline = Instant::now() + self.limits.request_timeout;
+        loop {
+            match self.propose_here(req.clone()).await {
+                Ok(r) => return into_result(r),
+                Err(LocalError::Etcd(e)) => return Err(e),
+                Err(LocalError::NotLeader) => {}
+            }
+            let leader = self.await_leader(deadline).await?;
+            if leader != self.id {
+                if let Some(r) = self.forward_propose(leader, &req, deadline).await? {
+                    return into_result(r);
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(EtcdError::Timeout);
+            }
+            // The leader changed under us; give the election a moment to settle.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Proposes on this member only; `NotLeader` if it is not the leader.
+    pub async fn propose_here(&self, req: RaftRequest) -> Result<RaftResponse, LocalError> {
+        match self.raft.client_write(Cmd(req)).await {
+            Ok(r) => Ok(r.data.0),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(LocalError::NotLeader),
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(LocalError::Etcd(EtcdError::Internal(e.to_string())))
+            }
+            Err(RaftError::Fatal(_)) => Err(LocalError::Etcd(EtcdError::Stopped)),
+        }
+    }
+
+    /// Sends the proposal to the leader. `Ok(None)` means "try again" (leader changed).
+    async fn forward_propose(
+        &self,
+        leader: NodeId,
+        req: &RaftRequest,
+        deadline: Instant,
+    ) -> Result<Option<RaftResponse>, EtcdError> {
+        let Some(url) = self.leader_url(leader) else { return Ok(None) };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let sent = self.http.post(format!("{url}{PROPOSE_PATH}")).timeout(left).body(req.encode_to_vec()).send().await;
+        let Ok(resp) = sent else { return Ok(None) };
+        match resp.status().as_u16() {
+            200 => {
+                let body = resp.bytes().await.map_err(|_| EtcdError::LeaderChanged)?;
+                RaftResponse::decode(body).map(Some).map_err(|e| EtcdError::Internal(e.to_string()))
+            }
+            421 => Ok(None),
+            _ => {
+                let msg = resp.text().await.unwrap_or_default();
+                Err(EtcdError::Internal(msg))
+            }
+        }
+    }
+
+    /// Makes the next local read linearizable.
+    pub async fn read_barrier(&self) -> Result<(), EtcdError> {
+        let deadline = Instant::now() + self.limits.request_timeout;
+        loop {
+            match self.read_index_here().await {
+                Ok(index) => {
+                    self.applied.wait_for(index).await;
+                    return Ok(());
+                }
+                Err(LocalError::Etcd(e)) => return Err(e),
+                Err(LocalError::NotLeader) => {}
+            }
+            let leader = self.await_leader(deadline).await?;
+            if leader != self.id {
+                if let Some(index) = self.forward_read_index(leader, deadline).await {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    return tokio::time::timeout(left, self.applied.wait_for(index))
+                        .await
+                        .map_err(|_| EtcdError::Timeout);
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(EtcdError::Timeout);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// On the leader: confirms leadership with a quorum and returns the index a read must
+    /// wait for.
+    pub async fn read_index_here(&self) -> Result<u64, LocalError> {
+        match self.raft.get_read_log_id().await {
+            Ok((read, _applied)) => Ok(read.map_or(0, |l| l.index)),
+            Err(RaftError::APIError(_)) => Err(LocalError::NotLeader),
+            Err(RaftError::Fatal(_)) => Err(LocalError::Etcd(EtcdError::Stopped)),
+        }
+    }
+
+    async fn forward_read_index(&self, leader: NodeId, deadline: Instant) -> Option<u64> {
+        let url = self.leader_url(leader)?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let resp = self.http.post(format!("{url}{READ_INDEX_PATH}")).timeout(left).send().await.ok()?;
+        if resp.status().as_u16() != 200 {
+            return None;
+        }
+        let body = resp.bytes().await.ok()?;
+        Some(u64::from_be_bytes(body.as_ref().try_into().ok()?))
+    }
+
+    pub fn is_learner(&self) -> bool {
+        let m = self.applied.membership.read();
+        let membership = m.membership();
+        membership.get_node(&self.id).is_some() && !membership.voter_ids().any(|v| v == self.id)
+    }
+}
+
+/// Turns an applied outcome into the handler's result.
+fn into_result(r: RaftResponse) -> Result<RaftResponse, EtcdError> {
+    match &r.result {
+        Some(Outcome::Error(e)) => Err(EtcdError::from_apply_code(e.code)),
+        _ => Ok(r),
+    }
+}

@@ -1,0 +1,148 @@
+//! The peer transport, client side: Raft RPCs over HTTP with bincode bodies.
+//!
+//! Each RPC is a POST to the target's first peer URL. A transport failure is reported to
+//! openraft as `Unreachable` (it backs off and retries); an error returned by the remote
+//! Raft is passed through as a `RemoteError`. Snapshots stream from their file.
+
+use std::future::Future;
+use std::time::Duration;
+
+use openraft::error::{
+    Fatal, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::Snapshot;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{decode, encode, Member, NodeId, TypeConfig, Vote};
+
+pub const APPEND_PATH: &str = "/raft/append";
+pub const VOTE_PATH: &str = "/raft/vote";
+pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
+
+/// Creates one [`PeerClient`] per replication target; all share one connection pool.
+#[derive(Clone)]
+pub struct Network {
+    http: reqwest::Client,
+}
+
+impl Network {
+    pub fn new() -> Network {
+        let http = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(1))
+            .build()
+            .unwrap_or_default();
+        Network { http }
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Network::new()
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> PeerClient {
+        let base = node.peer_urls.first().cloned().unwrap_or_default().trim_end_matches('/').to_string();
+        PeerClient { target, base, http: self.http.clone() }
+    }
+}
+
+pub struct PeerClient {
+    target: NodeId,
+    base: String,
+    http: reqwest::Client,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct TransportError(String);
+
+type RpcResult<T, E> = Result<T, RPCError<NodeId, Member, RaftError<NodeId, E>>>;
+
+impl PeerClient {
+    async fn call<Req, Resp, E>(&self, path: &str, req: &Req, ttl: Duration) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let body = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let resp = self
+            .http
+            .post(format!("{}{}", self.base, path))
+            .timeout(ttl)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        if !resp.status().is_success() {
+            let e = TransportError(format!("peer answered {}", resp.status()));
+            return Err(RPCError::Unreachable(Unreachable::new(&e)));
+        }
+        let bytes = resp.bytes().await.map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let res: Result<Resp, RaftError<NodeId, E>> =
+            decode(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
+        self.call(APPEND_PATH, &rpc, option.hard_ttl()).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
+        self.call(VOTE_PATH, &rpc, option.hard_ttl()).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot<TypeConfig>,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        let unreachable =
+            |e: &dyn std::fmt::Display| StreamingError::Unreachable(Unreachable::new(&TransportError(e.to_string())));
+        let head = encode(&(vote, snapshot.meta.clone())).map_err(|e| unreachable(&e))?;
+        let file = tokio::fs::File::open(&snapshot.snapshot.path).await.map_err(|e| unreachable(&e))?;
+        let prefix = futures::stream::once(async move {
+            let mut b = (head.len() as u32).to_be_bytes().to_vec();
+            b.extend_from_slice(&head);
+            Ok::<_, std::io::Error>(bytes::Bytes::from(b))
+        });
+        let body = futures::StreamExt::chain(prefix, tokio_util::io::ReaderStream::new(file));
+        let send =
+            self.http.post(format!("{}{}", self.base, SNAPSHOT_PATH)).body(reqwest::Body::wrap_stream(body)).send();
+        let resp = tokio::select! {
+            r = send => r.map_err(|e| unreachable(&e))?,
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+        };
+        if !resp.status().is_success() {
+            return Err(unreachable(&format!("peer answered {}", resp.status())));
+        }
+        let bytes = resp.bytes().await.map_err(|e| unreachable(&e))?;
+        let res: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> = decode(&bytes).map_err(|e| unreachable(&e))?;
+        res.map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))
+    }
+}

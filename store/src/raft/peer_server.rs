@@ -1,0 +1,131 @@
+//! The peer transport, server side: the routes other members call on `--listen-peer-urls`.
+//!
+//! `/raft/*` carry openraft's RPCs (bincode); `/keel/propose` and `/keel/read-index` let a
+//! follower hand a client's write or linearizable read to the leader. A member that is not
+//! the leader answers `421 Misdirected Request` so the caller looks for the new leader.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use futures::StreamExt;
+use openraft::error::Fatal;
+use openraft::raft::{AppendEntriesRequest, SnapshotResponse, VoteRequest};
+use openraft::Snapshot;
+use prost::Message;
+use tokio::io::AsyncWriteExt;
+
+use super::network::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
+use super::snapshot::SnapshotFile;
+use super::{decode, encode, NodeId, SnapshotMeta, TypeConfig, Vote};
+use crate::node::{LocalError, Node, PROPOSE_PATH, READ_INDEX_PATH};
+use crate::proto::keelpb::RaftRequest;
+
+/// Where received snapshots are written before they are installed.
+#[derive(Clone)]
+pub struct PeerState {
+    pub node: Arc<Node>,
+    pub incoming_dir: std::path::PathBuf,
+}
+
+pub fn router(state: PeerState) -> Router {
+    Router::new()
+        .route(APPEND_PATH, post(append))
+        .route(VOTE_PATH, post(vote))
+        .route(SNAPSHOT_PATH, post(snapshot))
+        .route(PROPOSE_PATH, post(propose))
+        .route(READ_INDEX_PATH, post(read_index))
+        .with_state(state)
+}
+
+fn bincode_response<T: serde::Serialize>(v: &T) -> Response {
+    match encode(v) {
+        Ok(b) => (StatusCode::OK, b).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn append(State(s): State<PeerState>, body: Bytes) -> Response {
+    let req: AppendEntriesRequest<TypeConfig> = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    bincode_response(&s.node.raft.append_entries(req).await)
+}
+
+async fn vote(State(s): State<PeerState>, body: Bytes) -> Response {
+    let req: VoteRequest<NodeId> = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    bincode_response(&s.node.raft.vote(req).await)
+}
+
+/// Receives a streamed snapshot: a length-prefixed (vote, meta) head, then the file.
+async fn snapshot(State(s): State<PeerState>, body: Body) -> Response {
+    match receive_snapshot(&s, body).await {
+        Ok((vote, meta, file)) => {
+            let snap = Snapshot { meta, snapshot: Box::new(file) };
+            let res: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> =
+                s.node.raft.install_full_snapshot(vote, snap).await;
+            bincode_response(&res)
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, e).into_response(),
+    }
+}
+
+async fn receive_snapshot(s: &PeerState, body: Body) -> Result<(Vote, SnapshotMeta, SnapshotFile), String> {
+    let mut stream = body.into_data_stream();
+    let mut buf: Vec<u8> = Vec::new();
+    // Read the head.
+    let head_len = loop {
+        if buf.len() >= 4 {
+            let n = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            if n > 16 << 20 {
+                return Err("snapshot head too large".into());
+            }
+            if buf.len() >= 4 + n {
+                break n;
+            }
+        }
+        match stream.next().await {
+            Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+            Some(Err(e)) => return Err(e.to_string()),
+            None => return Err("snapshot stream ended early".into()),
+        }
+    };
+    let (vote, meta): (Vote, SnapshotMeta) = decode(&buf[4..4 + head_len]).map_err(|e| e.to_string())?;
+    let path = s.incoming_dir.join(format!("incoming-{}.part", meta.snapshot_id));
+    let mut f = tokio::fs::File::create(&path).await.map_err(|e| e.to_string())?;
+    f.write_all(&buf[4 + head_len..]).await.map_err(|e| e.to_string())?;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| e.to_string())?;
+        f.write_all(&chunk).await.map_err(|e| e.to_string())?;
+    }
+    f.sync_all().await.map_err(|e| e.to_string())?;
+    Ok((vote, meta, SnapshotFile { path }))
+}
+
+async fn propose(State(s): State<PeerState>, body: Bytes) -> Response {
+    let req = match RaftRequest::decode(body) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    match s.node.propose_here(req).await {
+        Ok(r) => (StatusCode::OK, r.encode_to_vec()).into_response(),
+        Err(LocalError::NotLeader) => StatusCode::MISDIRECTED_REQUEST.into_response(),
+        Err(LocalError::Etcd(e)) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
+}
+
+async fn read_index(State(s): State<PeerState>) -> Response {
+    match s.node.read_index_here().await {
+        Ok(i) => (StatusCode::OK, i.to_be_bytes().to_vec()).into_response(),
+        Err(LocalError::NotLeader) => StatusCode::MISDIRECTED_REQUEST.into_response(),
+        Err(LocalError::Etcd(e)) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
+}

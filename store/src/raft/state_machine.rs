@@ -1,0 +1,287 @@
+//! The Raft state machine: committed entries in, MVCC store changes out.
+//!
+//! Each entry is applied with its log id in one atomic engine write, so after a crash the
+//! store is exactly at its recorded last-applied entry and Raft replays the rest. The
+//! membership and each member's published attributes live here too (in `Meta`), because
+//! they are replicated state that every member must agree on.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, RaftSnapshotBuilder};
+use parking_lot::RwLock;
+use prost::Message;
+
+use super::snapshot::{self, SnapshotFile};
+use openraft::StorageIOError;
+
+use super::{decode, encode, Cmd, Entry, LogId, Resp, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::engine::{Cf, Engine, WriteBatch};
+use crate::mvcc::MvccStore;
+use crate::proto::keelpb::raft_request::Command;
+use crate::proto::keelpb::MemberAttributes;
+
+const LAST_APPLIED: &[u8] = b"last_applied";
+const MEMBERSHIP: &[u8] = b"membership";
+const ATTRS_PREFIX: &[u8] = b"member_attrs/";
+const CURRENT_SNAPSHOT: &str = "current.meta";
+
+/// State-machine facts the rest of the member reads (API handlers, the read path).
+pub struct Applied {
+    pub membership: RwLock<StoredMembership>,
+    /// Member id → the name and client URLs it published.
+    pub attrs: RwLock<BTreeMap<u64, MemberAttributes>>,
+    last: RwLock<Option<LogId>>,
+    index_tx: tokio::sync::watch::Sender<u64>,
+}
+
+impl Applied {
+    pub fn last_applied(&self) -> Option<LogId> {
+        *self.last.read()
+    }
+
+    /// Waits until the entry at `index` has been applied.
+    pub async fn wait_for(&self, index: u64) {
+        let mut rx = self.index_tx.subscribe();
+        let _ = rx.wait_for(|i| *i >= index).await;
+    }
+
+    fn set(&self, id: LogId) {
+        *self.last.write() = Some(id);
+        self.index_tx.send_replace(id.index);
+    }
+}
+
+pub struct StateMachine {
+    store: Arc<MvccStore>,
+    engine: Engine,
+    applied: Arc<Applied>,
+    snap_dir: PathBuf,
+}
+
+fn sm_read(e: impl std::error::Error + 'static) -> StorageError {
+    StorageError::from(StorageIOError::read_state_machine(&e))
+}
+
+fn sm_write(e: impl std::error::Error + 'static) -> StorageError {
+    StorageError::from(StorageIOError::write_state_machine(&e))
+}
+
+fn snap_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageError::from(StorageIOError::write_snapshot(None, &e))
+}
+
+fn attr_key(id: u64) -> Vec<u8> {
+    let mut k = ATTRS_PREFIX.to_vec();
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+impl StateMachine {
+    pub fn open(store: Arc<MvccStore>, snap_dir: PathBuf) -> Result<StateMachine, StorageError> {
+        std::fs::create_dir_all(&snap_dir).map_err(sm_read)?;
+        let engine = store.engine().clone();
+        let (index_tx, _) = tokio::sync::watch::channel(0);
+        let applied = Arc::new(Applied {
+            membership: RwLock::new(StoredMembership::default()),
+            attrs: RwLock::new(BTreeMap::new()),
+            last: RwLock::new(None),
+            index_tx,
+        });
+        let sm = StateMachine { store, engine, applied, snap_dir };
+        sm.load_meta()?;
+        Ok(sm)
+    }
+
+    pub fn applied(&self) -> Arc<Applied> {
+        self.applied.clone()
+    }
+
+    fn load_meta(&self) -> Result<(), StorageError> {
+        let last: Option<LogId> = match self.engine.get(Cf::Meta, LAST_APPLIED).map_err(sm_read)? {
+            Some(v) => Some(decode(&v).map_err(sm_read)?),
+            None => None,
+        };
+        let membership: StoredMembership = match self.engine.get(Cf::Meta, MEMBERSHIP).map_err(sm_read)? {
+            Some(v) => decode(&v).map_err(sm_read)?,
+            None => StoredMembership::default(),
+        };
+        let mut attrs = BTreeMap::new();
+        let mut end = ATTRS_PREFIX.to_vec();
+        end.push(0xFF);
+        for item in self.engine.scan(Cf::Meta, ATTRS_PREFIX, Some(&end)).map_err(sm_read)? {
+            let (_, v) = item.map_err(sm_read)?;
+            if let Ok(a) = MemberAttributes::decode(&*v) {
+                attrs.insert(a.id, a);
+            }
+        }
+        *self.applied.membership.write() = membership;
+        *self.applied.attrs.write() = attrs;
+        *self.applied.last.write() = last;
+        self.applied.index_tx.send_replace(last.map_or(0, |l| l.index));
+        Ok(())
+    }
+
+    fn apply_one(&self, entry: Entry) -> Result<Resp, StorageError> {
+        let mut batch = WriteBatch::default();
+        batch.put(Cf::Meta, LAST_APPLIED, encode(&entry.log_id).map_err(sm_write)?);
+        let resp = match entry.payload {
+            EntryPayload::Blank => {
+                self.store.apply_noop(batch).map_err(sm_write)?;
+                Resp::default()
+            }
+            EntryPayload::Normal(Cmd(req)) => match req.command {
+                Some(cmd) => {
+                    if let Command::MemberAttributes(a) = &cmd {
+                        batch.put(Cf::Meta, attr_key(a.id), a.encode_to_vec());
+                    }
+                    let r = self.store.apply(&cmd, batch).map_err(sm_write)?;
+                    if let Command::MemberAttributes(a) = cmd {
+                        self.applied.attrs.write().insert(a.id, a);
+                    }
+                    Resp(r)
+                }
+                None => {
+                    self.store.apply_noop(batch).map_err(sm_write)?;
+                    Resp::default()
+                }
+            },
+            EntryPayload::Membership(m) => {
+                let stored = StoredMembership::new(Some(entry.log_id), m);
+                batch.put(Cf::Meta, MEMBERSHIP, encode(&stored).map_err(sm_write)?);
+                self.store.apply_noop(batch).map_err(sm_write)?;
+                *self.applied.membership.write() = stored;
+                Resp::default()
+            }
+        };
+        self.applied.set(entry.log_id);
+        Ok(resp)
+    }
+
+    fn current_meta_path(&self) -> PathBuf {
+        self.snap_dir.join(CURRENT_SNAPSHOT)
+    }
+
+    fn snapshot_path(&self, id: &str) -> PathBuf {
+        self.snap_dir.join(format!("{id}.snap"))
+    }
+}
+
+/// Records `meta` as the current snapshot (atomically) and removes older snapshot files.
+fn set_current(snap_dir: &std::path::Path, meta: &SnapshotMeta, keep: &std::path::Path) -> Result<(), StorageError> {
+    let tmp = snap_dir.join(format!("{CURRENT_SNAPSHOT}.tmp"));
+    std::fs::write(&tmp, encode(meta).map_err(snap_err)?).map_err(snap_err)?;
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(snap_err)?;
+    std::fs::rename(&tmp, snap_dir.join(CURRENT_SNAPSHOT)).map_err(snap_err)?;
+    if let Ok(dir) = std::fs::read_dir(snap_dir) {
+        for e in dir.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "snap") && p != keep {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub struct SnapshotBuilder {
+    checkpoint: Result<PathBuf, String>,
+    meta: SnapshotMeta,
+    snap_dir: PathBuf,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let ckpt = self.checkpoint.clone().map_err(|e| snap_err(std::io::Error::other(e)))?;
+        let out = self.snap_dir.join(format!("{}.snap", self.meta.snapshot_id));
+        let out2 = out.clone();
+        let size = tokio::task::spawn_blocking(move || snapshot::write_from_checkpoint(&ckpt, &out2))
+            .await
+            .map_err(snap_err)?
+            .map_err(snap_err)?;
+        set_current(&self.snap_dir, &self.meta, &out)?;
+        tracing::info!(id = %self.meta.snapshot_id, bytes = size, "snapshot built");
+        Ok(Snapshot { meta: self.meta.clone(), snapshot: Box::new(SnapshotFile { path: out }) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        Ok((self.applied.last_applied(), self.applied.membership.read().clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Resp>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        entries.into_iter().map(|e| self.apply_one(e)).collect()
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        let last = self.applied.last_applied();
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let id = match last {
+            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, nanos),
+            None => format!("0-0-{nanos}"),
+        };
+        let ckpt = self.snap_dir.join(format!("checkpoint-{id}"));
+        // Taken here, on the state machine's task, so it matches the applied state exactly.
+        let checkpoint = self.engine.checkpoint(&ckpt).map(|_| ckpt).map_err(|e| e.to_string());
+        SnapshotBuilder {
+            checkpoint,
+            meta: SnapshotMeta {
+                last_log_id: last,
+                last_membership: self.applied.membership.read().clone(),
+                snapshot_id: id,
+            },
+            snap_dir: self.snap_dir.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, StorageError> {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        Ok(Box::new(SnapshotFile { path: self.snap_dir.join(format!("incoming-{nanos}.part")) }))
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snap: Box<SnapshotFile>) -> Result<(), StorageError> {
+        let dest = self.snapshot_path(&meta.snapshot_id);
+        if snap.path != dest {
+            std::fs::rename(&snap.path, &dest)
+                .or_else(|_| std::fs::copy(&snap.path, &dest).map(|_| ()))
+                .map_err(snap_err)?;
+        }
+        let engine = self.engine.clone();
+        let file = dest.clone();
+        tokio::task::spawn_blocking(move || snapshot::install(&engine, &file))
+            .await
+            .map_err(snap_err)?
+            .map_err(snap_err)?;
+        let mut batch = WriteBatch::default();
+        if let Some(l) = meta.last_log_id {
+            batch.put(Cf::Meta, LAST_APPLIED, encode(&l).map_err(sm_write)?);
+        }
+        batch.put(Cf::Meta, MEMBERSHIP, encode(&meta.last_membership).map_err(sm_write)?);
+        self.engine.write(batch, true).map_err(sm_write)?;
+        self.store.reload().map_err(sm_write)?;
+        self.load_meta()?;
+        set_current(&self.snap_dir, meta, &dest)?;
+        tracing::info!(id = %meta.snapshot_id, "snapshot installed");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let Ok(bytes) = std::fs::read(self.current_meta_path()) else { return Ok(None) };
+        let meta: SnapshotMeta = decode(&bytes).map_err(sm_read)?;
+        let path = self.snapshot_path(&meta.snapshot_id);
+        if !path.exists() {
+            return Ok(None);
+        }
+        Ok(Some(Snapshot { meta, snapshot: Box::new(SnapshotFile { path }) }))
+    }
+}

@@ -1,0 +1,224 @@
+//! Start-up: from a validated config and bound listeners to a serving member.
+//!
+//! [`bind`] opens the client and peer listeners (so a taken port fails fast, before any
+//! disk work), and [`run`] opens storage, starts Raft, bootstraps or rejoins the cluster,
+//! serves until `shutdown` resolves, then stops cleanly. Tests bind port 0 and call the
+//! same functions.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::auto_compact;
+use crate::config::{ConfigError, StoreConfig};
+use crate::engine::{Cf, Engine, EngineError, WriteBatch};
+use crate::mvcc::MvccStore;
+use crate::node::{Limits, Node};
+use crate::proto::keelpb::raft_request::Command;
+use crate::proto::keelpb::MemberAttributes;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::Network;
+use crate::raft::peer_server::{self, PeerState};
+use crate::raft::state_machine::StateMachine;
+use crate::raft::{ids, Member, NodeId, Raft};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {url}: {source}")]
+    Bind { url: String, source: std::io::Error },
+    #[error("data directory {path:?} is not usable: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("storage: {0}")]
+    Engine(#[from] EngineError),
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// The sockets a member serves on.
+pub struct Listeners {
+    pub client: Vec<TcpListener>,
+    pub peer: Vec<TcpListener>,
+}
+
+async fn bind_all(urls: &[url::Url]) -> Result<Vec<TcpListener>, StartError> {
+    let mut out = Vec::new();
+    for u in urls {
+        let host = u.host_str().unwrap_or("localhost").trim_start_matches('[').trim_end_matches(']');
+        let port = u.port_or_known_default().unwrap_or(0);
+        let l =
+            TcpListener::bind((host, port)).await.map_err(|source| StartError::Bind { url: u.to_string(), source })?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+/// Opens every listener the config names.
+pub async fn bind(cfg: &StoreConfig) -> Result<Listeners, StartError> {
+    Ok(Listeners { client: bind_all(&cfg.client_urls()?).await?, peer: bind_all(&cfg.peer_urls()?).await? })
+}
+
+fn prepare_dir(path: &Path) -> Result<(), StartError> {
+    let err = |source| StartError::DataDir { path: path.to_path_buf(), source };
+    std::fs::create_dir_all(path).map_err(err)?;
+    let probe = path.join(".keel-write-test");
+    std::fs::write(&probe, b"ok").map_err(err)?;
+    std::fs::remove_file(&probe).map_err(err)?;
+    Ok(())
+}
+
+const MEMBER_ID: &[u8] = b"member_id";
+const CLUSTER_ID: &[u8] = b"cluster_id";
+
+/// This member's id, the cluster id, the initial members, and whether this is a first boot.
+struct Identity {
+    id: NodeId,
+    cluster_id: u64,
+    initial: BTreeMap<NodeId, Member>,
+    first_boot: bool,
+}
+
+fn identity(engine: &Engine, cfg: &StoreConfig) -> Result<Identity, StartError> {
+    let members = cfg.initial_members()?;
+    let token = &cfg.initial_cluster_token;
+    let initial: BTreeMap<NodeId, Member> = members
+        .iter()
+        .map(|m| {
+            (ids::member_id(&m.peer_urls, token, None), Member { name: m.name.clone(), peer_urls: m.peer_urls.clone() })
+        })
+        .collect();
+    let stored = |k: &[u8]| -> Result<Option<u64>, StartError> {
+        Ok(engine.get(Cf::RaftState, k)?.and_then(|v| v.try_into().ok().map(u64::from_be_bytes)))
+    };
+    if let (Some(id), Some(cluster_id)) = (stored(MEMBER_ID)?, stored(CLUSTER_ID)?) {
+        return Ok(Identity { id, cluster_id, initial, first_boot: false });
+    }
+    let id = ids::member_id(&cfg.advertise_peer_urls()?, token, None);
+    let cluster_id = ids::cluster_id(&initial.keys().copied().collect::<Vec<_>>());
+    let mut b = WriteBatch::default();
+    b.put(Cf::RaftState, MEMBER_ID, id.to_be_bytes().to_vec());
+    b.put(Cf::RaftState, CLUSTER_ID, cluster_id.to_be_bytes().to_vec());
+    engine.write(b, true)?;
+    Ok(Identity { id, cluster_id, initial, first_boot: true })
+}
+
+fn raft_config(cfg: &StoreConfig) -> Result<Arc<openraft::Config>, StartError> {
+    let rc = openraft::Config {
+        cluster_name: cfg.initial_cluster_token.clone(),
+        heartbeat_interval: cfg.heartbeat_interval,
+        election_timeout_min: cfg.election_timeout,
+        election_timeout_max: cfg.election_timeout * 2,
+        install_snapshot_timeout: 60_000,
+        max_payload_entries: 1000,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_count.max(1)),
+        max_in_snapshot_log_to_keep: 5000.min(cfg.snapshot_count),
+        purge_batch_size: 256,
+        ..Default::default()
+    };
+    Ok(Arc::new(rc.validate().map_err(|e| StartError::Raft(e.to_string()))?))
+}
+
+/// Runs a member until `shutdown` resolves.
+pub async fn run(
+    cfg: StoreConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    cfg.validate()?;
+    let member_dir = cfg.data_dir().join("member");
+    prepare_dir(&member_dir)?;
+    let snap_dir = member_dir.join("snap");
+    prepare_dir(&snap_dir)?;
+    let engine = Engine::open(&member_dir.join("db"))?;
+    let who = identity(&engine, &cfg)?;
+    let store = MvccStore::open(engine.clone(), cfg.min_lease_ttl())?;
+    let sm = StateMachine::open(store.clone(), snap_dir.clone()).map_err(|e| StartError::Raft(e.to_string()))?;
+    let applied = sm.applied();
+    let log = LogStore::new(engine.clone()).map_err(|e| StartError::Raft(e.to_string()))?;
+    let network = Network::new();
+    let http = network.http().clone();
+    let raft =
+        Raft::new(who.id, raft_config(&cfg)?, network, log, sm).await.map_err(|e| StartError::Raft(e.to_string()))?;
+    if who.first_boot && !cfg.joining()? {
+        let initialized = raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))?;
+        if !initialized {
+            if let Err(e) = raft.initialize(who.initial.clone()).await {
+                tracing::warn!(error = %e, "cluster bootstrap");
+            }
+        }
+    }
+    let limits = Limits {
+        max_request_bytes: cfg.max_request_bytes,
+        max_txn_ops: cfg.max_txn_ops,
+        request_timeout: cfg.request_timeout(),
+    };
+    let node =
+        Arc::new(Node::new(who.id, who.cluster_id, cfg.name.clone(), raft.clone(), store, applied, limits, http));
+    tracing::info!(member = %format!("{:x}", who.id), cluster = %format!("{:x}", who.cluster_id), name = %cfg.name, "member started");
+
+    let stop = CancellationToken::new();
+    let mut tasks = Vec::new();
+    let peer_router = peer_server::router(PeerState { node: node.clone(), incoming_dir: snap_dir });
+    for l in listeners.peer {
+        tasks.push(tokio::spawn(serve(l, peer_router.clone(), stop.clone())));
+    }
+    let client_router = crate::api::router(node.clone());
+    for l in listeners.client {
+        tasks.push(tokio::spawn(serve(l, client_router.clone(), stop.clone())));
+    }
+    tokio::spawn(publish_attributes(
+        node.clone(),
+        cfg.advertise_client_urls()?.iter().map(|u| u.as_str().trim_end_matches('/').to_string()).collect(),
+        stop.clone(),
+    ));
+    tokio::spawn(auto_compact::run(node.clone(), cfg.auto_compaction()?, stop.clone()));
+
+    shutdown.await;
+    tracing::info!("stopping");
+    stop.cancel();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let _ = raft.shutdown().await;
+    Ok(())
+}
+
+async fn serve(listener: TcpListener, router: axum::Router, stop: CancellationToken) {
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let res = axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }).await;
+    if let Err(e) = res {
+        tracing::error!(error = %e, "server stopped");
+    }
+}
+
+/// Publishes this member's name and client URLs through Raft once a leader exists (etcd's
+/// `publish`), so `member list` shows them on every member.
+async fn publish_attributes(node: Arc<Node>, client_urls: Vec<String>, stop: CancellationToken) {
+    let attrs = MemberAttributes { id: node.id, name: node.name.clone(), client_urls };
+    loop {
+        if node.applied.attrs.read().get(&node.id) == Some(&attrs) {
+            return;
+        }
+        let r = tokio::select! {
+            r = node.propose(Command::MemberAttributes(attrs.clone())) => r,
+            _ = stop.cancelled() => return,
+        };
+        match r {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "publishing member attributes, will retry");
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+        }
+    }
+}
