@@ -1,1 +1,8 @@
+//! Keel's multi-process integration tests, grouped by area, over one shared harness.
 
+mod harness;
+
+mod bad_input;
+mod crash;
+mod etcdctl_diff;
+mod kv_client;

@@ -54,6 +54,7 @@ impl Kv for KvService {
 
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let r = req.into_inner();
+        super::check_message_size(&r, self.node.limits.max_request_bytes)?;
         validate::put(&r)?;
         match self.node.propose(Command::Put(r)).await?.result {
             Some(Outcome::Put(mut p)) => {
@@ -78,6 +79,7 @@ impl Kv for KvService {
 
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let r = req.into_inner();
+        super::check_message_size(&r, self.node.limits.max_request_bytes)?;
         validate::txn(&r, self.node.limits.max_txn_ops)?;
         if is_read_only(&r) {
             self.node.read_barrier().await?;

@@ -20,13 +20,27 @@ use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 
 /// gRPC's own framing overhead on top of the largest request, as etcd allows.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+/// tonic refuses bigger messages itself (with a different code than grpc-go); below this,
+/// [`check_message_size`] answers exactly as etcd does.
+const DECODE_LIMIT_BYTES: usize = 64 << 20;
+
+/// etcd (grpc-go) refuses a message over `--max-request-bytes` + 512 KiB with
+/// ResourceExhausted before reading it; the message text is grpc-go's.
+pub fn check_message_size(msg: &impl prost::Message, max_request_bytes: usize) -> Result<(), tonic::Status> {
+    let (len, max) = (msg.encoded_len(), max_request_bytes + GRPC_OVERHEAD_BYTES);
+    if len > max {
+        return Err(tonic::Status::resource_exhausted(format!(
+            "grpc: received message larger than max ({len} vs. {max})"
+        )));
+    }
+    Ok(())
+}
 
 /// Every client-facing route of a member.
 pub fn router(node: Arc<Node>) -> axum::Router {
-    let max = node.limits.max_request_bytes + GRPC_OVERHEAD_BYTES;
-    let grpc =
-        tonic::service::Routes::new(KvServer::new(kv::KvService::new(node.clone())).max_decoding_message_size(max))
-            .add_service(MaintenanceServer::new(maintenance::MaintenanceService::new(node.clone())))
-            .add_service(ClusterServer::new(cluster::ClusterService::new(node.clone())));
+    let kv = KvServer::new(kv::KvService::new(node.clone())).max_decoding_message_size(DECODE_LIMIT_BYTES);
+    let grpc = tonic::service::Routes::new(kv)
+        .add_service(MaintenanceServer::new(maintenance::MaintenanceService::new(node.clone())))
+        .add_service(ClusterServer::new(cluster::ClusterService::new(node.clone())));
     grpc.into_axum_router().merge(http::router(node))
 }

@@ -1,0 +1,181 @@
+//! The shared harness for multi-process tests: real `keel store` and real `etcd` processes
+//! on free loopback ports in temp dirs, killed when dropped; readiness and conditions are
+//! polled with deadlines, never slept on.
+
+#![allow(dead_code)]
+
+pub mod etcdctl;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Which server a test runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    Keel,
+    Etcd,
+}
+
+impl Flavor {
+    fn program(self) -> PathBuf {
+        match self {
+            Flavor::Keel => PathBuf::from(env!("CARGO_BIN_EXE_keel")),
+            Flavor::Etcd => PathBuf::from("etcd"),
+        }
+    }
+}
+
+/// A loopback port nobody is listening on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One member of a cluster, as a child process.
+pub struct Member {
+    pub flavor: Flavor,
+    pub name: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub data_dir: PathBuf,
+    pub initial_cluster: String,
+    pub extra_args: Vec<String>,
+    child: Option<Child>,
+    log: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Member {
+    /// Starts a one-member cluster and waits until it serves.
+    pub fn single(flavor: Flavor) -> Member {
+        Self::single_with(flavor, &[])
+    }
+
+    pub fn single_with(flavor: Flavor, extra: &[&str]) -> Member {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let peer_port = free_port();
+        let name = "m1".to_string();
+        let mut m = Member {
+            flavor,
+            initial_cluster: format!("{name}=http://127.0.0.1:{peer_port}"),
+            name,
+            client_port: free_port(),
+            peer_port,
+            data_dir: tmp.path().join("data"),
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            log: tmp.path().join("member.log"),
+            _tmp: Some(tmp),
+        };
+        m.start();
+        m.wait_ready();
+        m
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn client_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    fn args(&self) -> Vec<String> {
+        let mut a: Vec<String> = Vec::new();
+        if self.flavor == Flavor::Keel {
+            a.push("store".into());
+        }
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        for (k, v) in [
+            ("--name", self.name.clone()),
+            ("--data-dir", self.data_dir.display().to_string()),
+            ("--listen-client-urls", self.client_url()),
+            ("--advertise-client-urls", self.client_url()),
+            ("--listen-peer-urls", peer.clone()),
+            ("--initial-advertise-peer-urls", peer),
+            ("--initial-cluster", self.initial_cluster.clone()),
+            ("--initial-cluster-state", "new".into()),
+            ("--initial-cluster-token", "keel-test".into()),
+        ] {
+            a.push(format!("{k}={v}"));
+        }
+        a.extend(self.extra_args.iter().cloned());
+        a
+    }
+
+    /// Starts the process (after a kill, on the same data dir).
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
+        let err = log.try_clone().expect("log file");
+        let child = Command::new(self.flavor.program())
+            .args(self.args())
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", self.flavor));
+        self.child = Some(child);
+    }
+
+    /// Waits until the member answers a linearizable read.
+    pub fn wait_ready(&self) {
+        let ep = self.endpoint();
+        wait_for(&format!("{:?} at {ep} to serve\n{}", self.flavor, self.log_tail()), Duration::from_secs(30), || {
+            let out = etcdctl::run(&ep, &["get", "readiness-probe"], None);
+            out.success().then_some(())
+        });
+    }
+
+    /// SIGKILL, no chance to flush anything.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.start();
+        self.wait_ready();
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    pub fn data_path(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An etcd-client connected to a member.
+pub async fn client(m: &Member) -> etcd_client::Client {
+    etcd_client::Client::connect([m.client_url()], None).await.expect("connect")
+}
