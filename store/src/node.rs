@@ -43,7 +43,8 @@ pub struct Node {
     pub store: Arc<MvccStore>,
     pub applied: Arc<Applied>,
     pub limits: Limits,
-    http: reqwest::Client,
+    /// The peer transport's connection pool, for forwarding to the leader.
+    pub http: reqwest::Client,
 }
 
 /// Why the peer-facing handlers could not serve a forwarded request here.
@@ -54,19 +55,6 @@ pub enum LocalError {
 }
 
 impl Node {
-    pub fn new(
-        id: NodeId,
-        cluster_id: u64,
-        name: String,
-        raft: Raft,
-        store: Arc<MvccStore>,
-        applied: Arc<Applied>,
-        limits: Limits,
-        http: reqwest::Client,
-    ) -> Node {
-        Node { id, cluster_id, name, raft, store, applied, limits, http }
-    }
-
     pub fn term(&self) -> u64 {
         self.raft.metrics().borrow().current_term
     }

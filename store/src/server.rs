@@ -157,8 +157,16 @@ pub async fn run(
         max_txn_ops: cfg.max_txn_ops,
         request_timeout: cfg.request_timeout(),
     };
-    let node =
-        Arc::new(Node::new(who.id, who.cluster_id, cfg.name.clone(), raft.clone(), store, applied, limits, http));
+    let node = Arc::new(Node {
+        id: who.id,
+        cluster_id: who.cluster_id,
+        name: cfg.name.clone(),
+        raft: raft.clone(),
+        store,
+        applied,
+        limits,
+        http,
+    });
     tracing::info!(member = %format!("{:x}", who.id), cluster = %format!("{:x}", who.cluster_id), name = %cfg.name, "member started");
 
     let stop = CancellationToken::new();

@@ -16,6 +16,9 @@ use std::sync::Arc;
 
 pub use snapshot::EngineSnapshot;
 
+/// One stored key and value, as iterators return them.
+pub type KvPair = (Box<[u8]>, Box<[u8]>);
+
 /// A column family: one keyspace with its own purpose.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Cf {
@@ -175,7 +178,7 @@ impl Engine {
         cf: Cf,
         from: &[u8],
         to: Option<&[u8]>,
-    ) -> Result<impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>), EngineError>> + '_, EngineError> {
+    ) -> Result<impl Iterator<Item = Result<KvPair, EngineError>> + '_, EngineError> {
         let mut ro = rocksdb::ReadOptions::default();
         if let Some(to) = to {
             ro.set_iterate_upper_bound(to.to_vec());
@@ -189,7 +192,7 @@ impl Engine {
     }
 
     /// The last key-value pair of a column family, if any.
-    pub fn last(&self, cf: Cf) -> Result<Option<(Box<[u8]>, Box<[u8]>)>, EngineError> {
+    pub fn last(&self, cf: Cf) -> Result<Option<KvPair>, EngineError> {
         let mut it = self.db.iterator_cf(self.handle(cf)?, rocksdb::IteratorMode::End);
         Ok(it.next().transpose()?)
     }

@@ -1,6 +1,6 @@
 //! A point-in-time read view over the engine (a RocksDB snapshot).
 
-use super::{Cf, Engine, EngineError};
+use super::{Cf, Engine, EngineError, KvPair};
 
 /// Reads through this view see the database as it was when the view was taken, even
 /// while writes and compaction go on.
@@ -27,10 +27,7 @@ impl<'a> EngineSnapshot<'a> {
     }
 
     /// Iterates a whole column family in key order, as of the snapshot.
-    pub fn scan_all(
-        &self,
-        cf: Cf,
-    ) -> Result<impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>), EngineError>> + '_, EngineError> {
+    pub fn scan_all(&self, cf: Cf) -> Result<impl Iterator<Item = Result<KvPair, EngineError>> + '_, EngineError> {
         let h = self.engine.handle(cf)?;
         let mut ro = rocksdb::ReadOptions::default();
         ro.set_snapshot(&self.snap);

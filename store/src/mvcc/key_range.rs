@@ -3,6 +3,9 @@
 use bytes::Bytes;
 use std::ops::Bound;
 
+/// Bounds over byte-string keys, as `BTreeMap::range` takes them.
+pub type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
+
 /// A set of keys as etcd requests name it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeyRange {
@@ -30,7 +33,7 @@ impl KeyRange {
     }
 
     /// The bounds to iterate an ordered map of keys, or `None` if the range is empty.
-    pub fn bounds(&self) -> Option<(Bound<&[u8]>, Bound<&[u8]>)> {
+    pub fn bounds(&self) -> Option<KeyBounds<'_>> {
         match self {
             KeyRange::Single(k) => Some((Bound::Included(k.as_ref()), Bound::Included(k.as_ref()))),
             KeyRange::Span { start, end: None } => Some((Bound::Included(start.as_ref()), Bound::Unbounded)),
@@ -45,7 +48,8 @@ impl KeyRange {
         let (a0, a1) = self.interval();
         let (b0, b1) = other.interval();
         let before = |end: &Option<Vec<u8>>, start: &[u8]| end.as_ref().is_some_and(|e| e.as_slice() <= start);
-        !(before(&a1, &b0) || before(&b1, &a0)) && !self.is_empty() && !other.is_empty()
+        let disjoint = before(&a1, &b0) || before(&b1, &a0);
+        !disjoint && !self.is_empty() && !other.is_empty()
     }
 
     fn is_empty(&self) -> bool {

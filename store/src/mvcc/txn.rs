@@ -76,7 +76,7 @@ impl<'v, V: TxnView> Executor<'v, V> {
 
     /// The current value of `key`, including this command's earlier changes.
     fn latest(&self, key: &Bytes) -> Result<Option<KeyValue>, EtcdError> {
-        if let Some(it) = self.overlay.iter().rev().find(|it| &it.key == key) {
+        if let Some(it) = self.overlay.iter().rev().find(|it| it.key == *key) {
             return Ok(it.kv.clone());
         }
         let (found, _) = self.view.index_range(&KeyRange::Single(key.clone()), self.view.current_revision(), 1);

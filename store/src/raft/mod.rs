@@ -9,12 +9,18 @@
 //!   `--listen-peer-urls`, also used to forward writes and read-index requests to the leader.
 //! - [`ids`]: member and cluster ids, derived from the bootstrap configuration as etcd does.
 
+// openraft's `StorageError` is large and is the error type its storage traits require.
+#![allow(clippy::result_large_err)]
+
 pub mod ids;
 pub mod log_store;
 pub mod network;
 pub mod peer_server;
 pub mod snapshot;
 pub mod state_machine;
+
+#[cfg(test)]
+mod conformance;
 
 use prost::Message;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};

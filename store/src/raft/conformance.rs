@@ -1,0 +1,31 @@
+//! openraft's storage conformance suite (`openraft::testing::Suite`) run against Keel's
+//! RocksDB log store and state machine: the contract every Raft storage must keep.
+
+use openraft::testing::{StoreBuilder, Suite};
+
+use super::log_store::LogStore;
+use super::state_machine::StateMachine;
+use super::{StorageError, TypeConfig};
+use crate::engine::Engine;
+use crate::mvcc::MvccStore;
+
+struct RocksBuilder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for RocksBuilder {
+    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
+        let dir = tempfile::tempdir().map_err(|e| StorageError::from(openraft::StorageIOError::write(&e)))?;
+        let io = |e: &dyn std::fmt::Display| {
+            StorageError::from(openraft::StorageIOError::write(&std::io::Error::other(e.to_string())))
+        };
+        let engine = Engine::open(&dir.path().join("db")).map_err(|e| io(&e))?;
+        let store = MvccStore::open(engine.clone(), 2).map_err(|e| io(&e))?;
+        let sm = StateMachine::open(store, dir.path().join("snap"))?;
+        let log = LogStore::new(engine).map_err(|e| io(&e))?;
+        Ok((dir, log, sm))
+    }
+}
+
+#[test]
+fn rocksdb_storage_passes_openraft_suite() -> Result<(), StorageError> {
+    Suite::test_all(RocksBuilder)
+}
