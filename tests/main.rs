@@ -6,3 +6,4 @@ mod bad_input;
 mod crash;
 mod etcdctl_diff;
 mod kv_client;
+mod store_flags;

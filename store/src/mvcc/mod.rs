@@ -19,6 +19,9 @@ pub mod revision;
 pub mod store;
 pub mod txn;
 
+#[cfg(test)]
+mod model_tests;
+
 pub use key_range::KeyRange;
 pub use revision::Revision;
 pub use store::{CommitListener, MvccStore};
