@@ -3,6 +3,7 @@
 mod harness;
 
 mod bad_input;
+mod cluster;
 mod crash;
 mod etcdctl_diff;
 mod kv_client;

@@ -7,7 +7,7 @@
 
 /// A request-level error. `Internal` and `Storage` are the only ones that are not a
 /// normal answer to a bad or unlucky request.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum EtcdError {
     #[error("etcdserver: key is not provided")]
     EmptyKey,
@@ -67,6 +67,8 @@ pub enum EtcdError {
     NotSupportedForLearner,
     #[error("etcdserver: bad leader transferee")]
     BadLeaderTransferee,
+    #[error("etcdserver: request timed out, leader transfer took too long")]
+    LeaderTransferTimeout,
     #[error("etcdserver: unhealthy cluster")]
     Unhealthy,
     #[error("etcdserver: {0}")]
@@ -92,7 +94,13 @@ impl EtcdError {
             | TooManyLearners
             | NotLeader
             | BadLeaderTransferee => Code::FailedPrecondition,
-            NoLeader | LeaderChanged | Stopped | Timeout | NotSupportedForLearner | Unhealthy => Code::Unavailable,
+            NoLeader
+            | LeaderChanged
+            | Stopped
+            | Timeout
+            | NotSupportedForLearner
+            | Unhealthy
+            | LeaderTransferTimeout => Code::Unavailable,
             Internal(_) => Code::Internal,
         }
     }

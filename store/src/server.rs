@@ -13,6 +13,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::authority::AuthorityFix;
 use crate::auto_compact;
 use crate::config::{ConfigError, StoreConfig};
 use crate::engine::{Cf, Engine, EngineError, WriteBatch};
@@ -38,6 +39,8 @@ pub enum StartError {
     Engine(#[from] EngineError),
     #[error("raft: {0}")]
     Raft(String),
+    #[error("cannot join the existing cluster: {0}")]
+    Join(String),
 }
 
 /// The sockets a member serves on.
@@ -83,7 +86,7 @@ struct Identity {
     first_boot: bool,
 }
 
-fn identity(engine: &Engine, cfg: &StoreConfig) -> Result<Identity, StartError> {
+async fn identity(engine: &Engine, cfg: &StoreConfig, http: &reqwest::Client) -> Result<Identity, StartError> {
     let members = cfg.initial_members()?;
     let token = &cfg.initial_cluster_token;
     let initial: BTreeMap<NodeId, Member> = members
@@ -98,13 +101,36 @@ fn identity(engine: &Engine, cfg: &StoreConfig) -> Result<Identity, StartError> 
     if let (Some(id), Some(cluster_id)) = (stored(MEMBER_ID)?, stored(CLUSTER_ID)?) {
         return Ok(Identity { id, cluster_id, initial, first_boot: false });
     }
-    let id = ids::member_id(&cfg.advertise_peer_urls()?, token, None);
-    let cluster_id = ids::cluster_id(&initial.keys().copied().collect::<Vec<_>>());
+    let (id, cluster_id) = if cfg.joining()? {
+        join_existing(cfg, http).await?
+    } else {
+        let id = ids::member_id(&cfg.advertise_peer_urls()?, token, None);
+        (id, ids::cluster_id(&initial.keys().copied().collect::<Vec<_>>()))
+    };
     let mut b = WriteBatch::default();
     b.put(Cf::RaftState, MEMBER_ID, id.to_be_bytes().to_vec());
     b.put(Cf::RaftState, CLUSTER_ID, cluster_id.to_be_bytes().to_vec());
     engine.write(b, true)?;
     Ok(Identity { id, cluster_id, initial, first_boot: true })
+}
+
+/// A member joining a running cluster learns the id `member add` gave it (and the
+/// cluster id) from the other members named in `--initial-cluster`, as etcd does.
+async fn join_existing(cfg: &StoreConfig, http: &reqwest::Client) -> Result<(NodeId, u64), StartError> {
+    let mine = cfg.advertise_peer_urls()?;
+    let peers: Vec<String> =
+        cfg.initial_members()?.into_iter().filter(|m| m.name != cfg.name).flat_map(|m| m.peer_urls).collect();
+    for url in &peers {
+        let Ok(resp) = http.get(format!("{url}{}", peer_server::MEMBERS_PATH)).send().await else { continue };
+        let Ok(info) = resp.json::<peer_server::ClusterInfo>().await else { continue };
+        if let Some((id, _)) = info.members.iter().find(|(_, urls)| urls.iter().any(|u| mine.contains(u))) {
+            return Ok((*id, info.cluster_id));
+        }
+        return Err(StartError::Join(format!(
+            "no member with peer URLs {mine:?} in the cluster at {url}; add it first (etcdctl member add)"
+        )));
+    }
+    Err(StartError::Join(format!("none of the existing members {peers:?} answered")))
 }
 
 fn raft_config(cfg: &StoreConfig) -> Result<Arc<openraft::Config>, StartError> {
@@ -135,13 +161,13 @@ pub async fn run(
     let snap_dir = member_dir.join("snap");
     prepare_dir(&snap_dir)?;
     let engine = Engine::open(&member_dir.join("db"))?;
-    let who = identity(&engine, &cfg)?;
+    let network = Network::new();
+    let http = network.http().clone();
+    let who = identity(&engine, &cfg, &http).await?;
     let store = MvccStore::open(engine.clone(), cfg.min_lease_ttl())?;
     let sm = StateMachine::open(store.clone(), snap_dir.clone()).map_err(|e| StartError::Raft(e.to_string()))?;
     let applied = sm.applied();
     let log = LogStore::new(engine.clone()).map_err(|e| StartError::Raft(e.to_string()))?;
-    let network = Network::new();
-    let http = network.http().clone();
     let raft =
         Raft::new(who.id, raft_config(&cfg)?, network, log, sm).await.map_err(|e| StartError::Raft(e.to_string()))?;
     if who.first_boot && !cfg.joining()? {
@@ -166,6 +192,8 @@ pub async fn run(
         applied,
         limits,
         http,
+        cluster_token: cfg.initial_cluster_token.clone(),
+        proposals: tokio::sync::RwLock::new(()),
     });
     tracing::info!(member = %format!("{:x}", who.id), cluster = %format!("{:x}", who.cluster_id), name = %cfg.name, "member started");
 
@@ -186,8 +214,10 @@ pub async fn run(
     ));
     tokio::spawn(auto_compact::run(node.clone(), cfg.auto_compaction()?, stop.clone()));
 
-    shutdown.await;
-    tracing::info!("stopping");
+    tokio::select! {
+        _ = shutdown => tracing::info!("stopping"),
+        _ = removed(node.clone()) => tracing::warn!("this member was removed from the cluster; stopping"),
+    }
     stop.cancel();
     for t in tasks {
         let _ = t.await;
@@ -196,13 +226,58 @@ pub async fn run(
     Ok(())
 }
 
+/// Resolves once this member, having been part of the cluster, is no longer in its
+/// membership (etcd stops a removed member the same way).
+async fn removed(node: Arc<Node>) {
+    let mut rx = node.raft.metrics();
+    let mut seen = false;
+    loop {
+        let present = rx.borrow().membership_config.membership().get_node(&node.id).is_some();
+        if present {
+            seen = true;
+        } else if seen {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
 async fn serve(listener: TcpListener, router: axum::Router, stop: CancellationToken) {
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let res = axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }).await;
+    let res = axum::serve(ClientListener(listener), router)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await;
     if let Err(e) = res {
         tracing::error!(error = %e, "server stopped");
+    }
+}
+
+/// Accepts connections with TCP_NODELAY, each wrapped in [`AuthorityFix`].
+struct ClientListener(TcpListener);
+
+impl axum::serve::Listener for ClientListener {
+    type Io = AuthorityFix<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Ok((tcp, addr)) => {
+                    let _ = tcp.set_nodelay(true);
+                    return (AuthorityFix::new(tcp), addr);
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
     }
 }
 

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod etcdctl;
+pub mod load;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -65,24 +66,39 @@ impl Member {
     }
 
     pub fn single_with(flavor: Flavor, extra: &[&str]) -> Member {
-        let tmp = tempfile::tempdir().expect("temp dir");
         let peer_port = free_port();
-        let name = "m1".to_string();
-        let mut m = Member {
-            flavor,
-            initial_cluster: format!("{name}=http://127.0.0.1:{peer_port}"),
-            name,
-            client_port: free_port(),
-            peer_port,
-            data_dir: tmp.path().join("data"),
-            extra_args: extra.iter().map(|s| s.to_string()).collect(),
-            child: None,
-            log: tmp.path().join("member.log"),
-            _tmp: Some(tmp),
-        };
+        let initial = format!("m1=http://127.0.0.1:{peer_port}");
+        let mut m = Member::new(flavor, "m1", free_port(), peer_port, &initial, "new", extra);
         m.start();
         m.wait_ready();
         m
+    }
+
+    /// A member that is not started yet.
+    pub fn new(
+        flavor: Flavor,
+        name: &str,
+        client_port: u16,
+        peer_port: u16,
+        initial_cluster: &str,
+        state: &str,
+        extra: &[&str],
+    ) -> Member {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let mut extra_args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        extra_args.push(format!("--initial-cluster-state={state}"));
+        Member {
+            flavor,
+            initial_cluster: initial_cluster.to_string(),
+            name: name.to_string(),
+            client_port,
+            peer_port,
+            data_dir: tmp.path().join("data"),
+            extra_args,
+            child: None,
+            log: tmp.path().join("member.log"),
+            _tmp: Some(tmp),
+        }
     }
 
     pub fn endpoint(&self) -> String {
@@ -107,7 +123,6 @@ impl Member {
             ("--listen-peer-urls", peer.clone()),
             ("--initial-advertise-peer-urls", peer),
             ("--initial-cluster", self.initial_cluster.clone()),
-            ("--initial-cluster-state", "new".into()),
             ("--initial-cluster-token", "keel-test".into()),
         ] {
             a.push(format!("{k}={v}"));
@@ -166,6 +181,87 @@ impl Member {
 
     pub fn data_path(&self) -> &Path {
         &self.data_dir
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGSTOP / SIGCONT: the process stays alive but stops answering.
+    pub fn pause(&self, paused: bool) {
+        if let Some(pid) = self.pid() {
+            let sig = if paused { "-STOP" } else { "-CONT" };
+            let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+/// A cluster of members started together with a static `--initial-cluster`.
+pub struct Cluster {
+    pub members: Vec<Member>,
+}
+
+impl Cluster {
+    pub fn start(flavor: Flavor, n: usize, extra: &[&str]) -> Cluster {
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let initial = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, p))| format!("m{}=http://127.0.0.1:{p}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut members: Vec<Member> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (c, p))| Member::new(flavor, &format!("m{}", i + 1), *c, *p, &initial, "new", extra))
+            .collect();
+        for m in &mut members {
+            m.start();
+        }
+        for m in &members {
+            m.wait_ready();
+        }
+        Cluster { members }
+    }
+
+    pub fn endpoints(&self) -> String {
+        self.members.iter().filter(|m| m.is_running()).map(Member::endpoint).collect::<Vec<_>>().join(",")
+    }
+
+    pub fn client_urls(&self) -> Vec<String> {
+        self.members.iter().filter(|m| m.is_running()).map(Member::client_url).collect()
+    }
+
+    /// The index of the member that the running members agree is the leader.
+    pub fn leader(&self) -> usize {
+        wait_for("an agreed leader", Duration::from_secs(30), || {
+            let mut ids = Vec::new();
+            let mut leader = None;
+            for m in self.members.iter().filter(|m| m.is_running()) {
+                let s = etcdctl::run(&m.endpoint(), &["endpoint", "status", "-w", "json"], None);
+                let v: serde_json::Value = serde_json::from_str(s.stdout.trim()).ok()?;
+                let st = &v[0]["Status"];
+                ids.push(st["header"]["member_id"].as_u64()?);
+                let l = st["leader"].as_u64()?;
+                if leader.is_some_and(|x| x != l) || l == 0 {
+                    return None;
+                }
+                leader = Some(l);
+            }
+            let running: Vec<usize> = (0..self.members.len()).filter(|i| self.members[*i].is_running()).collect();
+            ids.iter().position(|id| Some(*id) == leader).map(|p| running[p])
+        })
+    }
+
+    /// The member id of member `i`, as `etcdctl endpoint status` reports it (hex).
+    pub fn member_id(&self, i: usize) -> String {
+        let s = etcdctl::run(&self.members[i].endpoint(), &["endpoint", "status", "-w", "json"], None);
+        let v: serde_json::Value = serde_json::from_str(s.stdout.trim()).expect("status json");
+        format!("{:x}", v[0]["Status"]["header"]["member_id"].as_u64().expect("member id"))
     }
 }
 

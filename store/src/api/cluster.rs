@@ -4,9 +4,12 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::node::Node;
+use crate::node::{MemberChange, Node};
 use crate::proto::etcdserverpb::cluster_server::Cluster;
-use crate::proto::etcdserverpb::{Member, MemberListRequest, MemberListResponse};
+use crate::proto::etcdserverpb::{
+    Member, MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse, MemberPromoteRequest,
+    MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse,
+};
 
 pub struct ClusterService {
     node: Arc<Node>,
@@ -17,6 +20,8 @@ impl ClusterService {
         ClusterService { node }
     }
 }
+
+// etcd's Cluster service fills headers without a revision (v3rpc/member.go).
 
 /// The members as etcd lists them: voters and learners, with the name and client URLs
 /// each member published once it started (empty until then).
@@ -47,9 +52,47 @@ impl Cluster for ClusterService {
             self.node.read_barrier().await?;
         }
         let n = &self.node;
-        Ok(Response::new(MemberListResponse {
-            header: Some(n.header(n.store.current_revision())),
-            members: members(n),
-        }))
+        Ok(Response::new(MemberListResponse { header: Some(n.header(0)), members: members(n) }))
+    }
+
+    async fn member_add(&self, req: Request<MemberAddRequest>) -> Result<Response<MemberAddResponse>, Status> {
+        let r = req.into_inner();
+        let (peer_urls, learner) = (r.peer_ur_ls, r.is_learner);
+        let id = self.node.change_member(MemberChange::Add { peer_urls: peer_urls.clone(), learner }).await?;
+        let n = &self.node;
+        let list = members(n);
+        let member = list.iter().find(|m| m.id == id).cloned().unwrap_or(Member {
+            id,
+            name: String::new(),
+            peer_ur_ls: peer_urls,
+            client_ur_ls: Vec::new(),
+            is_learner: learner,
+        });
+        Ok(Response::new(MemberAddResponse { header: Some(n.header(0)), member: Some(member), members: list }))
+    }
+
+    async fn member_remove(&self, req: Request<MemberRemoveRequest>) -> Result<Response<MemberRemoveResponse>, Status> {
+        self.node.change_member(MemberChange::Remove { id: req.get_ref().id }).await?;
+        let n = &self.node;
+        let header = Some(n.header(0));
+        Ok(Response::new(MemberRemoveResponse { header, members: members(n) }))
+    }
+
+    async fn member_update(&self, req: Request<MemberUpdateRequest>) -> Result<Response<MemberUpdateResponse>, Status> {
+        let r = req.into_inner();
+        self.node.change_member(MemberChange::Update { id: r.id, peer_urls: r.peer_ur_ls }).await?;
+        let n = &self.node;
+        let header = Some(n.header(0));
+        Ok(Response::new(MemberUpdateResponse { header, members: members(n) }))
+    }
+
+    async fn member_promote(
+        &self,
+        req: Request<MemberPromoteRequest>,
+    ) -> Result<Response<MemberPromoteResponse>, Status> {
+        self.node.change_member(MemberChange::Promote { id: req.get_ref().id }).await?;
+        let n = &self.node;
+        let header = Some(n.header(0));
+        Ok(Response::new(MemberPromoteResponse { header, members: members(n) }))
     }
 }

@@ -9,7 +9,8 @@ use crate::error::EtcdError;
 use crate::node::Node;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
 use crate::proto::etcdserverpb::{
-    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, StatusRequest, StatusResponse,
+    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, MoveLeaderRequest, MoveLeaderResponse,
+    StatusRequest, StatusResponse,
 };
 
 /// The etcd version Keel reports. Kubernetes enables watch progress requests (and
@@ -54,6 +55,12 @@ impl Maintenance for MaintenanceService {
     async fn alarm(&self, _req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
         let n = &self.node;
         Ok(Response::new(AlarmResponse { header: Some(n.header(n.store.current_revision())), alarms: Vec::new() }))
+    }
+
+    async fn move_leader(&self, req: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
+        let n = &self.node;
+        n.move_leader(req.get_ref().target_id).await?;
+        Ok(Response::new(MoveLeaderResponse { header: Some(n.header(n.store.current_revision())) }))
     }
 
     async fn defragment(&self, _req: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {

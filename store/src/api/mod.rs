@@ -5,6 +5,7 @@
 //! gRPC and HTTP share the port: the server speaks HTTP/1.1 and HTTP/2 (h2c) and routes
 //! by path, as etcd's cmux does.
 
+pub mod authority;
 pub mod cluster;
 pub mod http;
 pub mod kv;

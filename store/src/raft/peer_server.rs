@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::Json;
 use axum::Router;
 use futures::StreamExt;
 use openraft::error::Fatal;
@@ -22,7 +23,9 @@ use tokio::io::AsyncWriteExt;
 use super::network::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
 use super::snapshot::SnapshotFile;
 use super::{decode, encode, NodeId, SnapshotMeta, TypeConfig, Vote};
-use crate::node::{LocalError, Node, PROPOSE_PATH, READ_INDEX_PATH};
+use crate::node::{
+    LocalError, MemberChange, Node, CAMPAIGN_PATH, HOLD_ELECTION_PATH, MEMBER_PATH, PROPOSE_PATH, READ_INDEX_PATH,
+};
 use crate::proto::keelpb::RaftRequest;
 
 /// Where received snapshots are written before they are installed.
@@ -39,6 +42,10 @@ pub fn router(state: PeerState) -> Router {
         .route(SNAPSHOT_PATH, post(snapshot))
         .route(PROPOSE_PATH, post(propose))
         .route(READ_INDEX_PATH, post(read_index))
+        .route(MEMBER_PATH, post(member_change))
+        .route(MEMBERS_PATH, axum::routing::get(members))
+        .route(HOLD_ELECTION_PATH, post(hold_election))
+        .route(CAMPAIGN_PATH, post(campaign))
         .with_state(state)
 }
 
@@ -127,5 +134,47 @@ async fn read_index(State(s): State<PeerState>) -> Response {
         Ok(i) => (StatusCode::OK, i.to_be_bytes().to_vec()).into_response(),
         Err(LocalError::NotLeader) => StatusCode::MISDIRECTED_REQUEST.into_response(),
         Err(LocalError::Etcd(e)) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
+}
+
+async fn member_change(State(s): State<PeerState>, body: Bytes) -> Response {
+    let change: MemberChange = match decode(&body) {
+        Ok(c) => c,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    match s.node.change_member_here(change).await {
+        Ok(id) => bincode_response(&Ok::<u64, crate::error::EtcdError>(id)),
+        Err(LocalError::NotLeader) => StatusCode::MISDIRECTED_REQUEST.into_response(),
+        Err(LocalError::Etcd(e)) => bincode_response(&Err::<u64, _>(e)),
+    }
+}
+
+/// Where a member joining with `--initial-cluster-state existing` learns its id.
+pub const MEMBERS_PATH: &str = "/keel/members";
+
+/// The cluster as a joining member needs to see it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct ClusterInfo {
+    pub cluster_id: u64,
+    pub members: Vec<(NodeId, Vec<String>)>,
+}
+
+async fn members(State(s): State<PeerState>) -> Json<ClusterInfo> {
+    let m = s.node.raft.metrics().borrow().membership_config.clone();
+    let members = m.membership().nodes().map(|(id, n)| (*id, n.peer_urls.clone())).collect();
+    Json(ClusterInfo { cluster_id: s.node.cluster_id, members })
+}
+
+async fn hold_election(State(s): State<PeerState>, body: Bytes) -> StatusCode {
+    let ms = body.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0).min(60_000);
+    s.node.hold_election(ms);
+    StatusCode::OK
+}
+
+async fn campaign(State(s): State<PeerState>) -> StatusCode {
+    if s.node.campaign().await {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
     }
 }

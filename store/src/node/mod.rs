@@ -9,6 +9,12 @@
 //!   and waits until it has applied it.
 //! - [`Node::header`] fills the etcd response header.
 
+mod membership;
+mod transfer;
+
+pub use membership::{MemberChange, MEMBER_PATH};
+pub use transfer::{CAMPAIGN_PATH, HOLD_ELECTION_PATH};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,6 +51,11 @@ pub struct Node {
     pub limits: Limits,
     /// The peer transport's connection pool, for forwarding to the leader.
     pub http: reqwest::Client,
+    /// `--initial-cluster-token`, mixed into the ids of members added later.
+    pub cluster_token: String,
+    /// Proposals hold this shared; a leader transfer holds it exclusively so that no new
+    /// entry keeps the followers' leader lease alive meanwhile.
+    pub proposals: tokio::sync::RwLock<()>,
 }
 
 /// Why the peer-facing handlers could not serve a forwarded request here.
@@ -73,14 +84,15 @@ impl Node {
         *h = Some(self.header(rev));
     }
 
-    fn leader_url(&self, leader: NodeId) -> Option<String> {
+    /// The first peer URL of a member.
+    pub fn peer_url_of(&self, id: NodeId) -> Option<String> {
         let m = self.raft.metrics().borrow().membership_config.clone();
-        let node: Option<&Member> = m.membership().get_node(&leader);
+        let node: Option<&Member> = m.membership().get_node(&id);
         node.and_then(|n| n.peer_urls.first().cloned()).map(|u| u.trim_end_matches('/').to_string())
     }
 
     /// Waits (until `deadline`) for a leader to be known.
-    async fn await_leader(&self, deadline: Instant) -> Result<NodeId, EtcdError> {
+    pub(crate) async fn await_leader(&self, deadline: Instant) -> Result<NodeId, EtcdError> {
         let mut rx = self.raft.metrics();
         loop {
             if let Some(l) = rx.borrow().current_leader {
@@ -106,7 +118,9 @@ impl Node {
         }
         let deadline = Instant::now() + self.limits.request_timeout;
         loop {
-            match self.propose_here(req.clone()).await {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let attempt = tokio::time::timeout(left, self.propose_here(req.clone())).await;
+            match attempt.map_err(|_| EtcdError::Timeout)? {
                 Ok(r) => return into_result(r),
                 Err(LocalError::Etcd(e)) => return Err(e),
                 Err(LocalError::NotLeader) => {}
@@ -127,6 +141,7 @@ impl Node {
 
     /// Proposes on this member only; `NotLeader` if it is not the leader.
     pub async fn propose_here(&self, req: RaftRequest) -> Result<RaftResponse, LocalError> {
+        let _open = self.proposals.read().await;
         match self.raft.client_write(Cmd(req)).await {
             Ok(r) => Ok(r.data.0),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(LocalError::NotLeader),
@@ -144,7 +159,7 @@ impl Node {
         req: &RaftRequest,
         deadline: Instant,
     ) -> Result<Option<RaftResponse>, EtcdError> {
-        let Some(url) = self.leader_url(leader) else { return Ok(None) };
+        let Some(url) = self.peer_url_of(leader) else { return Ok(None) };
         let left = deadline.saturating_duration_since(Instant::now());
         let sent = self.http.post(format!("{url}{PROPOSE_PATH}")).timeout(left).body(req.encode_to_vec()).send().await;
         let Ok(resp) = sent else { return Ok(None) };
@@ -165,10 +180,14 @@ impl Node {
     pub async fn read_barrier(&self) -> Result<(), EtcdError> {
         let deadline = Instant::now() + self.limits.request_timeout;
         loop {
-            match self.read_index_here().await {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let attempt = tokio::time::timeout(left, self.read_index_here()).await;
+            match attempt.map_err(|_| EtcdError::Timeout)? {
                 Ok(index) => {
-                    self.applied.wait_for(index).await;
-                    return Ok(());
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    return tokio::time::timeout(left, self.applied.wait_for(index))
+                        .await
+                        .map_err(|_| EtcdError::Timeout);
                 }
                 Err(LocalError::Etcd(e)) => return Err(e),
                 Err(LocalError::NotLeader) => {}
@@ -200,7 +219,7 @@ impl Node {
     }
 
     async fn forward_read_index(&self, leader: NodeId, deadline: Instant) -> Option<u64> {
-        let url = self.leader_url(leader)?;
+        let url = self.peer_url_of(leader)?;
         let left = deadline.saturating_duration_since(Instant::now());
         let resp = self.http.post(format!("{url}{READ_INDEX_PATH}")).timeout(left).send().await.ok()?;
         if resp.status().as_u16() != 200 {

@@ -1,0 +1,293 @@
+//! The three-member store: replication, reads on every member, failover with no lost
+//! acknowledged write, membership changes under load, snapshot catch-up, an isolated
+//! leader refusing to serve, and etcdctl's cluster commands compared in shape with a real
+//! etcd cluster started the same way.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+
+use crate::harness::etcdctl::{self, shape, Output};
+use crate::harness::load::{self, writer};
+use crate::harness::{free_port, wait_for, Cluster, Flavor, Member};
+
+fn ctl(m: &Member, args: &[&str]) -> Output {
+    etcdctl::run(&m.endpoint(), args, None)
+}
+
+fn acked_count(log: &load::Log) -> usize {
+    log.blocking_lock().len()
+}
+
+#[test]
+fn three_members_replicate_and_serve_reads_everywhere() {
+    let c = Cluster::start(Flavor::Keel, 3, &[]);
+    for (i, m) in c.members.iter().enumerate() {
+        let out = ctl(m, &["put", &format!("k{i}"), &format!("v{i}")]);
+        assert!(out.success(), "put through member {i}: {}", out.stderr);
+    }
+    for m in &c.members {
+        let out = ctl(m, &["get", "k", "--prefix", "--print-value-only"]);
+        assert_eq!(out.stdout.lines().collect::<Vec<_>>(), ["v0", "v1", "v2"], "linearizable read on {}", m.name);
+    }
+    for m in &c.members {
+        wait_for("a serializable read to catch up", Duration::from_secs(10), || {
+            let out = ctl(m, &["get", "k2", "--consistency=s", "--print-value-only"]);
+            (out.stdout.trim() == "v2").then_some(())
+        });
+    }
+    let list = ctl(&c.members[1], &["member", "list"]);
+    assert_eq!(list.stdout.lines().filter(|l| l.contains(", started, m")).count(), 3, "{}", list.stdout);
+    let leaders: usize =
+        c.members.iter().map(|m| ctl(m, &["endpoint", "status"]).stdout.matches(", true, false,").count()).sum();
+    assert_eq!(leaders, 1, "exactly one member reports itself leader");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_during_writes_loses_nothing() {
+    let mut c = Cluster::start(Flavor::Keel, 3, &[]);
+    let log: load::Log = Arc::new(Mutex::new(Vec::new()));
+    let writers: Vec<_> =
+        (0..3).map(|w| tokio::spawn(writer(c.client_urls(), w, log.clone(), false, usize::MAX))).collect();
+    let probe = log.clone();
+    tokio::task::spawn_blocking(move || {
+        wait_for("writes before the kill", Duration::from_secs(30), || (acked_count(&probe) >= 200).then_some(()))
+    })
+    .await
+    .expect("wait");
+
+    let leader = tokio::task::block_in_place(|| c.leader());
+    c.members[leader].kill();
+    let at_kill = log.lock().await.len();
+    let probe = log.clone();
+    tokio::task::spawn_blocking(move || {
+        wait_for("writes to resume on a new leader", Duration::from_secs(30), || {
+            (acked_count(&probe) >= at_kill + 100).then_some(())
+        })
+    })
+    .await
+    .expect("writes resumed");
+    let new_leader = tokio::task::block_in_place(|| c.leader());
+    assert_ne!(new_leader, leader);
+
+    tokio::task::block_in_place(|| {
+        c.members[leader].start();
+        c.members[leader].wait_ready();
+    });
+    for w in writers {
+        w.abort();
+    }
+    let mut via_new = etcd_client::Client::connect([c.members[new_leader].client_url()], None).await.expect("connect");
+    load::verify(&mut via_new, &log, false).await.expect("every acknowledged write survived");
+    // The restarted member catches up: its own (serializable) reads show everything.
+    let mut via_old = etcd_client::Client::connect([c.members[leader].client_url()], None).await.expect("connect");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while let Err(e) = load::verify(&mut via_old, &log, true).await {
+        assert!(std::time::Instant::now() < deadline, "restarted member did not catch up: {e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_a_member_under_load() {
+    let mut c = Cluster::start(Flavor::Keel, 3, &[]);
+    let leader = tokio::task::block_in_place(|| c.leader());
+    let victim = (leader + 1) % 3;
+    let keeper = 3 - leader - victim;
+    let log: load::Log = Arc::new(Mutex::new(Vec::new()));
+    let endpoints = vec![c.members[leader].client_url(), c.members[keeper].client_url()];
+    let writers: Vec<_> =
+        (0..2).map(|w| tokio::spawn(writer(endpoints.clone(), w, log.clone(), false, usize::MAX))).collect();
+
+    tokio::task::block_in_place(|| {
+        let victim_id = c.member_id(victim);
+        let out = ctl(&c.members[keeper], &["member", "remove", &victim_id]);
+        assert!(out.success(), "member remove: {}", out.stderr);
+        // A removed member stops by itself.
+        let victim_ep = c.members[victim].endpoint();
+        wait_for("the removed member to stop serving", Duration::from_secs(30), || {
+            (!etcdctl::run(&victim_ep, &["endpoint", "health", "--command-timeout=1s"], None).success()).then_some(())
+        });
+        c.members[victim].kill();
+
+        let (cp, pp) = (free_port(), free_port());
+        let peer = format!("http://127.0.0.1:{pp}");
+        let out = ctl(
+            &c.members[leader],
+            &["member", "add", "m4", &format!("--peer-urls={peer}"), "--learner", "-w", "json"],
+        );
+        assert!(out.success(), "member add: {}", out.stderr);
+        let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("json");
+        let new_id = format!("{:x}", v["member"]["ID"].as_u64().expect("new member id"));
+        let initial = format!(
+            "{}=http://127.0.0.1:{},{}=http://127.0.0.1:{},m4={peer}",
+            c.members[leader].name, c.members[leader].peer_port, c.members[keeper].name, c.members[keeper].peer_port
+        );
+        let mut m4 = Member::new(Flavor::Keel, "m4", cp, pp, &initial, "existing", &[]);
+        m4.start();
+        m4.wait_ready();
+        wait_for("the learner to be promotable", Duration::from_secs(30), || {
+            ctl(&c.members[leader], &["member", "promote", &new_id]).success().then_some(())
+        });
+        let list = ctl(&m4, &["member", "list", "-w", "json"]);
+        let v: serde_json::Value = serde_json::from_str(list.stdout.trim()).expect("json");
+        let members = v["members"].as_array().expect("members");
+        assert_eq!(members.len(), 3);
+        assert!(members.iter().all(|m| m.get("isLearner").is_none()), "all voters: {}", list.stdout);
+        c.members[victim] = m4;
+    });
+    let probe = log.clone();
+    let at = log.lock().await.len();
+    tokio::task::spawn_blocking(move || {
+        wait_for("writes after the replacement", Duration::from_secs(30), || {
+            (acked_count(&probe) > at + 50).then_some(())
+        })
+    })
+    .await
+    .expect("writes continue");
+    for w in writers {
+        w.abort();
+    }
+    let mut via_new = etcd_client::Client::connect([c.members[victim].client_url()], None).await.expect("connect");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while let Err(e) = load::verify(&mut via_new, &log, true).await {
+        assert!(std::time::Instant::now() < deadline, "new member missing data: {e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_behind_compacted_logs_catches_up_from_a_snapshot() {
+    let mut c = Cluster::start(Flavor::Keel, 3, &["--snapshot-count=100"]);
+    let leader = tokio::task::block_in_place(|| c.leader());
+    let lag = (leader + 1) % 3;
+    c.members[lag].kill();
+    let mut cl = etcd_client::Client::connect([c.members[leader].client_url()], None).await.expect("connect");
+    for i in 0..600 {
+        cl.put(format!("snap/{i:04}"), format!("v{i}"), None).await.expect("put");
+    }
+    tokio::task::block_in_place(|| {
+        c.members[lag].start();
+        let ep = c.members[lag].endpoint();
+        wait_for("the lagging member to catch up", Duration::from_secs(60), || {
+            let out =
+                etcdctl::run(&ep, &["get", "snap/", "--prefix", "--limit=1", "-w", "json", "--consistency=s"], None);
+            out.stdout.contains("\"count\":600").then_some(())
+        });
+    });
+    assert!(c.members[lag].log_text().contains("snapshot installed"), "caught up without a snapshot?");
+    let out = ctl(&c.members[lag], &["get", "snap/0599", "--consistency=s", "--print-value-only"]);
+    assert_eq!(out.stdout.trim(), "v599");
+}
+
+#[test]
+fn an_isolated_leader_stops_serving_linearizable_requests() {
+    let c = Cluster::start(Flavor::Keel, 3, &[]);
+    assert!(ctl(&c.members[0], &["put", "x", "1"]).success());
+    let leader = c.leader();
+    let followers: Vec<&Member> = c.members.iter().enumerate().filter(|(i, _)| *i != leader).map(|(_, m)| m).collect();
+    for f in &followers {
+        f.pause(true);
+    }
+    let l = &c.members[leader];
+    let read = ctl(l, &["get", "x", "--command-timeout=3s"]);
+    let write = ctl(l, &["put", "x", "2", "--command-timeout=3s"]);
+    let stale = ctl(l, &["get", "x", "--consistency=s", "--print-value-only"]);
+    for f in &followers {
+        f.pause(false);
+    }
+    assert!(!read.success(), "a cut-off leader served a linearizable read: {}", read.stdout);
+    assert!(!write.success(), "a cut-off leader acknowledged a write");
+    assert_eq!(stale.stdout.trim(), "1", "serializable reads are served locally");
+    wait_for("the cluster to serve again", Duration::from_secs(30), || {
+        ctl(&c.members[leader], &["get", "x", "--command-timeout=2s"]).success().then_some(())
+    });
+}
+
+#[test]
+fn move_leader_transfers_leadership() {
+    let c = Cluster::start(Flavor::Keel, 3, &[]);
+    let leader = c.leader();
+    let target = (leader + 1) % 3;
+    let target_id = c.member_id(target);
+    let out = ctl(&c.members[leader], &["move-leader", &target_id]);
+    assert!(out.success(), "move-leader: {}", out.stderr);
+    assert_eq!(c.leader(), target);
+    assert!(ctl(&c.members[target], &["put", "after", "move"]).success());
+}
+
+/// `etcdctl member|endpoint|move-leader` give the same shape of output against Keel and
+/// against a real etcd cluster started the same way.
+#[test]
+fn etcdctl_cluster_commands_have_etcds_shape() {
+    let keel = Cluster::start(Flavor::Keel, 3, &[]);
+    let etcd = Cluster::start(Flavor::Etcd, 3, &[]);
+    let run = |c: &Cluster, args: &[&str]| -> Output {
+        let eps = c.endpoints();
+        let mut full = vec![format!("--endpoints={eps}")];
+        full.extend(args.iter().map(|a| a.to_string()));
+        let full: Vec<&str> = full.iter().map(String::as_str).collect();
+        etcdctl::run(&c.members[0].endpoint(), &full, None)
+    };
+    let compare = |what: &str, k: &Output, e: &Output| {
+        assert_eq!(k.code, e.code, "{what}: exit codes\nkeel: {}\netcd: {}", k.stderr, e.stderr);
+        let (mut ks, mut es) = (shape(&k.stdout), shape(&e.stdout));
+        // Tables and health lines come in member order, which differs between clusters.
+        let sort = |s: &mut String| {
+            let mut lines: Vec<&str> = s.lines().collect();
+            lines.sort();
+            *s = lines.join("\n");
+        };
+        sort(&mut ks);
+        sort(&mut es);
+        assert_eq!(ks, es, "{what}\n--- keel ---\n{}\n--- etcd ---\n{}", k.stdout, e.stdout);
+    };
+    for args in [
+        &["member", "list", "-w", "json"][..],
+        &["member", "list", "-w", "table"],
+        &["member", "list"],
+        &["endpoint", "status", "--cluster", "-w", "json"],
+        &["endpoint", "status", "--cluster", "-w", "table"],
+        &["endpoint", "health", "--cluster"],
+        &["endpoint", "health", "--cluster", "-w", "json"],
+    ] {
+        compare(&args.join(" "), &run(&keel, args), &run(&etcd, args));
+    }
+    // Adding, promoting (not yet in sync) and removing a learner that never starts.
+    let mut new_ids = Vec::new();
+    for c in [&keel, &etcd] {
+        let peer = format!("--peer-urls=http://127.0.0.1:{}", free_port());
+        // etcd refuses reconfiguration until its leader has been connected to a quorum for
+        // five seconds ("unhealthy cluster"); retry until it accepts.
+        let out = wait_for("member add to be accepted", Duration::from_secs(30), || {
+            let out = run(c, &["member", "add", "m4", &peer, "--learner", "-w", "json"]);
+            (!out.stderr.contains("unhealthy cluster")).then_some(out)
+        });
+        let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap_or_default();
+        new_ids.push((out, format!("{:x}", v["member"]["ID"].as_u64().unwrap_or(0))));
+    }
+    compare("member add --learner", &new_ids[0].0, &new_ids[1].0);
+    let promote: Vec<Output> =
+        [&keel, &etcd].iter().zip(&new_ids).map(|(c, (_, id))| run(c, &["member", "promote", id])).collect();
+    compare("member promote", &promote[0], &promote[1]);
+    assert!(promote[0].stderr.contains("can only promote a learner member which is in sync with leader"));
+    let list: Vec<Output> = [&keel, &etcd].iter().map(|c| run(c, &["member", "list", "-w", "table"])).collect();
+    compare("member list with an unstarted learner", &list[0], &list[1]);
+    let remove: Vec<Output> =
+        [&keel, &etcd].iter().zip(&new_ids).map(|(c, (_, id))| run(c, &["member", "remove", id])).collect();
+    compare("member remove", &remove[0], &remove[1]);
+    let missing: Vec<Output> = [&keel, &etcd].iter().map(|c| run(c, &["member", "remove", "1234"])).collect();
+    compare("member remove (unknown)", &missing[0], &missing[1]);
+
+    // move-leader to a follower, sent through the leader's endpoint.
+    let moved: Vec<Output> = [&keel, &etcd]
+        .iter()
+        .map(|c| {
+            let l = c.leader();
+            let target = c.member_id((l + 1) % 3);
+            etcdctl::run(&c.members[l].endpoint(), &["move-leader", &target], None)
+        })
+        .collect();
+    compare("move-leader", &moved[0], &moved[1]);
+}
