@@ -1,6 +1,7 @@
 # Keel: the two commands a new user needs are `make run` and `make test`.
 CARGO ?= cargo
 DATA_DIR ?= keel-data
+STORE_MEMBERS ?= 1
 
 .PHONY: deps build run test lint unit integration fmt
 
@@ -10,12 +11,10 @@ deps:
 build: deps
 	$(CARGO) build --workspace --all-targets
 
-## Builds and starts a one-member store on 127.0.0.1:2379 (peer 2380); data in $(DATA_DIR)/.
+## Builds and runs `keel up`: a one-member store on 127.0.0.1:2379 (STORE_MEMBERS=3 for a local
+## three-member cluster on 2379/22379/32379); data in $(DATA_DIR)/, resumed on the next run.
 run: deps
-	$(CARGO) run --bin keel -- store --name default --data-dir $(DATA_DIR) \
-		--listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
-		--listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
-		--initial-cluster default=http://127.0.0.1:2380
+	$(CARGO) run --bin keel -- up --data-dir $(DATA_DIR) --store-members $(STORE_MEMBERS)
 
 ## Everything CI checks: formatting, clippy, unit and integration tests.
 test: deps lint

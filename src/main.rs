@@ -1,6 +1,8 @@
 //! `keel`: one binary for every part of Keel. `main` parses flags and wires; each
 //! subcommand's start-up lives in its crate.
 
+mod up;
+
 use clap::{Parser, Subcommand};
 use keel_store::StoreConfig;
 
@@ -19,6 +21,9 @@ struct Cli {
 enum Cmd {
     /// Run a store member (a drop-in etcd v3 server; takes etcd's member flags).
     Store(StoreConfig),
+    /// Run the embedded default: the store (1 or 3 local members) and, as they land, the
+    /// control-plane components, until Ctrl-C.
+    Up(up::UpConfig),
 }
 
 fn init_tracing() {
@@ -54,6 +59,7 @@ async fn main() -> std::process::ExitCode {
     init_tracing();
     let result = match cli.command {
         Cmd::Store(cfg) => run_store(cfg).await,
+        Cmd::Up(cfg) => up::run(cfg, shutdown_signal()).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
