@@ -26,6 +26,7 @@ pub mod mvcc;
 pub mod node;
 pub mod raft;
 pub mod server;
+pub mod watch;
 
 pub mod proto {
     //! The etcd v3 protocol and Keel's Raft payloads, generated from `store/proto`.

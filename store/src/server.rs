@@ -26,6 +26,7 @@ use crate::raft::network::Network;
 use crate::raft::peer_server::{self, PeerState};
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{ids, Member, NodeId, Raft};
+use crate::watch::WatchHub;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -193,6 +194,7 @@ pub async fn run(
         limits,
         http,
         cluster_token: cfg.initial_cluster_token.clone(),
+        expiry: Arc::new(crate::lease::Expiry::default()),
         proposals: tokio::sync::RwLock::new(()),
     });
     tracing::info!(member = %format!("{:x}", who.id), cluster = %format!("{:x}", who.cluster_id), name = %cfg.name, "member started");
@@ -203,7 +205,10 @@ pub async fn run(
     for l in listeners.peer {
         tasks.push(tokio::spawn(serve(l, peer_router.clone(), stop.clone())));
     }
-    let client_router = crate::api::router(node.clone());
+    let hub = WatchHub::attach(&node.store, cfg.max_request_bytes);
+    let client_router = crate::api::router(node.clone(), hub.clone());
+    tokio::spawn(progress_notifications(hub, cfg.progress_notify_interval()?, stop.clone()));
+    tokio::spawn(crate::lease::run_expiry(node.clone(), node.expiry.clone(), stop.clone()));
     for l in listeners.client {
         tasks.push(tokio::spawn(serve(l, client_router.clone(), stop.clone())));
     }
@@ -224,6 +229,19 @@ pub async fn run(
     }
     let _ = raft.shutdown().await;
     Ok(())
+}
+
+/// Sends periodic progress notifications to the watchers that asked for them.
+async fn progress_notifications(hub: Arc<WatchHub>, every: std::time::Duration, stop: CancellationToken) {
+    if every.is_zero() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => hub.notify_progress(),
+            _ = stop.cancelled() => return,
+        }
+    }
 }
 
 /// Resolves once this member, having been part of the cluster, is no longer in its

@@ -9,15 +9,20 @@ pub mod authority;
 pub mod cluster;
 pub mod http;
 pub mod kv;
+pub mod lease;
 pub mod maintenance;
 pub mod validate;
+pub mod watch;
 
 use std::sync::Arc;
 
 use crate::node::Node;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
+use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use crate::proto::etcdserverpb::watch_server::WatchServer;
+use crate::watch::WatchHub;
 
 /// gRPC's own framing overhead on top of the largest request, as etcd allows.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
@@ -38,10 +43,12 @@ pub fn check_message_size(msg: &impl prost::Message, max_request_bytes: usize) -
 }
 
 /// Every client-facing route of a member.
-pub fn router(node: Arc<Node>) -> axum::Router {
+pub fn router(node: Arc<Node>, hub: Arc<WatchHub>) -> axum::Router {
     let kv = KvServer::new(kv::KvService::new(node.clone())).max_decoding_message_size(DECODE_LIMIT_BYTES);
     let grpc = tonic::service::Routes::new(kv)
         .add_service(MaintenanceServer::new(maintenance::MaintenanceService::new(node.clone())))
-        .add_service(ClusterServer::new(cluster::ClusterService::new(node.clone())));
+        .add_service(ClusterServer::new(cluster::ClusterService::new(node.clone())))
+        .add_service(WatchServer::new(watch::WatchService::new(node.clone(), hub)))
+        .add_service(LeaseServer::new(lease::LeaseService::new(node.clone())));
     grpc.into_axum_router().merge(http::router(node))
 }

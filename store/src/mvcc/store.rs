@@ -42,6 +42,24 @@ use super::compactor::META_COMPACT_DONE;
 /// (so a listener that reads the index afterwards never misses or sees ahead of a change).
 pub trait CommitListener: Send + Sync {
     fn committed(&self, revision: i64, changes: &[Change]);
+    /// The whole state was replaced (a snapshot was installed): history may have jumped.
+    fn reloaded(&self, _revision: i64) {}
+}
+
+/// One change read back from history.
+#[derive(Clone, Debug)]
+pub struct HistoryEvent {
+    pub revision: i64,
+    pub delete: bool,
+    pub kv: KeyValue,
+    pub prev: Option<KeyValue>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HistoryError {
+    /// The requested history is gone; the value is the compaction revision.
+    Compacted(i64),
+    Storage(String),
 }
 
 pub(super) struct State {
@@ -165,7 +183,11 @@ impl MvccStore {
     pub fn reload(&self) -> Result<(), EngineError> {
         let (fresh, keep) = Self::load(&self.engine)?;
         let compact = fresh.compact;
+        let rev = fresh.rev;
         *self.state.write() = fresh;
+        if let Some(l) = self.listener.read().as_ref() {
+            l.reloaded(rev);
+        }
         if compact > *self.compacted_tx.borrow() {
             self.schedule_physical_compaction(compact, keep);
         }
@@ -193,6 +215,55 @@ impl MvccStore {
     pub fn with_index<T>(&self, f: impl FnOnce(&TreeIndex, i64, i64) -> T) -> T {
         let st = self.state.read();
         f(&st.index, st.rev, st.compact)
+    }
+
+    /// History for a watcher catching up: every change to `range` at revisions `from..`,
+    /// in revision order, with values (and previous values when asked). Stops after about
+    /// `max_events` events but never inside a revision. Returns the events and the last
+    /// revision they cover; fails with `Compacted` if `from` is below the compaction point.
+    pub fn history(
+        &self,
+        range: &KeyRange,
+        from: i64,
+        with_prev: bool,
+        max_events: usize,
+    ) -> Result<(Vec<HistoryEvent>, i64), HistoryError> {
+        let (mut changes, prevs, upto, snap) = {
+            let st = self.state.read();
+            if from < st.compact {
+                return Err(HistoryError::Compacted(st.compact));
+            }
+            let mut changes = st.index.changes_since(range, from - 1);
+            let mut upto = st.rev;
+            if changes.len() > max_events {
+                let cut_rev = changes[max_events - 1].0.main;
+                changes.retain(|(r, _, _)| r.main <= cut_rev);
+                upto = cut_rev;
+            }
+            let prevs: Vec<Option<Revision>> = if with_prev {
+                changes.iter().map(|(r, _, k)| st.index.get(k, r.main - 1).map(|a| a.modified)).collect()
+            } else {
+                Vec::new()
+            };
+            (std::mem::take(&mut changes), prevs, upto, self.engine.snapshot())
+        };
+        let keys: Vec<Vec<u8>> = changes.iter().map(|(r, t, _)| r.to_key(*t)).collect();
+        let values = snap.multi_get(Cf::Kv, &keys).map_err(|e| HistoryError::Storage(e.to_string()))?;
+        let prev_keys: Vec<Vec<u8>> = prevs.iter().flatten().map(|r| r.to_key(false)).collect();
+        let mut prev_values =
+            snap.multi_get(Cf::Kv, &prev_keys).map_err(|e| HistoryError::Storage(e.to_string()))?.into_iter();
+        let mut out = Vec::with_capacity(changes.len());
+        for (i, ((rev, tombstone, _), v)) in changes.drain(..).zip(values).enumerate() {
+            // Missing means compaction removed it after we looked: the watcher must restart.
+            let v = v.ok_or(HistoryError::Compacted(self.compact_revision()))?;
+            let kv = KeyValue::decode(v.as_slice()).map_err(|e| HistoryError::Storage(e.to_string()))?;
+            let prev = match prevs.get(i).copied().flatten() {
+                Some(_) => prev_values.next().flatten().and_then(|p| KeyValue::decode(p.as_slice()).ok()),
+                None => None,
+            };
+            out.push(HistoryEvent { revision: rev.main, delete: tombstone, kv, prev });
+        }
+        Ok((out, upto))
     }
 
     /// Values of specific revisions (tombstones included when asked), from a snapshot.

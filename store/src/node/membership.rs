@@ -77,14 +77,8 @@ impl Node {
         change: &MemberChange,
         deadline: Instant,
     ) -> Option<Result<NodeId, EtcdError>> {
-        let url = self.peer_url_of(leader)?;
-        let body = encode(change).ok()?;
-        let left = deadline.saturating_duration_since(Instant::now());
-        let resp = self.http.post(format!("{url}{MEMBER_PATH}")).timeout(left).body(body).send().await.ok()?;
-        if resp.status().as_u16() != 200 {
-            return None;
-        }
-        decode::<Result<NodeId, EtcdError>>(&resp.bytes().await.ok()?).ok()
+        let body = self.peer_call(leader, MEMBER_PATH, encode(change).ok()?, deadline).await?;
+        decode::<Result<NodeId, EtcdError>>(&body).ok()
     }
 
     /// On the leader: carries out the change. `NotLeader` elsewhere.

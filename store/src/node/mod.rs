@@ -9,9 +9,11 @@
 //!   and waits until it has applied it.
 //! - [`Node::header`] fills the etcd response header.
 
+mod lease;
 mod membership;
 mod transfer;
 
+pub use lease::{LEASE_RENEW_PATH, LEASE_TTL_PATH};
 pub use membership::{MemberChange, MEMBER_PATH};
 pub use transfer::{CAMPAIGN_PATH, HOLD_ELECTION_PATH};
 
@@ -53,6 +55,8 @@ pub struct Node {
     pub http: reqwest::Client,
     /// `--initial-cluster-token`, mixed into the ids of members added later.
     pub cluster_token: String,
+    /// Lease deadlines (tracked while this member leads).
+    pub expiry: Arc<crate::lease::Expiry>,
     /// Proposals hold this shared; a leader transfer holds it exclusively so that no new
     /// entry keeps the followers' leader lease alive meanwhile.
     pub proposals: tokio::sync::RwLock<()>,
@@ -152,6 +156,24 @@ impl Node {
         }
     }
 
+    /// POSTs `body` to a peer's `path`; `None` if it did not answer 200 (not the leader any
+    /// more, unreachable, ...), so the caller looks for the leader again.
+    pub(crate) async fn peer_call(
+        &self,
+        peer: NodeId,
+        path: &str,
+        body: Vec<u8>,
+        deadline: Instant,
+    ) -> Option<bytes::Bytes> {
+        let url = self.peer_url_of(peer)?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let resp = self.http.post(format!("{url}{path}")).timeout(left).body(body).send().await.ok()?;
+        if resp.status().as_u16() != 200 {
+            return None;
+        }
+        resp.bytes().await.ok()
+    }
+
     /// Sends the proposal to the leader. `Ok(None)` means "try again" (leader changed).
     async fn forward_propose(
         &self,
@@ -219,13 +241,7 @@ impl Node {
     }
 
     async fn forward_read_index(&self, leader: NodeId, deadline: Instant) -> Option<u64> {
-        let url = self.peer_url_of(leader)?;
-        let left = deadline.saturating_duration_since(Instant::now());
-        let resp = self.http.post(format!("{url}{READ_INDEX_PATH}")).timeout(left).send().await.ok()?;
-        if resp.status().as_u16() != 200 {
-            return None;
-        }
-        let body = resp.bytes().await.ok()?;
+        let body = self.peer_call(leader, READ_INDEX_PATH, Vec::new(), deadline).await?;
         Some(u64::from_be_bytes(body.as_ref().try_into().ok()?))
     }
 

@@ -24,7 +24,8 @@ use super::network::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
 use super::snapshot::SnapshotFile;
 use super::{decode, encode, NodeId, SnapshotMeta, TypeConfig, Vote};
 use crate::node::{
-    LocalError, MemberChange, Node, CAMPAIGN_PATH, HOLD_ELECTION_PATH, MEMBER_PATH, PROPOSE_PATH, READ_INDEX_PATH,
+    LocalError, MemberChange, Node, CAMPAIGN_PATH, HOLD_ELECTION_PATH, LEASE_RENEW_PATH, LEASE_TTL_PATH, MEMBER_PATH,
+    PROPOSE_PATH, READ_INDEX_PATH,
 };
 use crate::proto::keelpb::RaftRequest;
 
@@ -46,6 +47,8 @@ pub fn router(state: PeerState) -> Router {
         .route(MEMBERS_PATH, axum::routing::get(members))
         .route(HOLD_ELECTION_PATH, post(hold_election))
         .route(CAMPAIGN_PATH, post(campaign))
+        .route(LEASE_RENEW_PATH, post(lease_renew))
+        .route(LEASE_TTL_PATH, post(lease_ttl))
         .with_state(state)
 }
 
@@ -176,5 +179,31 @@ async fn campaign(State(s): State<PeerState>) -> StatusCode {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+fn lease_id(body: &Bytes) -> Option<i64> {
+    body.as_ref().try_into().ok().map(i64::from_be_bytes)
+}
+
+fn i64_answer(r: Result<i64, LocalError>) -> Response {
+    match r {
+        Ok(v) => (StatusCode::OK, v.to_be_bytes().to_vec()).into_response(),
+        Err(LocalError::NotLeader) => StatusCode::MISDIRECTED_REQUEST.into_response(),
+        Err(LocalError::Etcd(e)) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
+}
+
+async fn lease_renew(State(s): State<PeerState>, body: Bytes) -> Response {
+    match lease_id(&body) {
+        Some(id) => i64_answer(s.node.renew_lease_here(id)),
+        None => StatusCode::BAD_REQUEST.into_response(),
+    }
+}
+
+async fn lease_ttl(State(s): State<PeerState>, body: Bytes) -> Response {
+    match lease_id(&body) {
+        Some(id) => i64_answer(s.node.lease_remaining_here(id)),
+        None => StatusCode::BAD_REQUEST.into_response(),
     }
 }

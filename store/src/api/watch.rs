@@ -1,0 +1,58 @@
+//! The Watch service: one bidirectional stream carrying many watchers.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::node::Node;
+use crate::proto::etcdserverpb::watch_request::RequestUnion;
+use crate::proto::etcdserverpb::watch_server::Watch;
+use crate::proto::etcdserverpb::{WatchRequest, WatchResponse};
+use crate::watch::WatchHub;
+
+/// Responses queued per stream before its watchers fall back to catching up from history.
+const OUTBOX: usize = 1024;
+
+pub struct WatchService {
+    node: Arc<Node>,
+    hub: Arc<WatchHub>,
+}
+
+impl WatchService {
+    pub fn new(node: Arc<Node>, hub: Arc<WatchHub>) -> Self {
+        WatchService { node, hub }
+    }
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Watch for WatchService {
+    async fn watch(&self, req: Request<Streaming<WatchRequest>>) -> Result<Response<ResponseStream>, Status> {
+        let mut inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(OUTBOX);
+        let stream = self.hub.open_stream(tx);
+        let hub = self.hub.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(msg)) = inbound.next().await {
+                match msg.request_union {
+                    Some(RequestUnion::CreateRequest(c)) => hub.create(stream, &c),
+                    Some(RequestUnion::CancelRequest(c)) => hub.cancel(stream, c.watch_id),
+                    Some(RequestUnion::ProgressRequest(_)) => hub.request_progress(stream),
+                    None => {}
+                }
+            }
+            hub.close_stream(stream);
+        });
+        let node = self.node.clone();
+        let out = ReceiverStream::new(rx).map(move |mut r| {
+            node.fill(&mut r.header, 0);
+            Ok(r)
+        });
+        Ok(Response::new(Box::pin(out)))
+    }
+}

@@ -1,0 +1,399 @@
+//! The watch hub: every watcher of a member, and the fan-out of committed revisions.
+//!
+//! The store calls [`WatchHub::committed`] for each revision, in order, while it holds
+//! its index write lock. A *synced* watcher (one that has been sent everything up to the
+//! last revision) gets its events right there with a non-blocking send; if its stream's
+//! queue is full, or it starts in the past, it becomes *unsynced* and a catch-up task
+//! replays history from its next revision with blocking sends, then re-checks under the hub
+//! lock whether it has reached the last revision before moving it back to synced. So a slow
+//! watcher never blocks the apply path or other watchers, and no event is lost, repeated or
+//! reordered (etcd's synced/unsynced/victim design).
+//!
+//! Events of one revision always travel in one response (or in fragments of it, if the
+//! watcher asked for fragments). Keys and values are `Bytes`, shared by every watcher
+//! that receives the same event.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::mpsc::error::TrySendError;
+
+use super::watcher::{Outbox, WatchKey, Watcher};
+use crate::mvcc::{Change, CommitListener, HistoryError, MvccStore};
+use crate::proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchResponse};
+
+/// Events read from history per catch-up step (etcd's `watchBatchMaxRevs` is 1000 revisions).
+const CATCH_UP_EVENTS: usize = 1000;
+
+struct Stream {
+    tx: Outbox,
+    next_id: i64,
+    ids: HashSet<i64>,
+    /// A progress request arrived while some watcher was catching up.
+    progress_pending: bool,
+}
+
+#[derive(Default)]
+struct Inner {
+    last_rev: i64,
+    streams: HashMap<u64, Stream>,
+    synced: HashMap<WatchKey, Watcher>,
+    /// Synced watchers of exactly one key, by key.
+    by_key: HashMap<Bytes, HashSet<WatchKey>>,
+    /// Synced watchers of a range.
+    ranged: HashSet<WatchKey>,
+    unsynced: HashMap<WatchKey, Watcher>,
+}
+
+impl Inner {
+    fn add_synced(&mut self, w: Watcher) {
+        let k = w.key();
+        match w.single_key() {
+            Some(key) => {
+                self.by_key.entry(key.clone()).or_default().insert(k);
+            }
+            None => {
+                self.ranged.insert(k);
+            }
+        }
+        self.synced.insert(k, w);
+    }
+
+    fn remove_synced(&mut self, k: &WatchKey) -> Option<Watcher> {
+        let w = self.synced.remove(k)?;
+        match w.single_key() {
+            Some(key) => {
+                if let Some(set) = self.by_key.get_mut(key) {
+                    set.remove(k);
+                    if set.is_empty() {
+                        self.by_key.remove(key);
+                    }
+                }
+            }
+            None => {
+                self.ranged.remove(k);
+            }
+        }
+        Some(w)
+    }
+
+    fn remove(&mut self, k: &WatchKey) -> Option<Watcher> {
+        if let Some(s) = self.streams.get_mut(&k.0) {
+            s.ids.remove(&k.1);
+        }
+        self.remove_synced(k).or_else(|| self.unsynced.remove(k))
+    }
+
+    fn stream_synced(&self, stream: u64) -> bool {
+        self.streams.get(&stream).is_none_or(|s| s.ids.iter().all(|id| !self.unsynced.contains_key(&(stream, *id))))
+    }
+}
+
+pub struct WatchHub {
+    /// This hub's own `Arc`, for spawning catch-up tasks from the commit hook.
+    me: Weak<WatchHub>,
+    inner: Mutex<Inner>,
+    store: OnceLock<Weak<MvccStore>>,
+    next_stream: AtomicU64,
+    /// Above this, a response to a watcher that allows fragments is split.
+    max_response_bytes: usize,
+}
+
+fn header(revision: i64) -> Option<ResponseHeader> {
+    Some(ResponseHeader { revision, ..Default::default() })
+}
+
+/// Sends without waiting; if the queue is full, sends from a task instead.
+fn send_soon(tx: &Outbox, resp: WatchResponse) {
+    if let Err(TrySendError::Full(resp)) = tx.try_send(resp) {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(resp).await;
+        });
+    }
+}
+
+impl WatchHub {
+    /// Creates the hub and hooks it to the store's commits.
+    pub fn attach(store: &Arc<MvccStore>, max_response_bytes: usize) -> Arc<WatchHub> {
+        let hub = Arc::new_cyclic(|me| WatchHub {
+            me: me.clone(),
+            inner: Mutex::new(Inner { last_rev: store.current_revision(), ..Default::default() }),
+            store: OnceLock::new(),
+            next_stream: AtomicU64::new(1),
+            max_response_bytes,
+        });
+        let _ = hub.store.set(Arc::downgrade(store));
+        store.set_listener(hub.clone());
+        hub
+    }
+
+    /// Registers a client stream; watchers created on it send through `tx`.
+    pub fn open_stream(&self, tx: Outbox) -> u64 {
+        let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        self.inner.lock().streams.insert(id, Stream { tx, next_id: 0, ids: HashSet::new(), progress_pending: false });
+        id
+    }
+
+    pub fn close_stream(&self, stream: u64) {
+        let mut inner = self.inner.lock();
+        if let Some(s) = inner.streams.remove(&stream) {
+            for id in s.ids {
+                let k = (stream, id);
+                inner.remove_synced(&k);
+                inner.unsynced.remove(&k);
+            }
+        }
+    }
+
+    pub fn watcher_count(&self) -> usize {
+        let inner = self.inner.lock();
+        inner.synced.len() + inner.unsynced.len()
+    }
+
+    /// Creates a watcher and answers `created` on its stream.
+    pub fn create(self: &Arc<Self>, stream: u64, req: &WatchCreateRequest) {
+        let mut inner = self.inner.lock();
+        let last = inner.last_rev;
+        let Some(s) = inner.streams.get_mut(&stream) else { return };
+        let id = if req.watch_id != 0 {
+            if s.ids.contains(&req.watch_id) {
+                let reason = "mvcc: duplicate watch ID provided on the WatchStream".to_string();
+                let resp = WatchResponse {
+                    header: header(last),
+                    watch_id: -1,
+                    created: true,
+                    canceled: true,
+                    cancel_reason: reason,
+                    ..Default::default()
+                };
+                send_soon(&s.tx, resp);
+                return;
+            }
+            req.watch_id
+        } else {
+            while s.ids.contains(&s.next_id) {
+                s.next_id += 1;
+            }
+            s.next_id
+        };
+        s.ids.insert(id);
+        // etcd: no start revision means "from the next revision".
+        let start = if req.start_revision <= 0 { last + 1 } else { req.start_revision };
+        let tx = s.tx.clone();
+        let w = Watcher::new(id, stream, req, start, tx.clone());
+        let created = WatchResponse { header: header(last), watch_id: id, created: true, ..Default::default() };
+        match tx.try_send(created) {
+            Ok(()) if start > last => inner.add_synced(w),
+            Ok(()) => {
+                inner.unsynced.insert(w.key(), w);
+                tokio::spawn(self.clone().catch_up((stream, id)));
+            }
+            Err(TrySendError::Full(created)) => {
+                inner.unsynced.insert(w.key(), w);
+                let hub = self.clone();
+                tokio::spawn(async move {
+                    if tx.send(created).await.is_ok() {
+                        hub.catch_up((stream, id)).await;
+                    }
+                });
+            }
+            Err(TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// Cancels a watcher; answers `canceled` if it existed.
+    pub fn cancel(&self, stream: u64, id: i64) {
+        let mut inner = self.inner.lock();
+        let last = inner.last_rev;
+        if let Some(w) = inner.remove(&(stream, id)) {
+            let resp = WatchResponse { header: header(last), watch_id: id, canceled: true, ..Default::default() };
+            send_soon(&w.tx, resp);
+        }
+    }
+
+    /// A progress request: answered at once if every watcher on the stream is synced, or
+    /// as soon as they all are, so the revision it reports never runs ahead of the events.
+    pub fn request_progress(&self, stream: u64) {
+        let mut inner = self.inner.lock();
+        let last = inner.last_rev;
+        let synced = inner.stream_synced(stream);
+        let Some(s) = inner.streams.get_mut(&stream) else { return };
+        if synced {
+            send_soon(&s.tx, WatchResponse { header: header(last), watch_id: -1, ..Default::default() });
+        } else {
+            s.progress_pending = true;
+        }
+    }
+
+    /// Periodic progress notifications to synced watchers that asked for them.
+    pub fn notify_progress(&self) {
+        let inner = self.inner.lock();
+        let last = inner.last_rev;
+        for w in inner.synced.values().filter(|w| w.progress_notify) {
+            let _ = w.tx.try_send(WatchResponse { header: header(last), watch_id: w.id, ..Default::default() });
+        }
+    }
+
+    fn store(&self) -> Option<Arc<MvccStore>> {
+        self.store.get().and_then(Weak::upgrade)
+    }
+
+    /// Replays history to an unsynced watcher until it has everything, then makes it synced.
+    async fn catch_up(self: Arc<Self>, key: WatchKey) {
+        loop {
+            let Some(w) = self.inner.lock().unsynced.get(&key).cloned() else { return };
+            let Some(store) = self.store() else { return };
+            let batch = store.history(&w.range, w.next_rev, w.prev_kv, CATCH_UP_EVENTS);
+            let (events, upto) = match batch {
+                Ok(b) => b,
+                Err(HistoryError::Compacted(rev)) => {
+                    self.inner.lock().remove(&key);
+                    let resp = WatchResponse {
+                        header: header(0),
+                        watch_id: w.id,
+                        canceled: true,
+                        compact_revision: rev,
+                        ..Default::default()
+                    };
+                    let _ = w.tx.send(resp).await;
+                    return;
+                }
+                Err(HistoryError::Storage(e)) => {
+                    self.inner.lock().remove(&key);
+                    let resp = WatchResponse {
+                        header: header(0),
+                        watch_id: w.id,
+                        canceled: true,
+                        cancel_reason: e,
+                        ..Default::default()
+                    };
+                    let _ = w.tx.send(resp).await;
+                    return;
+                }
+            };
+            // One response per revision keeps every revision whole.
+            let mut i = 0;
+            while i < events.len() {
+                let rev = events[i].revision;
+                let mut evs = Vec::new();
+                while i < events.len() && events[i].revision == rev {
+                    if let Some(e) = w.event_from_history(&events[i]) {
+                        evs.push(e);
+                    }
+                    i += 1;
+                }
+                if evs.is_empty() {
+                    continue;
+                }
+                for resp in w.responses(rev, evs, self.max_response_bytes) {
+                    if w.tx.send(resp).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            let mut inner = self.inner.lock();
+            let last = inner.last_rev;
+            let Some(w) = inner.unsynced.get_mut(&key) else { return };
+            w.next_rev = w.next_rev.max(upto + 1);
+            if w.next_rev > last {
+                if let Some(w) = inner.unsynced.remove(&key) {
+                    inner.add_synced(w);
+                }
+                let synced = inner.stream_synced(key.0);
+                if let Some(s) = inner.streams.get_mut(&key.0) {
+                    if synced && s.progress_pending {
+                        s.progress_pending = false;
+                        send_soon(&s.tx, WatchResponse { header: header(last), watch_id: -1, ..Default::default() });
+                    }
+                }
+                return;
+            }
+        }
+    }
+
+    fn make_unsynced(self: &Arc<Self>, inner: &mut Inner, k: WatchKey, next_rev: i64) {
+        if let Some(mut w) = inner.remove_synced(&k) {
+            w.next_rev = w.next_rev.max(next_rev);
+            inner.unsynced.insert(k, w);
+            tokio::spawn(self.clone().catch_up(k));
+        }
+    }
+}
+
+impl CommitListener for WatchHub {
+    fn committed(&self, revision: i64, changes: &[Change]) {
+        let mut inner = self.inner.lock();
+        inner.last_rev = revision;
+        if inner.synced.is_empty() {
+            return;
+        }
+        let mut batches: HashMap<WatchKey, Vec<crate::proto::mvccpb::Event>> = HashMap::new();
+        for c in changes {
+            if let Some(keys) = inner.by_key.get(&c.key) {
+                for k in keys {
+                    if let Some(e) = inner.synced.get(k).and_then(|w| w.event_for(c, revision)) {
+                        batches.entry(*k).or_default().push(e);
+                    }
+                }
+            }
+            for k in &inner.ranged {
+                let Some(w) = inner.synced.get(k) else { continue };
+                if w.range.contains(&c.key) {
+                    if let Some(e) = w.event_for(c, revision) {
+                        batches.entry(*k).or_default().push(e);
+                    }
+                }
+            }
+        }
+        let mut behind = Vec::new();
+        let mut gone = Vec::new();
+        for (k, events) in batches {
+            let Some(w) = inner.synced.get_mut(&k) else { continue };
+            if revision < w.next_rev {
+                continue; // starts at a future revision
+            }
+            let resps = w.responses(revision, events, self.max_response_bytes);
+            if w.tx.capacity() < resps.len() {
+                behind.push(k);
+                continue;
+            }
+            let mut closed = false;
+            for r in resps {
+                if let Err(TrySendError::Closed(_)) = w.tx.try_send(r) {
+                    closed = true;
+                }
+            }
+            if closed {
+                gone.push(k);
+            } else {
+                w.next_rev = revision + 1;
+            }
+        }
+        for k in gone {
+            inner.remove(&k);
+        }
+        if !behind.is_empty() {
+            if let Some(me) = self.me.upgrade() {
+                for k in behind {
+                    me.make_unsynced(&mut inner, k, revision);
+                }
+            }
+        }
+    }
+
+    fn reloaded(&self, revision: i64) {
+        let mut inner = self.inner.lock();
+        let before = inner.last_rev;
+        inner.last_rev = revision;
+        let keys: Vec<WatchKey> = inner.synced.keys().copied().collect();
+        if let Some(me) = self.me.upgrade() {
+            for k in keys {
+                me.make_unsynced(&mut inner, k, before + 1);
+            }
+        }
+    }
+}
