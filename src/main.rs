@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a store member (a drop-in etcd v3 server; takes etcd's member flags).
-    Store(StoreConfig),
+    Store(Box<StoreConfig>),
     /// Run the embedded default: the store (1 or 3 local members) and, as they land, the
     /// control-plane components, until Ctrl-C.
     Up(up::UpConfig),
@@ -58,7 +58,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.command {
-        Cmd::Store(cfg) => run_store(cfg).await,
+        Cmd::Store(cfg) => run_store(*cfg).await,
         Cmd::Up(cfg) => up::run(cfg, shutdown_signal()).await,
     };
     match result {
