@@ -8,3 +8,5 @@ mod crash;
 mod etcdctl_diff;
 mod kv_client;
 mod store_flags;
+mod watch_guarantees;
+mod watch_lease;

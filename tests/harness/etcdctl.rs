@@ -131,3 +131,95 @@ fn word_shape(w: &str) -> String {
         w.to_string()
     }
 }
+
+/// An etcdctl left running (a watch, an interactive session), its output collected.
+pub struct Background {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    out: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Background {
+    pub fn output(&self) -> String {
+        self.out.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn send(&mut self, line: &str) {
+        if let Some(stdin) = self.stdin.as_mut() {
+            let _ = stdin.write_all(line.as_bytes());
+            let _ = stdin.flush();
+        }
+    }
+
+    /// Waits until the output contains `needle`, then stops the process; returns the output.
+    pub fn stop_after(mut self, needle: &str) -> String {
+        let out = self.out.clone();
+        super::wait_for(&format!("etcdctl output to show {needle:?}"), std::time::Duration::from_secs(20), || {
+            out.lock().ok().filter(|s| s.contains(needle)).map(|_| ())
+        });
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.output()
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `etcdctl --endpoints=<endpoint> <args>` in the background.
+pub fn spawn(endpoint: &str, args: &[&str]) -> Background {
+    let mut child = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("etcdctl");
+    let stdin = child.stdin.take();
+    let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    if let Some(mut stdout) = child.stdout.take() {
+        let sink = out.clone();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut s) = sink.lock() {
+                    s.push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            }
+        });
+    }
+    Background { child, stdin, out }
+}
+
+/// Replaces lease ids (16 hex digits), and the seconds in `remaining(Ns)` and `TTL(N)`
+/// that depend on timing, with placeholders.
+pub fn normalize_leases(text: &str, lease_ids: &[String]) -> String {
+    let mut t = text.to_string();
+    for id in lease_ids {
+        t = t.replace(id.as_str(), "LEASE");
+        if let Ok(n) = i64::from_str_radix(id, 16) {
+            t = t.replace(&format!("\"id\":{n}"), "\"id\":LEASE").replace(&format!("\"lease\":{n}"), "\"lease\":LEASE");
+        }
+    }
+    let mut out = String::new();
+    let mut rest = t.as_str();
+    while let Some(i) = rest.find("remaining(") {
+        out.push_str(&rest[..i + "remaining(".len()]);
+        rest = &rest[i + "remaining(".len()..];
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        out.push('N');
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
+    out
+}

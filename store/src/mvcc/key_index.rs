@@ -135,27 +135,24 @@ impl KeyIndex {
     /// Drops history before `at`, keeping what a read at `at` or later needs. Every
     /// revision that must survive in storage is added to `keep`; storage may delete the
     /// key's other revisions at or below `at`.
+    ///
+    /// A tombstone exactly at `at` is kept (until a later compaction): a watcher resuming
+    /// from revision `at` must still see that deletion (etcd issue 19179).
     pub fn compact(&mut self, at: i64, keep: &mut Vec<Revision>) {
-        // Find the first generation still alive at `at`, or created after it.
+        // Find the first generation that ends at or after `at`, or the current one.
         let mut gi = 0;
         while gi < self.generations.len() - 1 {
             let g = &self.generations[gi];
-            if g.revs[g.revs.len() - 1].main > at {
+            if g.revs[g.revs.len() - 1].main >= at {
                 break;
             }
             gi += 1;
         }
-        let last = self.generations.len() - 1;
         let g = &mut self.generations[gi];
         if let Some(idx) = g.revs.iter().rposition(|r| r.main <= at) {
-            // Keep the revision visible at `at`, drop the ones before it.
+            // Keep the revision visible at `at` (or the tombstone at `at`), drop the rest.
             g.revs.drain(..idx);
-            // A finished generation reduced to its tombstone holds nothing a read needs.
-            if g.revs.len() == 1 && gi != last {
-                gi += 1;
-            } else {
-                keep.push(g.revs[0]);
-            }
+            keep.push(g.revs[0]);
         }
         self.generations.drain(..gi);
     }
@@ -213,12 +210,17 @@ mod tests {
     }
 
     #[test]
-    fn compacting_a_deleted_key_empties_it() {
+    fn compacting_a_deleted_key_keeps_its_tombstone_at_the_compaction_point_only() {
         let mut k = KeyIndex::default();
         k.put(r(2));
         k.tombstone(r(3));
         let mut keep = Vec::new();
         k.compact(3, &mut keep);
+        assert_eq!(keep, vec![r(3)], "a watcher from revision 3 still sees the delete");
+        assert_eq!(k.get(3), None);
+        assert_eq!(k.since(2), vec![(r(3), true)]);
+        let mut keep = Vec::new();
+        k.compact(4, &mut keep);
         assert!(keep.is_empty());
         assert!(k.is_empty());
     }
