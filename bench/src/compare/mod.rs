@@ -1,0 +1,206 @@
+//! `keel-bench compare`: the side-by-side runner.
+//!
+//! Starts a three-member Keel cluster and a three-member etcd cluster on loopback with the
+//! same flags, runs every workload against each, alternating A/B/A/B so drift in the
+//! machine hits both, and writes docs/benchmarks.md: the machine, the command line, a table
+//! of medians and Keel/etcd ratios, the targets, and SVG latency plots.
+
+mod cluster;
+mod machine;
+mod plot;
+mod report;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args;
+
+use crate::load::LoadOpts;
+use crate::report::Summary;
+use crate::{watch, workloads};
+use cluster::{Cluster, Flavor};
+
+#[derive(Args, Clone, Debug)]
+pub struct CompareOpts {
+    /// Short runs: the whole comparison in under ten minutes.
+    #[arg(long)]
+    pub quick: bool,
+    /// Rounds of alternation (default: 2 quick, 3 full).
+    #[arg(long)]
+    pub rounds: Option<usize>,
+    /// The keel binary (default: `keel` next to this binary).
+    #[arg(long)]
+    pub keel: Option<PathBuf>,
+    /// The etcd binary.
+    #[arg(long, default_value = "etcd")]
+    pub etcd: PathBuf,
+    /// The report to write.
+    #[arg(long, default_value = "docs/benchmarks.md")]
+    pub out: PathBuf,
+    /// Only run workloads whose id contains one of these (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+}
+
+/// One workload of the comparison.
+pub struct Workload {
+    pub id: &'static str,
+    pub title: String,
+    kind: Kind,
+}
+
+enum Kind {
+    Put(LoadOpts, workloads::PutOpts),
+    Range(LoadOpts, workloads::RangeOpts),
+    Txn(LoadOpts, workloads::TxnOpts),
+    Mixed(LoadOpts, workloads::MixedOpts),
+    WatchLatency(LoadOpts, watch::WatchOpts),
+    WatchFanout(LoadOpts, watch::WatchOpts),
+    CheckPerf,
+}
+
+fn load(clients: usize, conns: usize, total: u64) -> LoadOpts {
+    LoadOpts { endpoints: Vec::new(), conns, clients, total, duration: None, rate: 0.0, json: None }
+}
+
+fn watch_opts(watchers: usize, streams: usize, rate: f64, puts: u64) -> watch::WatchOpts {
+    watch::WatchOpts { watchers, streams, put_rate: rate, puts, prefix: false, val_size: 32, member_pid: Vec::new() }
+}
+
+fn plan(quick: bool) -> Vec<Workload> {
+    let scale = |q: u64, f: u64| if quick { q } else { f };
+    let put = |space| workloads::PutOpts { key_size: 8, val_size: 256, key_space_size: space, sequential_keys: false };
+    let mut w = vec![
+        Workload {
+            id: "put-1",
+            title: "put, 1 client, sequential (8 B key, 256 B value)".into(),
+            kind: Kind::Put(load(1, 1, scale(2000, 10_000)), put(100_000)),
+        },
+        Workload {
+            id: "put-100",
+            title: "put, 100 clients over 10 connections".into(),
+            kind: Kind::Put(load(100, 10, scale(20_000, 100_000)), put(100_000)),
+        },
+        Workload {
+            id: "range-l",
+            title: "range, linearizable, 1 client, 10 keys".into(),
+            kind: Kind::Range(
+                load(1, 1, scale(3000, 10_000)),
+                workloads::RangeOpts { keys: 10, val_size: 256, consistency: "l".into() },
+            ),
+        },
+        Workload {
+            id: "range-s",
+            title: "range, serializable, 1 client, 10 keys".into(),
+            kind: Kind::Range(
+                load(1, 1, scale(3000, 10_000)),
+                workloads::RangeOpts { keys: 10, val_size: 256, consistency: "s".into() },
+            ),
+        },
+        Workload {
+            id: "txn",
+            title: "txn compare-and-set, 50 clients, 1000 keys".into(),
+            kind: Kind::Txn(load(50, 10, scale(10_000, 50_000)), workloads::TxnOpts { keys: 1000, val_size: 256 }),
+        },
+        Workload {
+            id: "mixed",
+            title: "mixed (k8s-like), 50 clients, 10 informer watches".into(),
+            kind: Kind::Mixed(
+                load(50, 10, scale(10_000, 50_000)),
+                workloads::MixedOpts { objects: 1000, object_size: 1024, watchers: 10 },
+            ),
+        },
+        Workload {
+            id: "watch-1k",
+            title: "watch latency, 1,000 watchers on 10 streams, 100 puts/s".into(),
+            kind: Kind::WatchLatency(load(1, 10, 0), watch_opts(1000, 10, 100.0, scale(500, 2000))),
+        },
+        Workload {
+            id: "watch-10k",
+            title: "watch latency, 10,000 watchers on 100 streams, 100 puts/s".into(),
+            kind: Kind::WatchLatency(load(1, 10, 0), watch_opts(10_000, 100, 100.0, scale(300, 1000))),
+        },
+    ];
+    if !quick {
+        w.push(Workload {
+            id: "fanout-100k",
+            title: "watch fan-out, 100,000 watchers of one key on one member, 10 puts/s".into(),
+            kind: Kind::WatchFanout(load(1, 10, 0), watch_opts(100_000, 100, 10.0, 50)),
+        });
+        w.push(Workload { id: "check-perf", title: "etcdctl check perf --load=l".into(), kind: Kind::CheckPerf });
+    }
+    w
+}
+
+async fn run_one(w: &Workload, c: &Cluster) -> anyhow::Result<Summary> {
+    let eps = c.endpoints.clone();
+    let with = |o: &LoadOpts| LoadOpts { endpoints: eps.clone(), ..o.clone() };
+    let mut s = match &w.kind {
+        Kind::Put(o, p) => workloads::put(&with(o), p).await?,
+        Kind::Range(o, r) => workloads::range(&with(o), r).await?,
+        Kind::Txn(o, t) => workloads::txn(&with(o), t).await?,
+        Kind::Mixed(o, m) => workloads::mixed(&with(o), m).await?,
+        Kind::WatchLatency(o, wo) => {
+            let wo = watch::WatchOpts { member_pid: c.pids(), ..wo.clone() };
+            watch::latency(&with(o), &wo).await?
+        }
+        Kind::WatchFanout(o, wo) => {
+            // Every watcher on one member (the first), as etcd's watch memory benchmark.
+            let one = LoadOpts { endpoints: vec![eps[0].clone()], ..o.clone() };
+            let wo = watch::WatchOpts { member_pid: vec![c.pids()[0]], ..wo.clone() };
+            watch::fanout(&one, &wo).await?
+        }
+        Kind::CheckPerf => report::check_perf(&c.endpoints).await?,
+    };
+    s.name = w.title.clone();
+    Ok(s)
+}
+
+pub async fn run(o: &CompareOpts) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let keel = match &o.keel {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?.with_file_name("keel"),
+    };
+    let base = std::env::temp_dir();
+    let m = machine::probe(&base);
+    let rounds = o.rounds.unwrap_or(if o.quick { 2 } else { 3 });
+    let workloads: Vec<Workload> = plan(o.quick)
+        .into_iter()
+        .filter(|w| o.only.is_empty() || o.only.iter().any(|x| w.id.contains(x.as_str())))
+        .collect();
+    eprintln!(
+        "starting a three-member Keel cluster ({}) and a three-member etcd cluster ({})",
+        keel.display(),
+        o.etcd.display()
+    );
+    let clusters =
+        [Cluster::start(Flavor::Keel, &keel, &base).await?, Cluster::start(Flavor::Etcd, &o.etcd, &base).await?];
+    let mut results: Vec<[Vec<Summary>; 2]> = workloads.iter().map(|_| [Vec::new(), Vec::new()]).collect();
+    for round in 0..rounds {
+        for (wi, w) in workloads.iter().enumerate() {
+            // A/B in even rounds, B/A in odd ones.
+            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            for ci in order {
+                let c = &clusters[ci];
+                eprintln!("round {}/{rounds}: {} on {}", round + 1, w.id, c.flavor.name());
+                match run_one(w, c).await {
+                    Ok(s) => results[wi][ci].push(s),
+                    Err(e) => eprintln!("  {} failed on {}: {e:#}", w.id, c.flavor.name()),
+                }
+            }
+        }
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    report::write(
+        &o.out,
+        &m,
+        &format!("keel-bench {}", args.join(" ")),
+        rounds,
+        &workloads,
+        &results,
+        started.elapsed(),
+    )?;
+    eprintln!("wrote {} in {:.0}s", o.out.display(), started.elapsed().as_secs_f64());
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! `etcdctl check perf`, medians, and writing docs/benchmarks.md.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use super::machine::Machine;
+use super::plot;
+use super::Workload;
+use crate::report::Summary;
+
+/// Runs `etcdctl check perf --load=l` (60 s) against the cluster and reads its verdict.
+pub async fn check_perf(endpoints: &[String]) -> anyhow::Result<Summary> {
+    let out = tokio::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", endpoints.join(",")))
+        .args(["check", "perf", "--load=l"])
+        .output()
+        .await?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let number_in = |line: &str| -> f64 {
+        line.split(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .filter_map(|t| t.parse::<f64>().ok())
+            .next_back()
+            .unwrap_or(0.0)
+    };
+    let mut s = crate::report::Recorder::default().summary("check perf", Duration::from_secs(60));
+    for line in text.lines() {
+        if line.contains("Throughput") {
+            s.throughput = number_in(line);
+        } else if line.contains("Slowest request") {
+            s.extra.insert("slowest_request_s".into(), number_in(line));
+        } else if line.contains("Stddev") {
+            s.extra.insert("stddev_s".into(), number_in(line));
+        }
+    }
+    let passed = text.lines().last().is_some_and(|l| l.trim() == "PASS");
+    s.extra.insert("pass".into(), if passed { 1.0 } else { 0.0 });
+    Ok(s)
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    Some(v[v.len() / 2])
+}
+
+fn metric(runs: &[Summary], f: impl Fn(&Summary) -> Option<f64>) -> Option<f64> {
+    median(runs.iter().filter_map(f).collect())
+}
+
+const READING_START: &str = "<!-- reading:start -->";
+const READING_END: &str = "<!-- reading:end -->";
+
+/// The hand-written reading kept from the previous report, if any.
+fn kept_reading(path: &Path) -> String {
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    match (old.find(READING_START), old.find(READING_END)) {
+        (Some(a), Some(b)) if b > a => old[a + READING_START.len()..b].trim().to_string(),
+        _ => "_(to be written after reading the numbers)_".to_string(),
+    }
+}
+
+fn fmt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("–".into(), |v| format!("{v:.digits$}"))
+}
+
+/// Keel/etcd, and whether that is better for Keel.
+fn ratio(k: Option<f64>, e: Option<f64>, lower_is_better: bool) -> String {
+    match (k, e) {
+        (Some(k), Some(e)) if e > 0.0 => {
+            let r = k / e;
+            let better = if lower_is_better { r < 1.0 } else { r > 1.0 };
+            format!("{r:.2}{}", if better { " ✓" } else { "" })
+        }
+        _ => "–".into(),
+    }
+}
+
+pub fn write(
+    out: &Path,
+    m: &Machine,
+    command: &str,
+    rounds: usize,
+    workloads: &[Workload],
+    results: &[[Vec<Summary>; 2]],
+    took: Duration,
+) -> anyhow::Result<()> {
+    let plots = out.with_file_name("bench");
+    std::fs::create_dir_all(&plots)?;
+    let reading = kept_reading(out);
+    let mut d = String::new();
+    writeln!(d, "# Benchmarks: Keel against etcd, same machine, same run\n")?;
+    writeln!(
+        d,
+        "Written by `{command}` ({rounds} rounds alternating A/B/B/A..., {:.0} s in all).",
+        took.as_secs_f64()
+    )?;
+    writeln!(
+        d,
+        "Both clusters: three members on loopback, identical flags (`--heartbeat-interval=100 \
+         --election-timeout=1000 --snapshot-count=10000`), the same `keel-bench` client code \
+         (Rust `etcd-client`). Keel is the release build; etcd is Debian's `etcd-server`.\n"
+    )?;
+    writeln!(d, "## Machine\n")?;
+    writeln!(d, "| | |\n|---|---|")?;
+    writeln!(d, "| cores | {} |", m.cores)?;
+    writeln!(d, "| memory | {:.1} GiB |", m.memory_gib)?;
+    writeln!(d, "| CPU | {} |", m.cpu)?;
+    writeln!(d, "| kernel | {} |", m.kernel)?;
+    writeln!(
+        d,
+        "| disk fsync (4 KiB write + fdatasync) | p50 {:.3} ms, p99 {:.3} ms |\n",
+        m.fsync_p50_ms, m.fsync_p99_ms
+    )?;
+    writeln!(d, "## Results (median over rounds)\n")?;
+    writeln!(d, "Ratios are Keel / etcd; ✓ marks where Keel is better.\n")?;
+    writeln!(d, "| workload | metric | Keel | etcd | ratio |\n|---|---|---:|---:|---:|")?;
+    for (w, [k, e]) in workloads.iter().zip(results) {
+        let rows: Vec<(&str, Box<dyn Fn(&Summary) -> Option<f64>>, bool, usize)> = vec![
+            ("throughput (ops/s)", Box::new(|s: &Summary| Some(s.throughput)), false, 0),
+            ("p50 ms", Box::new(|s: &Summary| Some(s.p50_ms).filter(|v| *v > 0.0)), true, 3),
+            ("p99 ms", Box::new(|s: &Summary| Some(s.p99_ms).filter(|v| *v > 0.0)), true, 3),
+            ("p99.9 ms", Box::new(|s: &Summary| Some(s.p999_ms).filter(|v| *v > 0.0)), true, 3),
+        ];
+        for (name, f, lower, digits) in rows {
+            let (kv, ev) = (metric(k, &f), metric(e, &f));
+            if kv.is_none() && ev.is_none() {
+                continue;
+            }
+            writeln!(
+                d,
+                "| {} | {name} | {} | {} | {} |",
+                w.title,
+                fmt(kv, digits),
+                fmt(ev, digits),
+                ratio(kv, ev, lower)
+            )?;
+        }
+        let mut extras: Vec<String> = k.iter().chain(e.iter()).flat_map(|s| s.extra.keys().cloned()).collect();
+        extras.sort();
+        extras.dedup();
+        for x in extras {
+            let f = |s: &Summary| s.extra.get(&x).copied();
+            let (kv, ev) = (metric(k, f), metric(e, f));
+            let lower = !matches!(x.as_str(), "pass");
+            writeln!(d, "| {} | {x} | {} | {} | {} |", w.title, fmt(kv, 2), fmt(ev, 2), ratio(kv, ev, lower))?;
+        }
+        if let (Some(ks), Some(es)) = (k.last(), e.last()) {
+            if ks.p99_ms > 0.0 || es.p99_ms > 0.0 {
+                let file = plots.join(format!("{}.svg", w.id));
+                if plot::percentiles(&file, &w.title, &[("Keel", ks), ("etcd", es)]).is_ok() {
+                    writeln!(d, "| {} | plot | [{}.svg](bench/{}.svg) | | |", w.title, w.id, w.id)?;
+                }
+            }
+        }
+    }
+    writeln!(d, "\n## The issue's targets\n")?;
+    let find = |id: &str| workloads.iter().position(|w| w.id == id).map(|i| &results[i]);
+    let target = |d: &mut String, what: &str, id: &str, f: &dyn Fn(&Summary) -> Option<f64>, max_ratio: f64| {
+        if let Some([k, e]) = find(id) {
+            let (kv, ev) = (metric(k, f), metric(e, f));
+            let met = matches!((kv, ev), (Some(k), Some(e)) if k <= e * max_ratio);
+            let _ = writeln!(
+                d,
+                "- {what}: Keel {} vs etcd {} → {}",
+                fmt(kv, 3),
+                fmt(ev, 3),
+                if met { "**met**" } else { "**not met**" }
+            );
+        }
+    };
+    target(&mut d, "1-client sequential put p99 (ms), target ≤ ½ etcd", "put-1", &|s| Some(s.p99_ms), 0.5);
+    target(
+        &mut d,
+        "watch delivery p99, 1,000 watchers / 10 streams (ms), target ≤ ½ etcd",
+        "watch-1k",
+        &|s| Some(s.p99_ms),
+        0.5,
+    );
+    target(&mut d, "watch delivery p99, 10,000 watchers / 100 streams (ms)", "watch-10k", &|s| Some(s.p99_ms), 1.0);
+    target(&mut d, "100,000 watchers: delivery p99 (ms), target ≤ ½ etcd", "fanout-100k", &|s| Some(s.p99_ms), 0.5);
+    target(
+        &mut d,
+        "100,000 watchers: member RSS (MB), target ≤ etcd",
+        "fanout-100k",
+        &|s| s.extra.get("member_rss_mb").copied(),
+        1.0,
+    );
+    if let Some([k, e]) = find("check-perf") {
+        let pass = |r: &[Summary]| metric(r, |s| s.extra.get("pass").copied()).is_some_and(|p| p > 0.5);
+        writeln!(
+            d,
+            "- `etcdctl check perf --load=l`: Keel {} ({:.0} writes/s), etcd {} ({:.0} writes/s)",
+            if pass(k) { "PASS" } else { "FAIL" },
+            metric(k, |s| Some(s.throughput)).unwrap_or(0.0),
+            if pass(e) { "PASS" } else { "FAIL" },
+            metric(e, |s| Some(s.throughput)).unwrap_or(0.0)
+        )?;
+    }
+    writeln!(d, "\n## Reading\n\n{READING_START}\n{reading}\n{READING_END}")?;
+    std::fs::write(out, d)?;
+    Ok(())
+}
