@@ -48,7 +48,7 @@ pub fn rss_mb(pid: u32) -> Option<f64> {
 }
 
 struct Stream {
-    handle: tokio::task::JoinHandle<(Recorder, HashMap<i64, u64>)>,
+    handle: tokio::task::JoinHandle<()>,
 }
 
 /// Opens the streams and watchers; returns once every watcher is created.
@@ -75,8 +75,6 @@ async fn open_watchers(
         }
         let (ready, sent, done) = (ready_tx.clone(), sent.clone(), per_event_done.clone());
         let handle = tokio::spawn(async move {
-            let mut rec = Recorder::default();
-            let mut per_watcher: HashMap<i64, u64> = HashMap::new();
             let mut created = 0;
             while let Ok(Some(resp)) = ws.message().await {
                 if resp.created() {
@@ -92,14 +90,11 @@ async fn open_watchers(
                     let seq = parse_seq(kv.value());
                     let Some(at) = seq.and_then(|s| sent.get(s as usize)) else { continue };
                     let lat = now.saturating_sub(at.load(Ordering::Relaxed));
-                    rec.record(Duration::from_nanos(lat));
-                    *per_watcher.entry(resp.watch_id()).or_default() += 1;
                     if let Some(s) = seq {
                         let _ = done.send((s, lat));
                     }
                 }
             }
-            (rec, per_watcher)
         });
         out.push(Stream { handle });
     }
@@ -149,12 +144,14 @@ async fn measure(name: &str, opts: &LoadOpts, w: &WatchOpts) -> anyhow::Result<(
     // Completion per event: when the last watcher got it.
     let want = w.watchers as u64 * w.puts;
     let mut got = 0u64;
+    let mut all = Recorder::default();
     let mut last_for: HashMap<u64, (u64, u64)> = HashMap::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while got < want {
         match tokio::time::timeout_at(deadline, done_rx.recv()).await {
             Ok(Some((seq, lat))) => {
                 got += 1;
+                all.record(Duration::from_nanos(lat));
                 let e = last_for.entry(seq).or_default();
                 e.0 += 1;
                 e.1 = e.1.max(lat);
@@ -164,12 +161,8 @@ async fn measure(name: &str, opts: &LoadOpts, w: &WatchOpts) -> anyhow::Result<(
     }
     let elapsed = start.elapsed();
     let rss_after: Vec<f64> = w.member_pid.iter().filter_map(|p| rss_mb(*p)).collect();
-    let mut all = Recorder::default();
     for s in streams {
         s.handle.abort();
-        if let Ok((rec, _)) = s.handle.await {
-            all.merge(&rec);
-        }
     }
     let mut summary = all.summary(name, elapsed);
     summary.count = got;

@@ -162,13 +162,14 @@ pub async fn run(
     let snap_dir = member_dir.join("snap");
     prepare_dir(&snap_dir)?;
     let engine = Engine::open(&member_dir.join("db"))?;
+    let log_engine = Engine::open_log(&member_dir.join("wal"))?;
     let network = Network::new();
     let http = network.http().clone();
-    let who = identity(&engine, &cfg, &http).await?;
+    let who = identity(&log_engine, &cfg, &http).await?;
     let store = MvccStore::open(engine.clone(), cfg.min_lease_ttl())?;
     let sm = StateMachine::open(store.clone(), snap_dir.clone()).map_err(|e| StartError::Raft(e.to_string()))?;
     let applied = sm.applied();
-    let log = LogStore::new(engine.clone()).map_err(|e| StartError::Raft(e.to_string()))?;
+    let log = LogStore::new(log_engine, engine.clone()).map_err(|e| StartError::Raft(e.to_string()))?;
     let raft =
         Raft::new(who.id, raft_config(&cfg)?, network, log, sm).await.map_err(|e| StartError::Raft(e.to_string()))?;
     if who.first_boot && !cfg.joining()? {
@@ -196,6 +197,7 @@ pub async fn run(
         cluster_token: cfg.initial_cluster_token.clone(),
         expiry: Arc::new(crate::lease::Expiry::default()),
         proposals: tokio::sync::RwLock::new(()),
+        batcher: crate::node::Batcher::start(raft.clone()),
     });
     tracing::info!(member = %format!("{:x}", who.id), cluster = %format!("{:x}", who.cluster_id), name = %cfg.name, "member started");
 

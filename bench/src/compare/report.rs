@@ -51,6 +51,9 @@ fn metric(runs: &[Summary], f: impl Fn(&Summary) -> Option<f64>) -> Option<f64> 
     median(runs.iter().filter_map(f).collect())
 }
 
+/// Reads one figure from a run's summary.
+type Metric = Box<dyn Fn(&Summary) -> Option<f64>>;
+
 const READING_START: &str = "<!-- reading:start -->";
 const READING_END: &str = "<!-- reading:end -->";
 
@@ -119,7 +122,7 @@ pub fn write(
     writeln!(d, "Ratios are Keel / etcd; ✓ marks where Keel is better.\n")?;
     writeln!(d, "| workload | metric | Keel | etcd | ratio |\n|---|---|---:|---:|---:|")?;
     for (w, [k, e]) in workloads.iter().zip(results) {
-        let rows: Vec<(&str, Box<dyn Fn(&Summary) -> Option<f64>>, bool, usize)> = vec![
+        let rows: Vec<(&str, Metric, bool, usize)> = vec![
             ("throughput (ops/s)", Box::new(|s: &Summary| Some(s.throughput)), false, 0),
             ("p50 ms", Box::new(|s: &Summary| Some(s.p50_ms).filter(|v| *v > 0.0)), true, 3),
             ("p99 ms", Box::new(|s: &Summary| Some(s.p99_ms).filter(|v| *v > 0.0)), true, 3),

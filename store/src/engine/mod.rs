@@ -6,8 +6,10 @@
 //! them in isolation and swap the engine without touching them (TiKV's `engine_traits`
 //! lesson).
 //!
-//! One RocksDB instance holds both the Raft log and the state machine, so a synced log
-//! write also makes every earlier state-machine write durable (one WAL, written in order).
+//! A member has two RocksDB instances: the Raft log ([`Cf::LOG`], written only by the log
+//! writer thread, every batch synced) and the state machine ([`Cf::STATE_MACHINE`], written
+//! unsynced by the apply path, which Raft can replay). Separate WALs keep applies from
+//! queueing behind log fsyncs.
 
 mod snapshot;
 
@@ -38,6 +40,8 @@ impl Cf {
     pub const ALL: [Cf; 5] = [Cf::RaftLog, Cf::RaftState, Cf::Kv, Cf::Meta, Cf::Lease];
     /// The column families that make up the replicated state machine (what a snapshot holds).
     pub const STATE_MACHINE: [Cf; 3] = [Cf::Kv, Cf::Meta, Cf::Lease];
+    /// The column families of the Raft log database.
+    pub const LOG: [Cf; 2] = [Cf::RaftLog, Cf::RaftState];
 
     fn name(self) -> &'static str {
         match self {
@@ -106,15 +110,25 @@ impl WriteBatch {
     }
 }
 
-/// The RocksDB instance of one member. Cheap to clone.
+/// One RocksDB instance. Cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
     db: Arc<rocksdb::DB>,
+    cfs: &'static [Cf],
 }
 
 impl Engine {
-    /// Opens (creating if needed) the database in `path`.
+    /// Opens (creating if needed) the state-machine database in `path`.
     pub fn open(path: &Path) -> Result<Engine, EngineError> {
+        Self::open_with(path, &Cf::STATE_MACHINE)
+    }
+
+    /// Opens (creating if needed) the Raft log database in `path`.
+    pub fn open_log(path: &Path) -> Result<Engine, EngineError> {
+        Self::open_with(path, &Cf::LOG)
+    }
+
+    fn open_with(path: &Path, cfs: &'static [Cf]) -> Result<Engine, EngineError> {
         std::fs::create_dir_all(path)?;
         let mut opts = rocksdb::Options::default();
         opts.create_if_missing(true);
@@ -126,14 +140,14 @@ impl Engine {
         block.set_block_cache(&rocksdb::Cache::new_lru_cache(64 << 20));
         block.set_bloom_filter(10.0, false);
         opts.set_block_based_table_factory(&block);
-        let cfs = Cf::ALL.iter().map(|cf| {
+        let descriptors = cfs.iter().map(|cf| {
             let mut o = rocksdb::Options::default();
             o.set_compression_type(rocksdb::DBCompressionType::Lz4);
             o.set_block_based_table_factory(&block);
             rocksdb::ColumnFamilyDescriptor::new(cf.name(), o)
         });
-        let db = rocksdb::DB::open_cf_descriptors(&opts, path, cfs)?;
-        Ok(Engine { db: Arc::new(db) })
+        let db = rocksdb::DB::open_cf_descriptors(&opts, path, descriptors)?;
+        Ok(Engine { db: Arc::new(db), cfs })
     }
 
     fn handle(&self, cf: Cf) -> Result<&rocksdb::ColumnFamily, EngineError> {
@@ -205,7 +219,7 @@ impl Engine {
     /// Approximate bytes on disk and in memtables: what etcd reports as the db size.
     pub fn size(&self) -> u64 {
         let mut total = 0;
-        for cf in Cf::ALL {
+        for cf in self.cfs.iter().copied() {
             if let Ok(h) = self.handle(cf) {
                 for p in ["rocksdb.total-sst-files-size", "rocksdb.cur-size-all-mem-tables"] {
                     total += self.db.property_int_value_cf(h, p).ok().flatten().unwrap_or(0);
@@ -223,7 +237,7 @@ impl Engine {
 
     /// Compacts every column family's files (etcd's defragment).
     pub fn compact_all(&self) -> Result<(), EngineError> {
-        for cf in Cf::ALL {
+        for cf in self.cfs.iter().copied() {
             self.db.compact_range_cf(self.handle(cf)?, None::<&[u8]>, None::<&[u8]>);
         }
         Ok(())

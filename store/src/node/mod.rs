@@ -9,10 +9,12 @@
 //!   and waits until it has applied it.
 //! - [`Node::header`] fills the etcd response header.
 
+mod batcher;
 mod lease;
 mod membership;
 mod transfer;
 
+pub use batcher::Batcher;
 pub use lease::{LEASE_RENEW_PATH, LEASE_TTL_PATH};
 pub use membership::{MemberChange, MEMBER_PATH};
 pub use transfer::{CAMPAIGN_PATH, HOLD_ELECTION_PATH};
@@ -20,7 +22,7 @@ pub use transfer::{CAMPAIGN_PATH, HOLD_ELECTION_PATH};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::RaftError;
 use prost::Message;
 
 use crate::error::EtcdError;
@@ -30,7 +32,7 @@ use crate::proto::keelpb::raft_request::Command;
 use crate::proto::keelpb::raft_response::Result as Outcome;
 use crate::proto::keelpb::{RaftRequest, RaftResponse};
 use crate::raft::state_machine::Applied;
-use crate::raft::{Cmd, Member, NodeId, Raft};
+use crate::raft::{Member, NodeId, Raft};
 
 pub const PROPOSE_PATH: &str = "/keel/propose";
 pub const READ_INDEX_PATH: &str = "/keel/read-index";
@@ -60,10 +62,12 @@ pub struct Node {
     /// Proposals hold this shared; a leader transfer holds it exclusively so that no new
     /// entry keeps the followers' leader lease alive meanwhile.
     pub proposals: tokio::sync::RwLock<()>,
+    /// Groups concurrent proposals into Raft entries.
+    pub batcher: Batcher,
 }
 
 /// Why the peer-facing handlers could not serve a forwarded request here.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum LocalError {
     NotLeader,
     Etcd(EtcdError),
@@ -146,14 +150,7 @@ impl Node {
     /// Proposes on this member only; `NotLeader` if it is not the leader.
     pub async fn propose_here(&self, req: RaftRequest) -> Result<RaftResponse, LocalError> {
         let _open = self.proposals.read().await;
-        match self.raft.client_write(Cmd(req)).await {
-            Ok(r) => Ok(r.data.0),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(LocalError::NotLeader),
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Err(LocalError::Etcd(EtcdError::Internal(e.to_string())))
-            }
-            Err(RaftError::Fatal(_)) => Err(LocalError::Etcd(EtcdError::Stopped)),
-        }
+        self.batcher.propose(req).await
     }
 
     /// POSTs `body` to a peer's `path`; `None` if it did not answer 200 (not the leader any

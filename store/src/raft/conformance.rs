@@ -20,7 +20,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Roc
         let engine = Engine::open(&dir.path().join("db")).map_err(|e| io(&e))?;
         let store = MvccStore::open(engine.clone(), 2).map_err(|e| io(&e))?;
         let sm = StateMachine::open(store, dir.path().join("snap"))?;
-        let log = LogStore::new(engine).map_err(|e| io(&e))?;
+        let log_engine = Engine::open_log(&dir.path().join("wal")).map_err(|e| io(&e))?;
+        let log = LogStore::new(log_engine, engine).map_err(|e| io(&e))?;
         Ok((dir, log, sm))
     }
 }

@@ -79,6 +79,8 @@ impl PeerClient {
         E: std::error::Error + DeserializeOwned,
     {
         let body = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let started = std::time::Instant::now();
+        let size = body.len();
         let resp = self
             .http
             .post(format!("{}{}", self.base, path))
@@ -92,6 +94,7 @@ impl PeerClient {
             return Err(RPCError::Unreachable(Unreachable::new(&e)));
         }
         let bytes = resp.bytes().await.map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        tracing::debug!(target: "keel_store::raft::rpc", path, size, micros = started.elapsed().as_micros() as u64, "peer rpc");
         let res: Result<Resp, RaftError<NodeId, E>> =
             decode(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))

@@ -64,7 +64,11 @@ async fn append(State(s): State<PeerState>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
-    bincode_response(&s.node.raft.append_entries(req).await)
+    let started = std::time::Instant::now();
+    let n = req.entries.len();
+    let res = s.node.raft.append_entries(req).await;
+    tracing::debug!(target: "keel_store::raft::rpc", entries = n, micros = started.elapsed().as_micros() as u64, "append handled");
+    bincode_response(&res)
 }
 
 async fn vote(State(s): State<PeerState>, body: Bytes) -> Response {

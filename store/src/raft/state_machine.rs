@@ -22,10 +22,13 @@ use super::{decode, encode, Cmd, Entry, LogId, Resp, SnapshotMeta, StorageError,
 use crate::engine::{Cf, Engine, WriteBatch};
 use crate::mvcc::MvccStore;
 use crate::proto::keelpb::raft_request::Command;
-use crate::proto::keelpb::MemberAttributes;
+use crate::proto::keelpb::raft_response::Result as Outcome;
+use crate::proto::keelpb::{MemberAttributes, RaftBatchResponse, RaftRequest, RaftResponse};
 
 const LAST_APPLIED: &[u8] = b"last_applied";
 const MEMBERSHIP: &[u8] = b"membership";
+/// (log id, commands done) of a batch entry being applied.
+const PARTIAL: &[u8] = b"partial_batch";
 const ATTRS_PREFIX: &[u8] = b"member_attrs/";
 const CURRENT_SNAPSHOT: &str = "current.meta";
 
@@ -134,16 +137,8 @@ impl StateMachine {
                 Resp::default()
             }
             EntryPayload::Normal(Cmd(req)) => match req.command {
-                Some(cmd) => {
-                    if let Command::MemberAttributes(a) = &cmd {
-                        batch.put(Cf::Meta, attr_key(a.id), a.encode_to_vec());
-                    }
-                    let r = self.store.apply(&cmd, batch).map_err(sm_write)?;
-                    if let Command::MemberAttributes(a) = cmd {
-                        self.applied.attrs.write().insert(a.id, a);
-                    }
-                    Resp(r)
-                }
+                Some(Command::Batch(b)) => self.apply_batch(entry.log_id, b.requests)?,
+                Some(cmd) => Resp(self.apply_command(cmd, batch)?),
                 None => {
                     self.store.apply_noop(batch).map_err(sm_write)?;
                     Resp::default()
@@ -159,6 +154,56 @@ impl StateMachine {
         };
         self.applied.set(entry.log_id);
         Ok(resp)
+    }
+
+    fn apply_command(&self, cmd: Command, mut batch: WriteBatch) -> Result<RaftResponse, StorageError> {
+        if let Command::MemberAttributes(a) = &cmd {
+            batch.put(Cf::Meta, attr_key(a.id), a.encode_to_vec());
+        }
+        let r = self.store.apply(&cmd, batch).map_err(sm_write)?;
+        if let Command::MemberAttributes(a) = cmd {
+            self.applied.attrs.write().insert(a.id, a);
+        }
+        Ok(r)
+    }
+
+    /// Applies a batch entry: each command in its own atomic write that also records how
+    /// far into the entry it got (the last one records the entry as applied), so a crash in
+    /// the middle replays the entry from where it stopped, never applying a command twice.
+    fn apply_batch(&self, log_id: LogId, requests: Vec<RaftRequest>) -> Result<Resp, StorageError> {
+        let done = self.partial_progress(log_id)?;
+        let n = requests.len();
+        let mut responses = Vec::with_capacity(n);
+        for (i, req) in requests.into_iter().enumerate() {
+            let Some(cmd) = req.command.filter(|_| i >= done) else {
+                responses.push(RaftResponse::default());
+                continue;
+            };
+            let mut wb = WriteBatch::default();
+            if i + 1 == n {
+                wb.put(Cf::Meta, LAST_APPLIED, encode(&log_id).map_err(sm_write)?);
+            } else {
+                wb.put(Cf::Meta, PARTIAL, encode(&(log_id, i + 1)).map_err(sm_write)?);
+            }
+            responses.push(self.apply_command(cmd, wb)?);
+        }
+        if n == 0 {
+            let mut wb = WriteBatch::default();
+            wb.put(Cf::Meta, LAST_APPLIED, encode(&log_id).map_err(sm_write)?);
+            self.store.apply_noop(wb).map_err(sm_write)?;
+        }
+        Ok(Resp(RaftResponse { revision: 0, result: Some(Outcome::Batch(RaftBatchResponse { responses })) }))
+    }
+
+    /// How many commands of the batch entry `log_id` were applied before a crash.
+    fn partial_progress(&self, log_id: LogId) -> Result<usize, StorageError> {
+        match self.engine.get(Cf::Meta, PARTIAL).map_err(sm_read)? {
+            Some(v) => {
+                let (id, done): (LogId, usize) = decode(&v).map_err(sm_read)?;
+                Ok(if id == log_id { done } else { 0 })
+            }
+            None => Ok(0),
+        }
     }
 
     fn current_meta_path(&self) -> PathBuf {
