@@ -24,6 +24,24 @@ enum Cmd {
     /// Run the embedded default: the store (1 or 3 local members) and, as they land, the
     /// control-plane components, until Ctrl-C.
     Up(up::UpConfig),
+    /// Work with backups taken by `etcdctl snapshot save`.
+    Snapshot {
+        #[command(subcommand)]
+        cmd: SnapshotCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum SnapshotCmd {
+    /// Create a new data directory from a backup; start `keel store` on it with a new
+    /// `--initial-cluster` to bring up a cluster that continues from the backup.
+    Restore {
+        /// The file `etcdctl snapshot save` wrote.
+        file: std::path::PathBuf,
+        /// The data directory to create (must not hold a member yet).
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+    },
 }
 
 fn init_tracing() {
@@ -60,6 +78,11 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Cmd::Store(cfg) => run_store(*cfg).await,
         Cmd::Up(cfg) => up::run(cfg, shutdown_signal()).await,
+        Cmd::Snapshot { cmd: SnapshotCmd::Restore { file, data_dir } } => {
+            keel_store::api::backup::restore(&file, &data_dir).map_err(anyhow::Error::from).map(|()| {
+                println!("restored {} into {}", file.display(), data_dir.display());
+            })
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

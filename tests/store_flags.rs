@@ -91,13 +91,14 @@ fn flags_come_from_the_environment_too() {
         .spawn()
         .expect("spawn");
     let ep = format!("127.0.0.1:{c}");
-    let listed = wait_for("member list", Duration::from_secs(30), || {
+    // The client URL appears once the member has published its attributes.
+    let listed = wait_for("member list with the client URL", Duration::from_secs(30), || {
         let o = crate::harness::etcdctl::run(&ep, &["member", "list"], None);
-        (o.success() && o.stdout.contains("envy")).then_some(o.stdout)
+        (o.success() && o.stdout.contains(&format!("http://127.0.0.1:{c}"))).then_some(o.stdout)
     });
     let _ = child.kill();
     let _ = child.wait();
-    assert!(listed.contains(&format!("http://127.0.0.1:{c}")), "{listed}");
+    assert!(listed.contains(", envy, "), "the name came from KEEL_NAME: {listed}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -203,12 +203,12 @@ pub async fn run(
 
     let stop = CancellationToken::new();
     let mut tasks = Vec::new();
-    let peer_router = peer_server::router(PeerState { node: node.clone(), incoming_dir: snap_dir });
+    let peer_router = peer_server::router(PeerState { node: node.clone(), incoming_dir: snap_dir.clone() });
     for l in listeners.peer {
         tasks.push(tokio::spawn(serve(l, peer_router.clone(), stop.clone())));
     }
     let hub = WatchHub::attach(&node.store, cfg.max_request_bytes);
-    let client_router = crate::api::router(node.clone(), hub.clone());
+    let client_router = crate::api::router(node.clone(), hub.clone(), snap_dir);
     tokio::spawn(progress_notifications(hub, cfg.progress_notify_interval()?, stop.clone()));
     tokio::spawn(crate::lease::run_expiry(node.clone(), node.expiry.clone(), stop.clone()));
     for l in listeners.client {

@@ -10,7 +10,7 @@ use crate::node::Node;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
 use crate::proto::etcdserverpb::{
     AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, MoveLeaderRequest, MoveLeaderResponse,
-    StatusRequest, StatusResponse,
+    SnapshotRequest, StatusRequest, StatusResponse,
 };
 
 /// The etcd version Keel reports. Kubernetes enables watch progress requests (and
@@ -21,11 +21,13 @@ pub const CLUSTER_VERSION: &str = "3.5.0";
 
 pub struct MaintenanceService {
     node: Arc<Node>,
+    /// Where backups are staged while they stream.
+    backup_dir: std::path::PathBuf,
 }
 
 impl MaintenanceService {
-    pub fn new(node: Arc<Node>) -> Self {
-        MaintenanceService { node }
+    pub fn new(node: Arc<Node>, backup_dir: std::path::PathBuf) -> Self {
+        MaintenanceService { node, backup_dir }
     }
 }
 
@@ -55,6 +57,14 @@ impl Maintenance for MaintenanceService {
     async fn alarm(&self, _req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
         let n = &self.node;
         Ok(Response::new(AlarmResponse { header: Some(n.header(n.store.current_revision())), alarms: Vec::new() }))
+    }
+
+    async fn snapshot(
+        &self,
+        _req: Request<SnapshotRequest>,
+    ) -> Result<Response<super::backup::SnapshotStream>, Status> {
+        let file = super::backup::save(&self.node, &self.backup_dir).await?;
+        Ok(Response::new(super::backup::stream(self.node.clone(), file).await?))
     }
 
     async fn move_leader(&self, req: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {

@@ -6,6 +6,7 @@
 //! by path, as etcd's cmux does.
 
 pub mod authority;
+pub mod backup;
 pub mod cluster;
 pub mod http;
 pub mod kv;
@@ -43,10 +44,10 @@ pub fn check_message_size(msg: &impl prost::Message, max_request_bytes: usize) -
 }
 
 /// Every client-facing route of a member.
-pub fn router(node: Arc<Node>, hub: Arc<WatchHub>) -> axum::Router {
+pub fn router(node: Arc<Node>, hub: Arc<WatchHub>, backup_dir: std::path::PathBuf) -> axum::Router {
     let kv = KvServer::new(kv::KvService::new(node.clone())).max_decoding_message_size(DECODE_LIMIT_BYTES);
     let grpc = tonic::service::Routes::new(kv)
-        .add_service(MaintenanceServer::new(maintenance::MaintenanceService::new(node.clone())))
+        .add_service(MaintenanceServer::new(maintenance::MaintenanceService::new(node.clone(), backup_dir)))
         .add_service(ClusterServer::new(cluster::ClusterService::new(node.clone())))
         .add_service(WatchServer::new(watch::WatchService::new(node.clone(), hub)))
         .add_service(LeaseServer::new(lease::LeaseService::new(node.clone())));

@@ -24,8 +24,9 @@ use crate::raft::{Cmd, Raft};
 const IN_FLIGHT: usize = 4;
 /// Commands per entry at most.
 const MAX_COMMANDS: usize = 1024;
-/// Bytes per entry at most (beyond a single command).
-const MAX_BYTES: usize = 4 << 20;
+/// Bytes per entry at most (beyond a single command): keeps entries, and so
+/// AppendEntries requests, a few megabytes at most.
+const MAX_BYTES: usize = 2 << 20;
 
 type Reply = oneshot::Sender<Result<RaftResponse, LocalError>>;
 

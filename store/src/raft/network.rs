@@ -8,7 +8,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use openraft::error::{
-    Fatal, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError, Unreachable,
+    Fatal, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
@@ -21,6 +22,11 @@ use super::{decode, encode, Member, NodeId, TypeConfig, Vote};
 pub const APPEND_PATH: &str = "/raft/append";
 pub const VOTE_PATH: &str = "/raft/vote";
 pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
+/// AppendEntries requests above this are split: openraft counts entries, not bytes, and a
+/// batch entry can carry megabytes.
+pub const MAX_APPEND_BYTES: usize = 16 << 20;
+/// What the peer server accepts per request (the snapshot route streams and has no limit).
+pub const MAX_PEER_REQUEST_BYTES: usize = 64 << 20;
 
 /// Creates one [`PeerClient`] per replication target; all share one connection pool.
 #[derive(Clone)]
@@ -56,6 +62,15 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &Member) -> PeerClient {
         let base = node.peer_urls.first().cloned().unwrap_or_default().trim_end_matches('/').to_string();
         PeerClient { target, base, http: self.http.clone() }
+    }
+}
+
+/// The encoded size of an entry's payload (close enough to its share of the request).
+fn entry_size(e: &super::Entry) -> usize {
+    use prost::Message;
+    match &e.payload {
+        openraft::EntryPayload::Normal(cmd) => cmd.0.encoded_len() + 32,
+        _ => 256,
     }
 }
 
@@ -107,6 +122,15 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
+        let n = rpc.entries.len() as u64;
+        if n > 1 {
+            let size: usize = rpc.entries.iter().map(entry_size).sum();
+            if size > MAX_APPEND_BYTES {
+                // Ask openraft to resend with about as many entries as fit.
+                let fit = (n * MAX_APPEND_BYTES as u64 / size as u64).clamp(1, n - 1);
+                return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(fit)));
+            }
+        }
         self.call(APPEND_PATH, &rpc, option.hard_ttl()).await
     }
 

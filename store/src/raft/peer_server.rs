@@ -20,7 +20,7 @@ use openraft::Snapshot;
 use prost::Message;
 use tokio::io::AsyncWriteExt;
 
-use super::network::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
+use super::network::{APPEND_PATH, MAX_PEER_REQUEST_BYTES, SNAPSHOT_PATH, VOTE_PATH};
 use super::snapshot::SnapshotFile;
 use super::{decode, encode, NodeId, SnapshotMeta, TypeConfig, Vote};
 use crate::node::{
@@ -49,6 +49,7 @@ pub fn router(state: PeerState) -> Router {
         .route(CAMPAIGN_PATH, post(campaign))
         .route(LEASE_RENEW_PATH, post(lease_renew))
         .route(LEASE_TTL_PATH, post(lease_ttl))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_PEER_REQUEST_BYTES))
         .with_state(state)
 }
 

@@ -250,25 +250,19 @@ impl WatchHub {
             let batch = store.history(&w.range, w.next_rev, w.prev_kv, CATCH_UP_EVENTS);
             let (events, upto) = match batch {
                 Ok(b) => b,
-                Err(HistoryError::Compacted(rev)) => {
+                Err(e) => {
+                    // History is gone (compacted) or unreadable: the watcher ends here.
                     self.inner.lock().remove(&key);
-                    let resp = WatchResponse {
-                        header: header(0),
-                        watch_id: w.id,
-                        canceled: true,
-                        compact_revision: rev,
-                        ..Default::default()
+                    let (compact_revision, cancel_reason) = match e {
+                        HistoryError::Compacted(rev) => (rev, String::new()),
+                        HistoryError::Storage(reason) => (0, reason),
                     };
-                    let _ = w.tx.send(resp).await;
-                    return;
-                }
-                Err(HistoryError::Storage(e)) => {
-                    self.inner.lock().remove(&key);
                     let resp = WatchResponse {
                         header: header(0),
                         watch_id: w.id,
                         canceled: true,
-                        cancel_reason: e,
+                        compact_revision,
+                        cancel_reason,
                         ..Default::default()
                     };
                     let _ = w.tx.send(resp).await;

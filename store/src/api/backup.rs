@@ -1,0 +1,135 @@
+//! Backups: the Maintenance `Snapshot` stream (`etcdctl snapshot save`) and restoring a
+//! saved snapshot into a fresh data directory (`keel snapshot restore`, etcdutl's job).
+//!
+//! A backup is the state machine (keys with their history, leases, compaction point) in
+//! the same record format Raft snapshots use, taken from a RocksDB checkpoint so the member
+//! keeps serving while it streams. Restoring keeps the data and drops the old cluster's
+//! identity (membership, applied position), so the restored members form a new cluster
+//! that continues from the saved revision.
+
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use tokio::io::AsyncReadExt;
+
+use crate::engine::{Cf, Engine, WriteBatch};
+use crate::error::EtcdError;
+use crate::node::Node;
+use crate::proto::etcdserverpb::SnapshotResponse;
+use crate::raft::snapshot;
+
+const CHUNK: usize = 32 * 1024;
+/// etcd's backup trailer: the data is padded to a multiple of this, then its SHA-256
+/// follows; `etcdctl snapshot save` checks for it.
+const ALIGN: u64 = 512;
+
+pub type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, tonic::Status>> + Send>>;
+
+/// Writes a backup file of the member's state machine into `dir`; returns its path.
+pub async fn save(node: &Node, dir: &Path) -> Result<PathBuf, EtcdError> {
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let ckpt = dir.join(format!("backup-checkpoint-{stamp}"));
+    let out = dir.join(format!("backup-{stamp}.snap"));
+    node.store.engine().checkpoint(&ckpt)?;
+    let file = out.clone();
+    tokio::task::spawn_blocking(move || snapshot::write_from_checkpoint(&ckpt, &file))
+        .await
+        .map_err(|e| EtcdError::Internal(e.to_string()))?
+        .map_err(|e| EtcdError::Internal(e.to_string()))?;
+    Ok(out)
+}
+
+/// Streams a backup file in chunks, counting down `remaining_bytes`, then etcd's trailer
+/// (padding to 512 bytes and the SHA-256 of all before it); removes the file after.
+pub async fn stream(node: Arc<Node>, file: PathBuf) -> Result<SnapshotStream, EtcdError> {
+    use sha2::Digest;
+    let mut f = tokio::fs::File::open(&file).await.map_err(|e| EtcdError::Internal(e.to_string()))?;
+    let len = f.metadata().await.map_err(|e| EtcdError::Internal(e.to_string()))?.len();
+    let pad = (ALIGN - len % ALIGN) % ALIGN;
+    let mut remaining = len + pad + 32;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut hash = sha2::Sha256::new();
+        let mut buf = vec![0u8; CHUNK];
+        let send = |blob: Vec<u8>, remaining: u64| SnapshotResponse {
+            header: Some(node.header(node.store.current_revision())),
+            remaining_bytes: remaining,
+            blob: blob.into(),
+            version: String::new(),
+        };
+        loop {
+            let n = match f.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = tx.send(Err(tonic::Status::internal(e.to_string()))).await;
+                    let _ = tokio::fs::remove_file(&file).await;
+                    return;
+                }
+            };
+            hash.update(&buf[..n]);
+            remaining -= n as u64;
+            if tx.send(Ok(send(buf[..n].to_vec(), remaining))).await.is_err() {
+                let _ = tokio::fs::remove_file(&file).await;
+                return;
+            }
+        }
+        let mut tail = vec![0u8; pad as usize];
+        hash.update(&tail);
+        tail.extend_from_slice(&hash.finalize());
+        let _ = tx.send(Ok(send(tail, 0))).await;
+        let _ = tokio::fs::remove_file(&file).await;
+    });
+    Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+}
+
+/// Checks etcd's trailer when the file has one (etcdctl keeps it).
+fn verify_trailer(file: &Path) -> Result<(), RestoreError> {
+    use sha2::Digest;
+    let data = std::fs::read(file).map_err(snapshot::SnapshotError::from)?;
+    let len = data.len() as u64;
+    if len < 32 || (len - 32) % ALIGN != 0 {
+        return Ok(());
+    }
+    let (body, sum) = data.split_at(data.len() - 32);
+    if sha2::Sha256::digest(body).as_slice() != sum {
+        return Err(RestoreError::Checksum);
+    }
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("{0} already exists; restore needs a new data directory")]
+    Exists(PathBuf),
+    #[error("{0}")]
+    Snapshot(#[from] snapshot::SnapshotError),
+    #[error("storage: {0}")]
+    Engine(#[from] crate::engine::EngineError),
+    #[error("the backup's SHA-256 does not match its contents")]
+    Checksum,
+}
+
+/// Creates `data_dir` holding the backup's state and no cluster identity: `keel store`
+/// started on it with a new `--initial-cluster` bootstraps a cluster that continues from
+/// the backup's revision.
+pub fn restore(file: &Path, data_dir: &Path) -> Result<(), RestoreError> {
+    let member = data_dir.join("member");
+    if member.exists() {
+        return Err(RestoreError::Exists(member));
+    }
+    verify_trailer(file)?;
+    let engine = Engine::open(&member.join("db"))?;
+    snapshot::install(&engine, file)?;
+    // Forget the old cluster: who its members were and how far its log was applied.
+    let mut b = WriteBatch::default();
+    for key in [&b"last_applied"[..], b"membership", b"partial_batch"] {
+        b.delete(Cf::Meta, key.to_vec());
+    }
+    b.delete_range(Cf::Meta, b"member_attrs/".to_vec(), b"member_attrs0".to_vec());
+    engine.write(b, true)?;
+    engine.sync_wal()?;
+    Ok(())
+}
