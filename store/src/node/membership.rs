@@ -49,19 +49,24 @@ fn valid_peer_urls(urls: &[String]) -> Result<Vec<String>, EtcdError> {
 
 impl Node {
     /// Applies a membership change, forwarding it to the leader if needed. Returns the id
-    /// of the member concerned (the new id for an add).
+    /// of the member concerned (the new id for an add) once this member has applied the
+    /// change too, so that the member list it answers with shows it.
     pub async fn change_member(&self, change: MemberChange) -> Result<NodeId, EtcdError> {
         let deadline = Instant::now() + self.limits.request_timeout;
         loop {
             match self.change_member_here(change.clone()).await {
-                Ok(id) => return Ok(id),
+                Ok((id, _)) => return Ok(id),
                 Err(LocalError::Etcd(e)) => return Err(e),
                 Err(LocalError::NotLeader) => {}
             }
             let leader = self.await_leader(deadline).await?;
             if leader != self.id {
                 if let Some(r) = self.forward_member_change(leader, &change, deadline).await {
-                    return r;
+                    let (id, index) = r?;
+                    tokio::time::timeout_at(deadline.into(), self.applied.wait_for(index))
+                        .await
+                        .map_err(|_| EtcdError::Timeout)?;
+                    return Ok(id);
                 }
             }
             if Instant::now() >= deadline {
@@ -76,13 +81,14 @@ impl Node {
         leader: NodeId,
         change: &MemberChange,
         deadline: Instant,
-    ) -> Option<Result<NodeId, EtcdError>> {
+    ) -> Option<Result<(NodeId, u64), EtcdError>> {
         let body = self.peer_call(leader, MEMBER_PATH, encode(change).ok()?, deadline).await?;
-        decode::<Result<NodeId, EtcdError>>(&body).ok()
+        decode::<Result<(NodeId, u64), EtcdError>>(&body).ok()
     }
 
-    /// On the leader: carries out the change. `NotLeader` elsewhere.
-    pub async fn change_member_here(&self, change: MemberChange) -> Result<NodeId, LocalError> {
+    /// On the leader: carries out the change and returns the member's id with the log index
+    /// of the new membership, once applied here. `NotLeader` elsewhere.
+    pub async fn change_member_here(&self, change: MemberChange) -> Result<(NodeId, u64), LocalError> {
         if self.raft.metrics().borrow().state != ServerState::Leader {
             return Err(LocalError::NotLeader);
         }
@@ -149,7 +155,7 @@ impl Node {
         match self.raft.change_membership(changes, false).await {
             Ok(resp) => {
                 self.applied.wait_for(resp.log_id.index).await;
-                Ok(id)
+                Ok((id, resp.log_id.index))
             }
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(LocalError::NotLeader),
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {

@@ -151,9 +151,9 @@ async fn member_change(State(s): State<PeerState>, body: Bytes) -> Response {
         Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
     match s.node.change_member_here(change).await {
-        Ok(id) => bincode_response(&Ok::<u64, crate::error::EtcdError>(id)),
+        Ok(done) => bincode_response(&Ok::<(u64, u64), crate::error::EtcdError>(done)),
         Err(LocalError::NotLeader) => StatusCode::MISDIRECTED_REQUEST.into_response(),
-        Err(LocalError::Etcd(e)) => bincode_response(&Err::<u64, _>(e)),
+        Err(LocalError::Etcd(e)) => bincode_response(&Err::<(u64, u64), _>(e)),
     }
 }
 
