@@ -21,6 +21,8 @@ struct Cli {
 enum Cmd {
     /// Run a store member (a drop-in etcd v3 server; takes etcd's member flags).
     Store(Box<StoreConfig>),
+    /// Run a Kubernetes-compatible API server over a store (Keel's or etcd).
+    Apiserver(Box<keel_apiserver::ApiServerConfig>),
     /// Run the embedded default: the store (1 or 3 local members) and, as they land, the
     /// control-plane components, until Ctrl-C.
     Up(up::UpConfig),
@@ -77,6 +79,7 @@ async fn main() -> std::process::ExitCode {
     init_tracing();
     let result = match cli.command {
         Cmd::Store(cfg) => run_store(*cfg).await,
+        Cmd::Apiserver(cfg) => keel_apiserver::run(*cfg, shutdown_signal()).await,
         Cmd::Up(cfg) => up::run(cfg, shutdown_signal()).await,
         Cmd::Snapshot { cmd: SnapshotCmd::Restore { file, data_dir } } => {
             keel_store::api::backup::restore(&file, &data_dir).map_err(anyhow::Error::from).map(|()| {

@@ -1,0 +1,152 @@
+//! Discovery documents (`/api`, `/apis`, one per group-version) and the OpenAPI v3 index
+//! kubectl reads to learn that the server validates fields itself (`fieldValidation`).
+
+use serde_json::{json, Value};
+
+use crate::resources::{self, ResourceType, Sub, RESOURCES};
+
+const VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+
+pub fn api_versions(server_address: &str) -> Value {
+    json!({
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{ "clientCIDR": "0.0.0.0/0", "serverAddress": server_address }],
+    })
+}
+
+pub fn api_group_list() -> Value {
+    let groups: Vec<Value> = resources::groups()
+        .into_iter()
+        .filter(|g| !g.is_empty())
+        .map(|g| {
+            let gv = json!({ "groupVersion": format!("{g}/v1"), "version": "v1" });
+            json!({ "name": g, "versions": [gv.clone()], "preferredVersion": gv })
+        })
+        .collect();
+    json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": groups })
+}
+
+pub fn api_group(group: &str) -> Option<Value> {
+    if group.is_empty() || !resources::groups().contains(&group) {
+        return None;
+    }
+    let gv = json!({ "groupVersion": format!("{group}/v1"), "version": "v1" });
+    Some(
+        json!({ "kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": [gv.clone()], "preferredVersion": gv }),
+    )
+}
+
+fn sub_entry(rt: &ResourceType, sub: Sub) -> Value {
+    let (group, version, kind, verbs): (&str, &str, &str, Vec<&str>) = match sub {
+        Sub::Status => ("", "", rt.kind, vec!["get", "patch", "update"]),
+        Sub::Scale => ("autoscaling", "v1", "Scale", vec!["get", "patch", "update"]),
+        Sub::Binding => ("", "", "Binding", vec!["create"]),
+        Sub::Log => ("", "", "Pod", vec!["get"]),
+    };
+    let mut e = json!({
+        "name": format!("{}/{}", rt.plural, sub.name()),
+        "singularName": "",
+        "namespaced": rt.namespaced,
+        "kind": kind,
+        "verbs": verbs,
+    });
+    if !group.is_empty() {
+        e["group"] = json!(group);
+        e["version"] = json!(version);
+    }
+    e
+}
+
+/// The APIResourceList of one group-version.
+pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+    if !resources::group_version_exists(group, version) {
+        return None;
+    }
+    let mut list = Vec::new();
+    for rt in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
+        let mut e = json!({
+            "name": rt.plural,
+            "singularName": rt.singular,
+            "namespaced": rt.namespaced,
+            "kind": rt.kind,
+            "verbs": VERBS,
+        });
+        if !rt.short_names.is_empty() {
+            e["shortNames"] = json!(rt.short_names);
+        }
+        if rt.in_all {
+            e["categories"] = json!(["all"]);
+        }
+        list.push(e);
+        for sub in rt.subresources {
+            list.push(sub_entry(rt, *sub));
+        }
+    }
+    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    Some(json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list }))
+}
+
+fn gv_path(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
+}
+
+/// `/openapi/v3`: where each group-version's document is.
+pub fn openapi_index() -> Value {
+    let mut paths = serde_json::Map::new();
+    for g in resources::groups() {
+        let p = gv_path(g, "v1");
+        paths.insert(p.clone(), json!({ "serverRelativeURL": format!("/openapi/v3/{p}?hash={}", hash()) }));
+    }
+    json!({ "paths": paths })
+}
+
+fn hash() -> &'static str {
+    // The documents change only with the binary.
+    env!("CARGO_PKG_VERSION")
+}
+
+/// One group-version's OpenAPI v3 document: the item paths with their PATCH operations,
+/// tagged with the group-version-kind and the `fieldValidation` parameter, which is what
+/// kubectl looks for before trusting the server to validate.
+pub fn openapi_document(group: &str, version: &str) -> Option<Value> {
+    if !resources::group_version_exists(group, version) {
+        return None;
+    }
+    let mut paths = serde_json::Map::new();
+    for rt in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
+        let base = format!("/{}", gv_path(group, version));
+        let item = if rt.namespaced {
+            format!("{base}/namespaces/{{namespace}}/{}/{{name}}", rt.plural)
+        } else {
+            format!("{base}/{}/{{name}}", rt.plural)
+        };
+        let gvk = json!({ "group": rt.group, "version": rt.version, "kind": rt.kind });
+        let params = json!([
+            { "name": "dryRun", "in": "query", "schema": { "type": "string" } },
+            { "name": "fieldManager", "in": "query", "schema": { "type": "string" } },
+            { "name": "fieldValidation", "in": "query", "schema": { "type": "string" } },
+            { "name": "force", "in": "query", "schema": { "type": "boolean" } },
+        ]);
+        let op = |action: &str| {
+            json!({
+                "operationId": format!("{action}{}", rt.kind),
+                "x-kubernetes-action": action,
+                "x-kubernetes-group-version-kind": gvk,
+                "parameters": params,
+                "responses": { "200": { "description": "OK" } },
+            })
+        };
+        paths.insert(item, json!({ "get": op("get"), "put": op("put"), "patch": op("patch"), "delete": op("delete") }));
+    }
+    Some(json!({
+        "openapi": "3.0.0",
+        "info": { "title": "Kubernetes", "version": "v1.32.0" },
+        "paths": paths,
+        "components": { "schemas": {} },
+    }))
+}

@@ -1,0 +1,973 @@
+//! The HTTP front: routing of Kubernetes REST paths to verbs, and the verbs themselves over
+//! the store (get, list, create, update, patch, delete, deletecollection, and the status,
+//! scale and binding subresources). Watches are in `watch.rs`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+use crate::alloc::Allocator;
+use crate::objects::{self, FieldValidation};
+use crate::patch::{self, PatchType};
+use crate::resources::{self, ResourceType, Sub};
+use crate::selectors::{labels_of, FieldSelector, LabelSelector};
+use crate::status::{ApiError, ApiResult};
+use crate::storage::{Storage, Stored, WriteError};
+use crate::table::{self, Include};
+use crate::watchcache::WatchCache;
+use crate::{discovery, watch};
+
+/// How many times a patch or a status write is retried when the object changed under it.
+const RETRIES: usize = 16;
+
+pub struct Api {
+    pub storage: Storage,
+    pub prefix: String,
+    pub alloc: Allocator,
+    pub server_address: String,
+    caches: tokio::sync::Mutex<HashMap<String, Arc<WatchCache>>>,
+    /// Namespaces being deleted, for the namespace finalizer (see `lifecycle.rs`).
+    terminating: tokio::sync::mpsc::UnboundedSender<String>,
+}
+
+pub type Shared = Arc<Api>;
+
+/// What a request path names.
+#[derive(Debug)]
+pub struct Target {
+    pub rt: &'static ResourceType,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub sub: Option<Sub>,
+}
+
+impl Api {
+    pub fn new(
+        storage: Storage,
+        prefix: &str,
+        alloc: Allocator,
+        server_address: String,
+        terminating: tokio::sync::mpsc::UnboundedSender<String>,
+    ) -> Api {
+        Api {
+            storage,
+            prefix: prefix.trim_end_matches('/').to_string(),
+            alloc,
+            server_address,
+            caches: tokio::sync::Mutex::new(HashMap::new()),
+            terminating,
+        }
+    }
+
+    /// The key prefix of a resource type (and namespace), ending in `/`.
+    pub fn collection_key(&self, rt: &ResourceType, namespace: Option<&str>) -> String {
+        match namespace {
+            Some(ns) if rt.namespaced => format!("{}/{}/{ns}/", self.prefix, rt.storage),
+            _ => format!("{}/{}/", self.prefix, rt.storage),
+        }
+    }
+
+    pub fn key(&self, rt: &ResourceType, namespace: Option<&str>, name: &str) -> String {
+        format!("{}{name}", self.collection_key(rt, namespace))
+    }
+
+    /// The watch cache of a resource type, started on first use.
+    pub async fn cache(&self, rt: &ResourceType) -> ApiResult<Arc<WatchCache>> {
+        let prefix = self.collection_key(rt, None);
+        let mut caches = self.caches.lock().await;
+        if let Some(c) = caches.get(&prefix) {
+            return Ok(Arc::clone(c));
+        }
+        let c = WatchCache::start(self.storage.clone(), prefix.clone())
+            .await
+            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        caches.insert(prefix, Arc::clone(&c));
+        Ok(c)
+    }
+}
+
+pub fn router(api: Shared) -> Router {
+    Router::new()
+        .route("/version", get(version))
+        .route("/healthz", get(health))
+        .route("/livez", get(health))
+        .route("/readyz", get(ready))
+        .route("/api", get(api_versions))
+        .route("/apis", get(|| async { Json(discovery::api_group_list()) }))
+        .route("/openapi/v3", get(|| async { Json(discovery::openapi_index()) }))
+        .route("/openapi/v3/{*gv}", get(openapi_gv))
+        .fallback(dispatch)
+        .with_state(api)
+}
+
+async fn version() -> Json<Value> {
+    Json(json!({
+        "major": "1",
+        "minor": "32",
+        "gitVersion": "v1.32.0-keel",
+        "gitCommit": "",
+        "gitTreeState": "clean",
+        "buildDate": "",
+        "goVersion": "",
+        "compiler": "rustc",
+        "platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
+    }))
+}
+
+async fn health() -> &'static str {
+    "ok"
+}
+
+async fn ready(State(api): State<Shared>) -> Response {
+    match api.storage.revision().await {
+        Ok(_) => "ok".into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("[-]etcd failed: {}", e.message)).into_response(),
+    }
+}
+
+async fn api_versions(State(api): State<Shared>) -> Json<Value> {
+    Json(discovery::api_versions(&api.server_address))
+}
+
+async fn openapi_gv(axum::extract::Path(gv): axum::extract::Path<String>) -> Response {
+    let parts: Vec<&str> = gv.split('/').collect();
+    let doc = match parts.as_slice() {
+        ["api", v] => discovery::openapi_document("", v),
+        ["apis", g, v] => discovery::openapi_document(g, v),
+        _ => None,
+    };
+    match doc {
+        Some(d) => Json(d).into_response(),
+        None => ApiError::path_not_found(&gv).into_response(),
+    }
+}
+
+pub type Query = HashMap<String, String>;
+
+fn parse_query(uri: &Uri) -> Query {
+    url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()).into_owned().collect()
+}
+
+/// Splits a resource path into its target; `Ok(None)` for a group-version document.
+fn parse_path(path: &str) -> ApiResult<(String, String, Vec<String>)> {
+    let segs: Vec<String> = path.trim_matches('/').split('/').map(str::to_string).collect();
+    match segs.first().map(String::as_str) {
+        Some("api") if segs.len() >= 2 => Ok((String::new(), segs[1].clone(), segs[2..].to_vec())),
+        Some("apis") if segs.len() >= 3 => Ok((segs[1].clone(), segs[2].clone(), segs[3..].to_vec())),
+        _ => Err(ApiError::path_not_found(path)),
+    }
+}
+
+fn target(group: &str, version: &str, rest: &[String], path: &str) -> ApiResult<Target> {
+    let nf = || ApiError::path_not_found(path);
+    let lookup = |plural: &str| resources::find(group, version, plural).ok_or_else(nf);
+    let sub = |s: Option<&String>| -> ApiResult<Option<Sub>> {
+        match s {
+            None => Ok(None),
+            Some(s) => Sub::parse(s).map(Some).ok_or_else(nf),
+        }
+    };
+    match rest {
+        [ns_kw, ns, plural, tail @ ..]
+            if ns_kw == "namespaces" && resources::find(group, version, plural).is_some() =>
+        {
+            let rt = lookup(plural)?;
+            if !rt.namespaced {
+                return Err(nf());
+            }
+            let (name, s) = match tail {
+                [] => (None, None),
+                [name] => (Some(name.clone()), None),
+                [name, s] => (Some(name.clone()), sub(Some(s))?),
+                _ => return Err(nf()),
+            };
+            if let Some(s) = s {
+                if !rt.has(s) {
+                    return Err(nf());
+                }
+            }
+            Ok(Target { rt, namespace: Some(ns.clone()), name, sub: s })
+        }
+        [plural, tail @ ..] => {
+            let rt = lookup(plural)?;
+            let (name, s) = match tail {
+                [] => (None, None),
+                [name] if !rt.namespaced => (Some(name.clone()), None),
+                [name, s] if !rt.namespaced => (Some(name.clone()), sub(Some(s))?),
+                _ => return Err(nf()),
+            };
+            if let Some(s) = s {
+                if !(rt.has(s) || rt.plural == "namespaces" && s == Sub::Status) {
+                    return Err(nf());
+                }
+            }
+            Ok(Target { rt, namespace: None, name, sub: s })
+        }
+        [] => Err(nf()),
+    }
+}
+
+/// Every resource request lands here.
+async fn dispatch(State(api): State<Shared>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let path = uri.path().to_string();
+    let q = parse_query(&uri);
+    let result = async {
+        let (group, version, rest) = parse_path(&path)?;
+        if rest.is_empty() {
+            if method != Method::GET {
+                return Err(ApiError::method_not_allowed(format!("{method} is not allowed on {path}")));
+            }
+            return discovery::resource_list(&group, &version)
+                .map(|d| Json(d).into_response())
+                .ok_or_else(|| ApiError::path_not_found(&path));
+        }
+        let t = target(&group, &version, &rest, &path)?;
+        handle(&api, method, t, &q, &headers, body).await
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+fn accept(headers: &HeaderMap) -> String {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
+}
+
+fn content_type(headers: &HeaderMap) -> String {
+    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_string()
+}
+
+fn with_warnings(mut r: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{}\"", w.replace('"', "'"))) {
+            r.headers_mut().append(header::WARNING, v);
+        }
+    }
+    r
+}
+
+/// Request bodies are JSON. Protobuf (client-go's default for built-in types) is refused
+/// with 415, on which client-go retries in JSON.
+fn parse_body(headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
+    let ct = content_type(headers);
+    let base = ct.split(';').next().unwrap_or_default().trim();
+    if !(base == "application/json" || base.ends_with("+json") || base == "*/*" || base.is_empty()) {
+        return Err(ApiError::unsupported_media_type(&ct));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the body of the request could not be decoded as JSON: {e}")))
+}
+
+async fn handle(
+    api: &Api,
+    method: Method,
+    t: Target,
+    q: &Query,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let is_watch = matches!(q.get("watch").map(String::as_str), Some("true" | "1"));
+    let fv = FieldValidation::parse(q.get("fieldValidation").map(String::as_str))?;
+    let dry_run = q.get("dryRun").is_some_and(|d| d == "All");
+    match (method, &t.name, t.sub) {
+        (Method::GET, None, _) if is_watch => watch::serve(api, &t, q, &accept(headers)).await,
+        (Method::GET, None, _) => list(api, &t, q, &accept(headers)).await,
+        (Method::POST, None, _) => {
+            let (obj, warnings) = create(api, &t, parse_body(headers, &body)?, fv, dry_run).await?;
+            Ok(with_warnings((StatusCode::CREATED, Json(obj)).into_response(), &warnings))
+        }
+        (Method::DELETE, None, _) => delete_collection(api, &t, q).await.map(|v| Json(v).into_response()),
+        (Method::GET, Some(name), None | Some(Sub::Status)) => {
+            let stored = get_object(api, &t, name).await?;
+            if table::wants_table(&accept(headers)) {
+                let meta = json!({ "resourceVersion": stored.revision.to_string() });
+                let include = Include::parse(q.get("includeObject").map(String::as_str));
+                return Ok(Json(table::table(t.rt, &[stored.object], meta, include)).into_response());
+            }
+            Ok(Json(stored.object).into_response())
+        }
+        (Method::GET, Some(name), Some(Sub::Scale)) => {
+            let stored = get_object(api, &t, name).await?;
+            Ok(Json(scale_of(&stored.object)).into_response())
+        }
+        (Method::GET, Some(_), Some(Sub::Log)) => {
+            Err(ApiError::bad_request("container logs are served by the node agent, and no node agent serves this pod"))
+        }
+        (Method::PUT, Some(name), sub) => {
+            let (obj, warnings) = update(api, &t, name, parse_body(headers, &body)?, sub, fv, dry_run).await?;
+            Ok(with_warnings(Json(obj).into_response(), &warnings))
+        }
+        (Method::PATCH, Some(name), sub) => {
+            let ct = content_type(headers);
+            let kind = PatchType::from_content_type(&ct).ok_or_else(|| ApiError::unsupported_media_type(&ct))?;
+            let (obj, created) = patch_object(api, &t, name, kind, &body, sub, q, fv, dry_run).await?;
+            let code = if created { StatusCode::CREATED } else { StatusCode::OK };
+            Ok((code, Json(obj)).into_response())
+        }
+        (Method::DELETE, Some(name), None) => {
+            let opts = if body.is_empty() { json!({}) } else { parse_body(headers, &body)? };
+            delete(api, &t, name, &opts, q, dry_run).await.map(|v| Json(v).into_response())
+        }
+        (Method::POST, Some(name), Some(Sub::Binding)) => bind(api, &t, name, parse_body(headers, &body)?)
+            .await
+            .map(|v| (StatusCode::CREATED, Json(v)).into_response()),
+        (m, _, _) => Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({m})"
+        ))),
+    }
+}
+
+pub async fn get_object(api: &Api, t: &Target, name: &str) -> ApiResult<Stored> {
+    let key = api.key(t.rt, t.namespace.as_deref(), name);
+    api.storage.get(&key).await?.ok_or_else(|| ApiError::not_found(t.rt, name))
+}
+
+/// The continue token kube-apiserver uses: base64 of {v, rv, start}.
+fn continue_token(rv: i64, start: &[u8], collection: &str) -> String {
+    let rel = String::from_utf8_lossy(&start[collection.len().min(start.len())..]).to_string();
+    let t = json!({ "v": "meta.k8s.io/v1", "rv": rv, "start": rel });
+    base64::engine::general_purpose::URL_SAFE.encode(t.to_string())
+}
+
+fn parse_continue(token: &str, collection: &str) -> ApiResult<(i64, Vec<u8>)> {
+    let bad = || {
+        ApiError::bad_request(
+            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        )
+    };
+    let raw = base64::engine::general_purpose::URL_SAFE.decode(token).map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    let rv = v.get("rv").and_then(Value::as_i64).ok_or_else(bad)?;
+    let start = v.get("start").and_then(Value::as_str).ok_or_else(bad)?;
+    if start.contains("..") || start.starts_with('/') {
+        return Err(bad());
+    }
+    Ok((rv, format!("{collection}{start}").into_bytes()))
+}
+
+pub struct Filter {
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+    pub namespace: Option<String>,
+}
+
+impl Filter {
+    pub fn from_query(t: &Target, q: &Query) -> ApiResult<Filter> {
+        let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or_default())
+            .map_err(ApiError::bad_request)?;
+        let rt = t.rt;
+        let allowed = |f: &str| field_supported(rt, f);
+        let fields = FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or_default(), &allowed)
+            .map_err(|e| {
+                ApiError::bad_request(format!(
+                    "Unable to find \"{}\" that match label selector \"\", field selector \"{}\": {e}",
+                    rt.qualified(),
+                    q.get("fieldSelector").map(String::as_str).unwrap_or_default()
+                ))
+            })?;
+        Ok(Filter { labels, fields, namespace: t.namespace.clone() })
+    }
+
+    pub fn matches(&self, o: &Value) -> bool {
+        if let Some(ns) = &self.namespace {
+            if objects::namespace_of(o) != ns {
+                return false;
+            }
+        }
+        self.labels.matches(&labels_of(o)) && self.fields.matches(o)
+    }
+}
+
+/// The field selectors each type supports (Kubernetes' field label conversion).
+fn field_supported(rt: &ResourceType, f: &str) -> bool {
+    if matches!(f, "metadata.name" | "metadata.namespace") {
+        return true;
+    }
+    match rt.plural {
+        "pods" => matches!(
+            f,
+            "spec.nodeName"
+                | "spec.restartPolicy"
+                | "spec.schedulerName"
+                | "spec.serviceAccountName"
+                | "spec.hostNetwork"
+                | "status.phase"
+                | "status.podIP"
+                | "status.nominatedNodeName"
+        ),
+        "events" => {
+            f.starts_with("involvedObject.") || matches!(f, "reason" | "source" | "type" | "reportingComponent")
+        }
+        "secrets" => f == "type",
+        "nodes" => f == "spec.unschedulable",
+        "namespaces" => f == "status.phase",
+        "replicasets" => f == "status.replicas",
+        "persistentvolumeclaims" | "persistentvolumes" => false,
+        _ => false,
+    }
+}
+
+async fn list(api: &Api, t: &Target, q: &Query, accept: &str) -> ApiResult<Response> {
+    let collection = api.collection_key(t.rt, t.namespace.as_deref());
+    let filter = Filter::from_query(t, q)?;
+    let limit: i64 = q.get("limit").and_then(|l| l.parse().ok()).filter(|l| *l > 0).unwrap_or(0);
+    let (mut revision, mut start) = match q.get("continue").filter(|c| !c.is_empty()) {
+        Some(c) => {
+            let (rv, s) = parse_continue(c, &collection)?;
+            (rv, Some(s))
+        }
+        None => {
+            let exact = q.get("resourceVersionMatch").map(String::as_str) == Some("Exact")
+                || (limit > 0 && q.get("resourceVersion").is_some_and(|r| r != "0" && !r.is_empty()));
+            let rv = if exact {
+                q.get("resourceVersion")
+                    .and_then(|r| r.parse().ok())
+                    .ok_or_else(|| ApiError::bad_request("resourceVersion: Invalid value: must be an integer"))?
+            } else {
+                0
+            };
+            (rv, None)
+        }
+    };
+    let mut items = Vec::new();
+    let (next, remaining) = loop {
+        let want = if limit > 0 { limit - items.len() as i64 } else { 0 };
+        let page = api.storage.list(&collection, start.clone(), want, revision).await.map_err(|e| {
+            if e.reason == "Expired" {
+                ApiError::expired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.")
+            } else {
+                e
+            }
+        })?;
+        revision = page.revision;
+        items.extend(page.items.into_iter().map(|s| s.object).filter(|o| filter.matches(o)));
+        match page.next_key {
+            // Selectors thinned the page: read on until it is full or the list ends.
+            Some(k) if limit > 0 && (items.len() as i64) < limit => start = Some(k),
+            next => break (next, page.remaining),
+        }
+    };
+    let mut meta = json!({ "resourceVersion": revision.to_string() });
+    if let Some(k) = &next {
+        meta["continue"] = json!(continue_token(revision, k, &collection));
+        if filter.labels.is_empty() && filter.fields.is_empty() {
+            meta["remainingItemCount"] = json!(remaining);
+        }
+    }
+    if table::wants_table(accept) {
+        let include = Include::parse(q.get("includeObject").map(String::as_str));
+        return Ok(Json(table::table(t.rt, &items, meta, include)).into_response());
+    }
+    Ok(Json(json!({
+        "kind": t.rt.list_kind(),
+        "apiVersion": t.rt.api_version(),
+        "metadata": meta,
+        "items": items,
+    }))
+    .into_response())
+}
+
+async fn check_namespace(api: &Api, t: &Target) -> ApiResult<()> {
+    let Some(ns) = &t.namespace else { return Ok(()) };
+    let Some(nsrt) = resources::find("", "v1", "namespaces") else { return Ok(()) };
+    match api.storage.get(&api.key(nsrt, None, ns)).await? {
+        None => Err(ApiError::not_found(nsrt, ns)),
+        Some(s) if s.object.pointer("/metadata/deletionTimestamp").is_some() => Err(ApiError::forbidden(format!(
+            "unable to create new content in namespace {ns} because it is being terminated"
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
+fn write_error(rt: &ResourceType, name: &str, e: WriteError, creating: bool) -> ApiError {
+    match e {
+        WriteError::Changed(Some(_)) if creating => ApiError::already_exists(rt, name),
+        WriteError::Changed(None) if !creating => ApiError::not_found(rt, name),
+        WriteError::Changed(_) => ApiError::conflict(rt, name),
+        WriteError::Api(e) => e,
+    }
+}
+
+pub async fn create(
+    api: &Api,
+    t: &Target,
+    body: Value,
+    fv: FieldValidation,
+    dry_run: bool,
+) -> ApiResult<(Value, Vec<String>)> {
+    let mut body = body;
+    objects::check_type(t.rt, &mut body)?;
+    let (decoded, warnings) = objects::decode(t.rt, body, fv)?;
+    let mut obj = objects::for_create(t.rt, t.namespace.as_deref(), decoded)?;
+    check_namespace(api, t).await?;
+    let name = objects::name_of(&obj).to_string();
+    let ns = t.rt.namespaced.then(|| objects::namespace_of(&obj).to_string());
+    let key = api.key(t.rt, ns.as_deref(), &name);
+    if dry_run {
+        return Ok((obj, warnings));
+    }
+    let allocated = if t.rt.plural == "services" { allocate_service(api, &mut obj, None).await? } else { Vec::new() };
+    match api.storage.create(&key, &obj).await {
+        Ok(rev) => {
+            crate::storage::set_resource_version(&mut obj, rev);
+            Ok((obj, warnings))
+        }
+        Err(e) => {
+            release(api, &allocated).await;
+            Err(write_error(t.rt, &name, e, true))
+        }
+    }
+}
+
+/// Allocates the ClusterIP and NodePorts a service needs and does not have yet (keeping
+/// those of `old`); returns what it allocated, to release on failure.
+async fn allocate_service(api: &Api, svc: &mut Value, old: Option<&Value>) -> ApiResult<Vec<(&'static str, String)>> {
+    let name = format!("{}/{}", objects::namespace_of(svc), objects::name_of(svc));
+    let mut got = Vec::new();
+    let ty = svc.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
+    if ty == "ExternalName" {
+        return Ok(got);
+    }
+    let old_ip = old.and_then(|o| o.pointer("/spec/clusterIP")).and_then(Value::as_str).map(str::to_string);
+    let wanted = svc.pointer("/spec/clusterIP").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
+    let ip = match (wanted, old_ip) {
+        (Some(ip), _) if ip == "None" => ip,
+        (Some(ip), Some(old)) if ip == old => ip,
+        (None, Some(old)) => old,
+        (wanted, _) => {
+            let ip = api.alloc.cluster_ip(&name, wanted.as_deref()).await?;
+            got.push(("clusterips", ip.clone()));
+            ip
+        }
+    };
+    svc["spec"]["clusterIP"] = json!(ip);
+    svc["spec"]["clusterIPs"] = json!([ip]);
+    if ty == "NodePort" || ty == "LoadBalancer" {
+        let old_ports: Vec<Value> =
+            old.and_then(|o| o.pointer("/spec/ports")).and_then(Value::as_array).cloned().unwrap_or_default();
+        let ports = svc.pointer_mut("/spec/ports").and_then(Value::as_array_mut);
+        for p in ports.into_iter().flatten() {
+            let wanted = p.get("nodePort").and_then(Value::as_i64);
+            let previous = old_ports
+                .iter()
+                .find(|o| o.get("port") == p.get("port") && o.get("protocol") == p.get("protocol"))
+                .and_then(|o| o.get("nodePort"))
+                .and_then(Value::as_i64);
+            let port = match (wanted, previous) {
+                (Some(w), Some(prev)) if w == prev => w,
+                (None, Some(prev)) => prev,
+                (w, _) => match api.alloc.node_port(&name, w).await {
+                    Ok(port) => {
+                        got.push(("nodeports", port.to_string()));
+                        port
+                    }
+                    Err(e) => {
+                        release(api, &got).await;
+                        return Err(e);
+                    }
+                },
+            };
+            p["nodePort"] = json!(port);
+        }
+    }
+    Ok(got)
+}
+
+async fn release(api: &Api, allocated: &[(&'static str, String)]) {
+    for (kind, value) in allocated {
+        if let Err(e) = api.alloc.release(kind, value).await {
+            tracing::warn!("could not release {kind} {value}: {}", e.message);
+        }
+    }
+}
+
+async fn release_service(api: &Api, svc: &Value) {
+    let mut got = Vec::new();
+    if let Some(ip) =
+        svc.pointer("/spec/clusterIP").and_then(Value::as_str).filter(|ip| *ip != "None" && !ip.is_empty())
+    {
+        got.push(("clusterips", ip.to_string()));
+    }
+    for p in svc.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten() {
+        if let Some(np) = p.get("nodePort").and_then(Value::as_i64) {
+            got.push(("nodeports", np.to_string()));
+        }
+    }
+    release(api, &got).await;
+}
+
+/// Writes `new` over `old` if `old` is still current; finishes a deletion whose last
+/// finalizer is gone.
+async fn write_over(api: &Api, t: &Target, key: &str, old: &Stored, mut new: Value) -> Result<Value, WriteError> {
+    let finalizing = new.pointer("/metadata/deletionTimestamp").is_some()
+        && new.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(Vec::is_empty);
+    if finalizing {
+        let rev = api.storage.delete(key, old.revision).await?;
+        crate::storage::set_resource_version(&mut new, rev);
+        if t.rt.plural == "services" {
+            release_service(api, &new).await;
+        }
+        return Ok(new);
+    }
+    let rev = api.storage.update(key, old.revision, &new).await?;
+    crate::storage::set_resource_version(&mut new, rev);
+    Ok(new)
+}
+
+async fn update(
+    api: &Api,
+    t: &Target,
+    name: &str,
+    mut body: Value,
+    sub: Option<Sub>,
+    fv: FieldValidation,
+    dry_run: bool,
+) -> ApiResult<(Value, Vec<String>)> {
+    if sub == Some(Sub::Scale) {
+        let replicas = body.pointer("/spec/replicas").and_then(Value::as_i64);
+        let rv = body.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(str::to_string);
+        let obj = set_replicas(api, t, name, replicas, rv, dry_run).await?;
+        return Ok((scale_of(&obj), Vec::new()));
+    }
+    objects::check_type(t.rt, &mut body)?;
+    if objects::name_of(&body) != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({}) does not match the name on the URL ({name})",
+            objects::name_of(&body)
+        )));
+    }
+    let expected: Option<i64> = match body.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+        None | Some("") => None,
+        Some(rv) => Some(rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?),
+    };
+    let (decoded, warnings) = objects::decode(t.rt, body, fv)?;
+    let key = api.key(t.rt, t.namespace.as_deref(), name);
+    for _ in 0..RETRIES {
+        let old = get_object(api, t, name).await?;
+        if expected.is_some_and(|e| e != old.revision) {
+            return Err(ApiError::conflict(t.rt, name));
+        }
+        let mut new = objects::for_update(t.rt, &old.object, decoded.clone(), sub)?;
+        if dry_run {
+            return Ok((new, warnings));
+        }
+        let allocated = if t.rt.plural == "services" && sub.is_none() {
+            allocate_service(api, &mut new, Some(&old.object)).await?
+        } else {
+            Vec::new()
+        };
+        match write_over(api, t, &key, &old, new).await {
+            Ok(v) => return Ok((v, warnings)),
+            Err(WriteError::Changed(_)) if expected.is_none() => {
+                release(api, &allocated).await;
+                continue;
+            }
+            Err(e) => {
+                release(api, &allocated).await;
+                return Err(write_error(t.rt, name, e, false));
+            }
+        }
+    }
+    Err(ApiError::conflict(t.rt, name))
+}
+
+pub fn scale_of(o: &Value) -> Value {
+    let selector =
+        o.pointer("/spec/selector").map(|s| LabelSelector::from_spec(s).to_string_form()).unwrap_or_default();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": objects::name_of(o),
+            "namespace": objects::namespace_of(o),
+            "uid": o.pointer("/metadata/uid"),
+            "resourceVersion": o.pointer("/metadata/resourceVersion"),
+            "creationTimestamp": o.pointer("/metadata/creationTimestamp"),
+        },
+        "spec": { "replicas": o.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0) },
+        "status": {
+            "replicas": o.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0),
+            "selector": selector,
+        },
+    })
+}
+
+async fn set_replicas(
+    api: &Api,
+    t: &Target,
+    name: &str,
+    replicas: Option<i64>,
+    rv: Option<String>,
+    dry_run: bool,
+) -> ApiResult<Value> {
+    let replicas = replicas.unwrap_or(0);
+    if replicas < 0 {
+        return Err(ApiError::unprocessable(format!(
+            "Scale.autoscaling \"{name}\" is invalid: spec.replicas: Invalid value: {replicas}: must be greater than or equal to 0"
+        )));
+    }
+    let key = api.key(t.rt, t.namespace.as_deref(), name);
+    for _ in 0..RETRIES {
+        let old = get_object(api, t, name).await?;
+        if rv.as_deref().is_some_and(|rv| !rv.is_empty() && rv != old.revision.to_string()) {
+            return Err(ApiError::conflict(t.rt, name));
+        }
+        let mut new = old.object.clone();
+        new["spec"]["replicas"] = json!(replicas);
+        let new = objects::for_update(t.rt, &old.object, new, None)?;
+        if dry_run {
+            return Ok(new);
+        }
+        match write_over(api, t, &key, &old, new).await {
+            Ok(v) => return Ok(v),
+            Err(WriteError::Changed(_)) if rv.is_none() => continue,
+            Err(e) => return Err(write_error(t.rt, name, e, false)),
+        }
+    }
+    Err(ApiError::conflict(t.rt, name))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn patch_object(
+    api: &Api,
+    t: &Target,
+    name: &str,
+    kind: PatchType,
+    body: &[u8],
+    sub: Option<Sub>,
+    q: &Query,
+    fv: FieldValidation,
+    dry_run: bool,
+) -> ApiResult<(Value, bool)> {
+    if kind == PatchType::Apply && q.get("fieldManager").is_none_or(String::is_empty) {
+        return Err(ApiError::bad_request(
+            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+        ));
+    }
+    let key = api.key(t.rt, t.namespace.as_deref(), name);
+    for _ in 0..RETRIES {
+        let old = match api.storage.get(&key).await? {
+            Some(o) => o,
+            None if kind == PatchType::Apply && sub.is_none() => {
+                let mut applied: Value = serde_json::from_slice(body)
+                    .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+                objects::check_type(t.rt, &mut applied)?;
+                match create(api, t, applied, fv, dry_run).await {
+                    Ok((obj, _)) => return Ok((obj, true)),
+                    Err(e) if e.reason == "AlreadyExists" => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            None => return Err(ApiError::not_found(t.rt, name)),
+        };
+        let base = if sub == Some(Sub::Scale) { scale_of(&old.object) } else { old.object.clone() };
+        let patched = patch::apply(&base, kind, body)?;
+        let precondition = patched
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .filter(|rv| *rv != old.revision.to_string())
+            .map(str::to_string);
+        if precondition.is_some() {
+            return Err(ApiError::conflict(t.rt, name));
+        }
+        if sub == Some(Sub::Scale) {
+            let replicas = patched.pointer("/spec/replicas").and_then(Value::as_i64);
+            let obj = set_replicas(api, t, name, replicas, Some(old.revision.to_string()), dry_run).await?;
+            return Ok((scale_of(&obj), false));
+        }
+        let mut patched = patched;
+        objects::check_type(t.rt, &mut patched)?;
+        let (decoded, _) = objects::decode(t.rt, patched, fv)?;
+        let mut new = objects::for_update(t.rt, &old.object, decoded, sub)?;
+        if dry_run {
+            return Ok((new, false));
+        }
+        let allocated = if t.rt.plural == "services" && sub.is_none() {
+            allocate_service(api, &mut new, Some(&old.object)).await?
+        } else {
+            Vec::new()
+        };
+        match write_over(api, t, &key, &old, new).await {
+            Ok(v) => return Ok((v, false)),
+            Err(WriteError::Changed(_)) => {
+                release(api, &allocated).await;
+                continue;
+            }
+            Err(e) => {
+                release(api, &allocated).await;
+                return Err(write_error(t.rt, name, e, false));
+            }
+        }
+    }
+    Err(ApiError::conflict(t.rt, name))
+}
+
+fn delete_option<'a>(opts: &'a Value, q: &'a Query, field: &str) -> Option<String> {
+    q.get(field).cloned().or_else(|| match opts.get(field) {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    })
+}
+
+pub async fn delete(api: &Api, t: &Target, name: &str, opts: &Value, q: &Query, dry_run: bool) -> ApiResult<Value> {
+    let key = api.key(t.rt, t.namespace.as_deref(), name);
+    let policy = delete_option(opts, q, "propagationPolicy");
+    if let Some(p) = &policy {
+        if !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
+            return Err(ApiError::bad_request(format!("DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\"")));
+        }
+    }
+    let grace: Option<i64> = delete_option(opts, q, "gracePeriodSeconds").and_then(|g| g.parse().ok());
+    for _ in 0..RETRIES {
+        let old = get_object(api, t, name).await?;
+        if let Some(uid) = opts.pointer("/preconditions/uid").and_then(Value::as_str) {
+            if old.object.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid) {
+                return Err(ApiError::conflict_msg(
+                    t.rt,
+                    name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        old.object.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default()
+                    ),
+                ));
+            }
+        }
+        if let Some(rv) = opts.pointer("/preconditions/resourceVersion").and_then(Value::as_str) {
+            if rv != old.revision.to_string() {
+                return Err(ApiError::conflict_msg(t.rt, name, &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}", old.revision)));
+            }
+        }
+        let finalizers =
+            old.object.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+        let graceful_pod = t.rt.plural == "pods"
+            && old.object.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty())
+            && grace.unwrap_or(1) > 0
+            && old
+                .object
+                .pointer("/status/phase")
+                .and_then(Value::as_str)
+                .is_none_or(|p| p != "Succeeded" && p != "Failed");
+        let is_namespace = t.rt.plural == "namespaces";
+        if finalizers || graceful_pod || is_namespace {
+            if old.object.pointer("/metadata/deletionTimestamp").is_some() {
+                return Ok(old.object);
+            }
+            let mut new = old.object.clone();
+            new["metadata"]["deletionTimestamp"] = json!(objects::now());
+            let g = if graceful_pod {
+                grace
+                    .or_else(|| old.object.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
+                    .unwrap_or(30)
+            } else {
+                0
+            };
+            new["metadata"]["deletionGracePeriodSeconds"] = json!(g);
+            if is_namespace {
+                new["status"]["phase"] = json!("Terminating");
+            }
+            if dry_run {
+                return Ok(new);
+            }
+            match api.storage.update(&key, old.revision, &new).await {
+                Ok(rev) => {
+                    crate::storage::set_resource_version(&mut new, rev);
+                    if is_namespace {
+                        let _ = api.terminating.send(name.to_string());
+                    }
+                    return Ok(new);
+                }
+                Err(WriteError::Changed(_)) => continue,
+                Err(e) => return Err(write_error(t.rt, name, e, false)),
+            }
+        }
+        if dry_run {
+            return Ok(old.object);
+        }
+        match api.storage.delete(&key, old.revision).await {
+            Ok(rev) => {
+                let mut gone = old.object;
+                crate::storage::set_resource_version(&mut gone, rev);
+                if t.rt.plural == "services" {
+                    release_service(api, &gone).await;
+                }
+                return Ok(gone);
+            }
+            Err(WriteError::Changed(_)) => continue,
+            Err(e) => return Err(write_error(t.rt, name, e, false)),
+        }
+    }
+    Err(ApiError::conflict(t.rt, name))
+}
+
+async fn delete_collection(api: &Api, t: &Target, q: &Query) -> ApiResult<Value> {
+    let filter = Filter::from_query(t, q)?;
+    let collection = api.collection_key(t.rt, t.namespace.as_deref());
+    let page = api.storage.list(&collection, None, 0, 0).await?;
+    let dry_run = q.get("dryRun").is_some_and(|d| d == "All");
+    let mut deleted = Vec::new();
+    for item in page.items.into_iter().filter(|s| filter.matches(&s.object)) {
+        let name = objects::name_of(&item.object).to_string();
+        let ns = t.rt.namespaced.then(|| objects::namespace_of(&item.object).to_string());
+        let one = Target { rt: t.rt, namespace: ns, name: Some(name.clone()), sub: None };
+        match delete(api, &one, &name, &json!({}), q, dry_run).await {
+            Ok(v) => deleted.push(v),
+            Err(e) if e.reason == "NotFound" => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(json!({
+        "kind": t.rt.list_kind(),
+        "apiVersion": t.rt.api_version(),
+        "metadata": { "resourceVersion": page.revision.to_string() },
+        "items": deleted,
+    }))
+}
+
+/// `pods/<name>/binding`: assigns the pod to a node, once.
+async fn bind(api: &Api, t: &Target, name: &str, binding: Value) -> ApiResult<Value> {
+    let node = binding.pointer("/target/name").and_then(Value::as_str).unwrap_or_default().to_string();
+    if node.is_empty() {
+        return Err(ApiError::unprocessable(format!("Binding \"{name}\" is invalid: target.name: Required value")));
+    }
+    let key = api.key(t.rt, t.namespace.as_deref(), name);
+    for _ in 0..RETRIES {
+        let old = get_object(api, t, name).await?;
+        if old.object.pointer("/metadata/deletionTimestamp").is_some() {
+            return Err(ApiError::conflict_msg(t.rt, name, "pod is being deleted, cannot be assigned to a host"));
+        }
+        if let Some(n) = old.object.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+            return Err(ApiError::conflict_msg(t.rt, name, &format!("pod {name} is already assigned to node \"{n}\"")));
+        }
+        let mut new = old.object.clone();
+        new["spec"]["nodeName"] = json!(node);
+        if let Some(ann) = binding.pointer("/metadata/annotations").and_then(Value::as_object) {
+            for (k, v) in ann {
+                new["metadata"]["annotations"][k] = v.clone();
+            }
+        }
+        let cond = json!({ "type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": objects::now() });
+        let mut conds: Vec<Value> =
+            new.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+        conds.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
+        conds.push(cond);
+        new["status"]["conditions"] = json!(conds);
+        match api.storage.update(&key, old.revision, &new).await {
+            Ok(_) => {
+                return Ok(
+                    json!({ "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201 }),
+                )
+            }
+            Err(WriteError::Changed(_)) => continue,
+            Err(e) => return Err(write_error(t.rt, name, e, false)),
+        }
+    }
+    Err(ApiError::conflict(t.rt, name))
+}
