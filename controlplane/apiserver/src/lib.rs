@@ -7,6 +7,7 @@ pub mod discovery;
 pub mod lifecycle;
 pub mod objects;
 pub mod patch;
+pub mod protobuf;
 pub mod resources;
 pub mod selectors;
 pub mod server;

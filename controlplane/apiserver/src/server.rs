@@ -253,11 +253,15 @@ fn with_warnings(mut r: Response, warnings: &[String]) -> Response {
     r
 }
 
-/// Request bodies are JSON. Protobuf (client-go's default for built-in types) is refused
-/// with 415, on which client-go retries in JSON.
+/// Request bodies are JSON, or Kubernetes protobuf (client-go's default for built-in types).
 fn parse_body(headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
     let ct = content_type(headers);
     let base = ct.split(';').next().unwrap_or_default().trim();
+    if base == crate::protobuf::CONTENT_TYPE {
+        return crate::protobuf::decode(body).map_err(|e| {
+            ApiError::bad_request(format!("the body of the request could not be decoded as protobuf: {e}"))
+        });
+    }
     if !(base == "application/json" || base.ends_with("+json") || base == "*/*" || base.is_empty()) {
         return Err(ApiError::unsupported_media_type(&ct));
     }
