@@ -1,6 +1,7 @@
 //! `keel up`: the embedded default. Starts the store (one member, or three local members)
-//! in this process; control-plane components join here as they are built. Ctrl-C stops
-//! everything; a second `keel up` on the same data dir resumes the cluster.
+//! and the API server on 127.0.0.1:6443 in this process, and writes `DIR/kubeconfig`;
+//! further control-plane components join here as they are built. Ctrl-C stops everything;
+//! a second `keel up` on the same data dir resumes the cluster.
 
 use std::path::PathBuf;
 
@@ -16,6 +17,17 @@ pub struct UpConfig {
     /// Store members to run: 1, or 3 for a local replicated cluster.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
     pub store_members: u8,
+    /// The API server's port (on 127.0.0.1).
+    #[arg(long, default_value_t = 6443)]
+    pub apiserver_port: u16,
+}
+
+fn kubeconfig(port: u16) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: keel\n  cluster:\n    server: http://127.0.0.1:{port}\n\
+         contexts:\n- name: keel\n  context:\n    cluster: keel\n    user: keel\ncurrent-context: keel\n\
+         users:\n- name: keel\n  user: {{}}\n"
+    )
 }
 
 /// Client and peer ports of local member `i` (0-based), as etcd's Procfile lays them out.
@@ -71,10 +83,29 @@ pub async fn run(up: UpConfig, shutdown: impl std::future::Future<Output = ()>) 
         }));
     }
     let endpoints: Vec<String> = (0..up.store_members).map(|i| format!("127.0.0.1:{}", ports(i).0)).collect();
+    let urls = endpoints.iter().map(|e| format!("http://{e}")).collect();
+    let api_cfg = keel_apiserver::ApiServerConfig::local(urls, up.apiserver_port);
+    let kubeconfig_path = up.data_dir.join("kubeconfig");
+    std::fs::write(&kubeconfig_path, kubeconfig(up.apiserver_port))?;
+    let mut rx = stop_rx.clone();
+    let apiserver = tokio::spawn(keel_apiserver::run(api_cfg, async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }));
     println!("keel is up: {} store member(s), data in {}", up.store_members, up.data_dir.display());
     println!("  etcdctl --endpoints={} member list -w table", endpoints.join(","));
+    println!("  export KUBECONFIG={}; kubectl get namespaces", kubeconfig_path.display());
     println!("Ctrl-C stops everything; `keel up --data-dir {}` resumes.", up.data_dir.display());
-    shutdown.await;
+    tokio::select! {
+        _ = shutdown => {}
+        r = apiserver => {
+            // The API server ended on its own: stop the store too and report why.
+            let _ = stop_tx.send(true);
+            for m in members {
+                m.await??;
+            }
+            return r?;
+        }
+    }
     let _ = stop_tx.send(true);
     for m in members {
         m.await??;

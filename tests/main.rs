@@ -6,6 +6,7 @@ mod bad_input;
 mod cluster;
 mod crash;
 mod etcdctl_diff;
+mod kubectl;
 mod kv_client;
 mod store_flags;
 mod watch_guarantees;

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod etcdctl;
+pub mod kube;
 pub mod load;
 
 use std::net::TcpListener;

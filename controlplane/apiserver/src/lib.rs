@@ -45,6 +45,25 @@ pub struct ApiServerConfig {
     /// The range NodePorts come from.
     #[arg(long, env = "KEEL_SERVICE_NODE_PORT_RANGE", default_value = "30000-32767")]
     pub service_node_port_range: String,
+    /// Events each resource type's watch cache keeps for watchers resuming from a recent
+    /// resourceVersion; older ones read the store's history.
+    #[arg(long, env = "KEEL_DEFAULT_WATCH_CACHE_SIZE", default_value_t = 10_000)]
+    pub default_watch_cache_size: usize,
+}
+
+impl ApiServerConfig {
+    /// An API server on 127.0.0.1:`port` with every other setting at its default.
+    pub fn local(etcd_servers: Vec<String>, port: u16) -> ApiServerConfig {
+        ApiServerConfig {
+            etcd_servers,
+            bind_address: IpAddr::from([127, 0, 0, 1]),
+            port,
+            etcd_prefix: "/registry".into(),
+            service_cluster_ip_range: "10.96.0.0/12".into(),
+            service_node_port_range: "30000-32767".into(),
+            default_watch_cache_size: 10_000,
+        }
+    }
 }
 
 /// The namespaces every cluster has.
@@ -75,7 +94,14 @@ pub async fn run(cfg: ApiServerConfig, shutdown: impl Future<Output = ()> + Send
     let (term_tx, term_rx) = tokio::sync::mpsc::unbounded_channel();
     let allocator = alloc::Allocator::new(storage.clone(), &cfg.etcd_prefix, ranges);
     let local = listener.local_addr()?;
-    let api = Arc::new(server::Api::new(storage, &cfg.etcd_prefix, allocator, local.to_string(), term_tx));
+    let api = Arc::new(server::Api::new(
+        storage,
+        &cfg.etcd_prefix,
+        allocator,
+        local.to_string(),
+        term_tx,
+        cfg.default_watch_cache_size.max(1),
+    ));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         match ensure_namespaces(&api).await {

@@ -36,6 +36,7 @@ pub struct Api {
     caches: tokio::sync::Mutex<HashMap<String, Arc<WatchCache>>>,
     /// Namespaces being deleted, for the namespace finalizer (see `lifecycle.rs`).
     terminating: tokio::sync::mpsc::UnboundedSender<String>,
+    cache_size: usize,
 }
 
 pub type Shared = Arc<Api>;
@@ -56,6 +57,7 @@ impl Api {
         alloc: Allocator,
         server_address: String,
         terminating: tokio::sync::mpsc::UnboundedSender<String>,
+        cache_size: usize,
     ) -> Api {
         Api {
             storage,
@@ -64,6 +66,7 @@ impl Api {
             server_address,
             caches: tokio::sync::Mutex::new(HashMap::new()),
             terminating,
+            cache_size,
         }
     }
 
@@ -86,7 +89,7 @@ impl Api {
         if let Some(c) = caches.get(&prefix) {
             return Ok(Arc::clone(c));
         }
-        let c = WatchCache::start(self.storage.clone(), prefix.clone())
+        let c = WatchCache::start(self.storage.clone(), prefix.clone(), self.cache_size)
             .await
             .map_err(|e| ApiError::unavailable(e.to_string()))?;
         caches.insert(prefix, Arc::clone(&c));

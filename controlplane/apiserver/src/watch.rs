@@ -18,7 +18,7 @@ use crate::watchcache::{change_of, Change, Kind, Message};
 /// Without `timeoutSeconds`, a watch ends after this long, and the client re-watches.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 /// The longest a bookmark-requesting watcher goes without one while the store moves on.
-const BOOKMARK_EVERY: Duration = Duration::from_secs(10);
+const BOOKMARK_EVERY: Duration = Duration::from_secs(5);
 
 struct Encoder {
     rt: &'static crate::resources::ResourceType,

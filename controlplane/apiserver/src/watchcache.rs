@@ -18,12 +18,10 @@ use tokio::sync::broadcast;
 
 use crate::storage::{self, Storage};
 
-/// Events kept for watchers resuming from a recent resourceVersion.
-const WINDOW: usize = 10_000;
 /// Live events buffered per API watcher before it has to catch up from the window.
 const FANOUT_QUEUE: usize = 4096;
 /// How often the cache asks the store how far it has got, to move bookmarks forward.
-const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -72,6 +70,7 @@ struct Window {
 
 pub struct WatchCache {
     prefix: String,
+    capacity: usize,
     window: Mutex<Window>,
     tx: broadcast::Sender<Message>,
 }
@@ -96,11 +95,12 @@ pub fn change_of(ev: &etcd_client::Event) -> Option<Change> {
 
 impl WatchCache {
     /// Starts the cache's store watch from the store's current revision.
-    pub async fn start(storage: Storage, prefix: String) -> anyhow::Result<Arc<WatchCache>> {
+    pub async fn start(storage: Storage, prefix: String, capacity: usize) -> anyhow::Result<Arc<WatchCache>> {
         let rev = storage.revision().await.map_err(|e| anyhow::anyhow!(e.message))?;
         let (tx, _) = broadcast::channel(FANOUT_QUEUE);
         let cache = Arc::new(WatchCache {
             prefix,
+            capacity,
             window: Mutex::new(Window { events: VecDeque::new(), oldest: rev, current: rev }),
             tx,
         });
@@ -184,7 +184,7 @@ impl WatchCache {
     fn publish(&self, c: Change) {
         let mut w = self.window.lock();
         w.current = w.current.max(c.revision);
-        if w.events.len() >= WINDOW {
+        if w.events.len() >= self.capacity {
             if let Some(old) = w.events.pop_front() {
                 w.oldest = old.revision;
             }

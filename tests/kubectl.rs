@@ -1,0 +1,237 @@
+//! kubectl against `keel apiserver`: the everyday workflow (apply client- and server-side,
+//! get in every output form, selectors, describe, create from literals, edit, patch of
+//! every type, scale, delete with waiting, namespaces, watch, errors), run over Keel's
+//! store and over a real etcd; the transcripts must match each other and what kubectl
+//! prints against Kubernetes.
+
+use std::process::Output;
+use std::time::Duration;
+
+use crate::harness::kube::ApiServer;
+use crate::harness::{wait_for, Flavor, Member};
+
+const MANIFEST: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: nginx
+        image: nginx:1.25
+        ports:
+        - containerPort: 80
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports:
+  - port: 80
+    targetPort: 80
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: cfg
+  labels: {app: web}
+data:
+  greeting: hello
+"#;
+
+/// Replaces what differs between runs (ages, IPs, node ports, uids, resourceVersions,
+/// timestamps, temp paths) with placeholders, and column padding with single spaces.
+fn normalize(s: &str) -> String {
+    static RULES: std::sync::LazyLock<Vec<(regex::Regex, &'static str)>> = std::sync::LazyLock::new(|| {
+        [
+            (r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "<uid>"),
+            (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "<time>"),
+            (r"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d \+0000", "<time>"),
+            (r#"(resourceVersion"?:\s*"?)\d+"#, "${1}<rv>"),
+            (r"\b10\.\d+\.\d+\.\d+\b", "<ip>"),
+            (r"(nodePort:\s*|80:)3\d{4}", "${1}<nodeport>"),
+            (r"(^|\s)\d+[smhd](\d+[smh])?(\s|$)", "${1}<age>${3}"),
+            (r"/tmp/\S+/", "<dir>/"),
+            (r"[ \t]+", " "),
+        ]
+        .into_iter()
+        .map(|(re, to)| (regex::Regex::new(re).expect("valid pattern"), to))
+        .collect()
+    });
+    s.lines()
+        .map(|line| RULES.iter().fold(line.to_string(), |l, (re, to)| re.replace_all(&l, *to).into_owned()))
+        .map(|l| l.trim().to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+struct Transcript {
+    text: String,
+}
+
+impl Transcript {
+    fn record(&mut self, args: &[&str], o: &Output) -> String {
+        let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&o.stderr).to_string();
+        self.text.push_str(&format!(
+            "$ kubectl {}\n{}\n{}[exit {}]\n",
+            normalize(&args.join(" ")),
+            normalize(&stdout),
+            normalize(&stderr),
+            o.status.code().unwrap_or(-1)
+        ));
+        stdout
+    }
+}
+
+fn ok(api: &ApiServer, t: &mut Transcript, args: &[&str]) -> String {
+    let o = api.kubectl(args);
+    assert!(o.status.success(), "kubectl {args:?} failed: {}\n{}", String::from_utf8_lossy(&o.stderr), api.log());
+    t.record(args, &o)
+}
+
+fn fails(api: &ApiServer, t: &mut Transcript, args: &[&str]) -> String {
+    let o = api.kubectl(args);
+    assert!(!o.status.success(), "kubectl {args:?} should have failed");
+    t.record(args, &o);
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn workflow(api: &ApiServer) -> String {
+    let mut t = Transcript { text: String::new() };
+    let dir = api.dir();
+    let manifest = dir.join("web.yaml");
+    let m = manifest.display().to_string();
+    std::fs::write(&manifest, MANIFEST).expect("manifest");
+
+    let out = ok(api, &mut t, &["apply", "-f", &m]);
+    assert_eq!(out, "deployment.apps/web created\nservice/web created\nconfigmap/cfg created\n");
+    let out = ok(api, &mut t, &["get", "deploy,svc,cm"]);
+    assert!(out.contains("deployment.apps/web   0/2     0            0"), "{out}");
+    assert!(out.contains("service/web   NodePort"), "{out}");
+    ok(api, &mut t, &["get", "deploy", "web", "-o", "wide"]);
+    ok(api, &mut t, &["get", "svc", "web", "-o", "yaml"]);
+
+    std::fs::write(&manifest, MANIFEST.replace("replicas: 2", "replicas: 3")).expect("manifest");
+    let out = ok(api, &mut t, &["apply", "-f", &m]);
+    assert_eq!(out, "deployment.apps/web configured\nservice/web unchanged\nconfigmap/cfg unchanged\n");
+    let out = ok(api, &mut t, &["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}/{.metadata.generation}"]);
+    assert_eq!(out, "3/2");
+
+    let applied = MANIFEST.replace("replicas: 2", "replicas: 3").replace("greeting: hello", "greeting: hi");
+    std::fs::write(&manifest, applied).expect("manifest");
+    let out = ok(api, &mut t, &["apply", "--server-side", "--force-conflicts", "-f", &m]);
+    assert!(out.contains("configmap/cfg serverside-applied"), "{out}");
+    let out = ok(api, &mut t, &["get", "cm", "cfg", "-o", "jsonpath={.data.greeting}"]);
+    assert_eq!(out, "hi");
+
+    ok(api, &mut t, &["create", "configmap", "lit", "--from-literal=a=1", "--from-literal=b=2"]);
+    ok(api, &mut t, &["create", "secret", "generic", "sec", "--from-literal=password=hunter2"]);
+    let out = ok(api, &mut t, &["get", "secret", "sec", "-o", "jsonpath={.data.password}"]);
+    assert_eq!(out, "aHVudGVyMg==");
+    let out = ok(api, &mut t, &["get", "cm", "-l", "app=web", "-o", "name"]);
+    assert_eq!(out, "configmap/cfg\n");
+    let out = ok(api, &mut t, &["get", "cm", "--field-selector", "metadata.name=lit", "-o", "name"]);
+    assert_eq!(out, "configmap/lit\n");
+    let out = ok(api, &mut t, &["get", "cm", "-A"]);
+    assert!(out.starts_with("NAMESPACE"), "{out}");
+    ok(api, &mut t, &["get", "cm", "lit", "-o", "json"]);
+    // kubectl prints a ConfigMap's data in Go map order: checked, not compared.
+    let out = String::from_utf8_lossy(&api.kubectl(&["describe", "cm", "lit"]).stdout).to_string();
+    assert!(out.contains("Name:         lit") && out.contains("a:\n----\n1\n"), "{out}");
+    ok(api, &mut t, &["describe", "deploy", "web"]);
+
+    let editor = dir.join("editor.sh");
+    std::fs::write(&editor, "#!/bin/sh\nsed -i 's/^  b: \"2\"$/  b: edited/' \"$1\"\n").expect("editor");
+    std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let edit = api.command(&["edit", "cm", "lit"]).env("KUBE_EDITOR", &editor).output().expect("kubectl edit");
+    t.record(&["edit", "cm", "lit"], &edit);
+    let out = ok(api, &mut t, &["get", "cm", "lit", "-o", "jsonpath={.data.b}"]);
+    assert_eq!(out, "edited", "{}", String::from_utf8_lossy(&edit.stderr));
+
+    let smp = r#"{"spec":{"template":{"spec":{"containers":[{"name":"nginx","image":"nginx:1.26"}]}}}}"#;
+    ok(api, &mut t, &["patch", "deploy", "web", "-p", smp]);
+    ok(api, &mut t, &["patch", "cm", "lit", "--type=merge", "-p", r#"{"data":{"c":"3"}}"#]);
+    let json_patch = r#"[{"op":"add","path":"/metadata/labels/patched","value":"yes"}]"#;
+    ok(api, &mut t, &["patch", "svc", "web", "--type=json", "-p", json_patch]);
+    let out = ok(
+        api,
+        &mut t,
+        &["get", "deploy", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image}/{.metadata.generation}"],
+    );
+    assert_eq!(out, "nginx:1.26/3");
+    let out = ok(api, &mut t, &["get", "svc", "web", "-o", "jsonpath={.metadata.labels.patched}"]);
+    assert_eq!(out, "yes");
+    ok(api, &mut t, &["scale", "deploy", "web", "--replicas=5"]);
+    let out = ok(api, &mut t, &["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]);
+    assert_eq!(out, "5");
+
+    let err = fails(api, &mut t, &["get", "cm", "nope"]);
+    assert_eq!(err, "Error from server (NotFound): configmaps \"nope\" not found\n");
+    let err = fails(api, &mut t, &["create", "configmap", "lit"]);
+    assert_eq!(err, "error: failed to create configmap: configmaps \"lit\" already exists\n");
+    let err = fails(api, &mut t, &["create", "configmap", "Bad_Name"]);
+    assert!(err.contains("is invalid: metadata.name: Invalid value: \"Bad_Name\""), "{err}");
+    let err = fails(api, &mut t, &["create", "configmap", "x", "-n", "no-such-namespace"]);
+    assert!(err.contains("namespaces \"no-such-namespace\" not found"), "{err}");
+
+    let out = ok(api, &mut t, &["delete", "cm", "lit"]);
+    assert_eq!(out, "configmap \"lit\" deleted\n");
+    fails(api, &mut t, &["get", "cm", "lit"]);
+    let out = ok(api, &mut t, &["api-resources", "--api-group=apps", "-o", "name"]);
+    assert_eq!(out, "deployments.apps\nreplicasets.apps\nstatefulsets.apps\n");
+
+    ok(api, &mut t, &["create", "namespace", "other"]);
+    ok(api, &mut t, &["create", "configmap", "inside", "-n", "other"]);
+    ok(api, &mut t, &["delete", "namespace", "other"]);
+    fails(api, &mut t, &["get", "namespace", "other"]);
+    let out = ok(api, &mut t, &["delete", "-f", &m]);
+    assert!(out.contains("deployment.apps \"web\" deleted"), "{out}");
+    t.text
+}
+
+#[test]
+fn kubectl_workflow_on_keel_matches_etcd() {
+    let mut transcripts = Vec::new();
+    for flavor in [Flavor::Keel, Flavor::Etcd] {
+        let store = Member::single(flavor);
+        let api = ApiServer::start(&store.client_url(), &[]);
+        transcripts.push(workflow(&api));
+    }
+    assert_eq!(transcripts[0], transcripts[1], "kubectl over Keel's store (left) and etcd (right) differ");
+}
+
+#[test]
+fn kubectl_get_watch_sees_every_change() {
+    let store = Member::single(Flavor::Keel);
+    let api = ApiServer::start(&store.client_url(), &[]);
+    let out_path = api.dir().join("watch.out");
+    let out = std::fs::File::create(&out_path).expect("watch output");
+    let mut watch =
+        api.command(&["get", "configmaps", "-w", "--output-watch-events"]).stdout(out).spawn().expect("kubectl get -w");
+    let read = || normalize(&std::fs::read_to_string(&out_path).unwrap_or_default());
+    assert!(api.kubectl(&["create", "configmap", "before", "--from-literal=a=1"]).status.success());
+    wait_for("the header", Duration::from_secs(20), || read().starts_with("EVENT NAME DATA AGE").then_some(()));
+    assert!(api.kubectl(&["create", "configmap", "w1", "--from-literal=a=1"]).status.success());
+    assert!(api.kubectl(&["patch", "cm", "w1", "-p", r#"{"data":{"b":"2"}}"#]).status.success());
+    assert!(api.kubectl(&["delete", "cm", "w1"]).status.success());
+    wait_for("the DELETED event", Duration::from_secs(20), || read().contains("DELETED w1").then_some(()));
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert_eq!(
+        read(),
+        "EVENT NAME DATA AGE\nADDED before 1 <age>\nADDED w1 1 <age>\nMODIFIED w1 2 <age>\nDELETED w1 2 <age>"
+    );
+}
