@@ -166,7 +166,8 @@ impl WatchCache {
                     }
                     let header_rev = resp.header().map_or(0, |h| h.revision());
                     if resp.events().is_empty() {
-                        if resp.watch_id() >= 0 && header_rev > 0 && !resp.created() {
+                        // A progress notification (answers to progress requests carry watch id -1).
+                        if header_rev > 0 && !resp.created() {
                             self.progress(header_rev);
                         }
                         continue;
