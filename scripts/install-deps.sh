@@ -4,7 +4,10 @@
 #  - protobuf-compiler: the etcd-client crate (tests, bench) compiles etcd's protos with protoc
 #    (Keel itself compiles its protos in pure Rust with protox)
 #  - etcd-server, etcd-client: the real etcd 3.4 and etcdctl for differential tests
+# kubectl (1.32, for the API server tests) is expected on PATH: Debian's own kubernetes-client
+# is 1.20, too old to stand for today's kubectl, so it is not installed in its place.
 set -euo pipefail
+command -v kubectl >/dev/null || echo "warning: kubectl is not on PATH; the API server tests need it" >&2
 need=()
 command -v clang >/dev/null || need+=(clang)
 [ -e /usr/lib/llvm-14/lib/libclang.so ] || ls /usr/lib/llvm-*/lib/libclang*.so >/dev/null 2>&1 || need+=(libclang-dev)

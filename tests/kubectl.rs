@@ -132,10 +132,24 @@ fn workflow(api: &ApiServer) -> String {
 
     let applied = MANIFEST.replace("replicas: 2", "replicas: 3").replace("greeting: hello", "greeting: hi");
     std::fs::write(&manifest, applied).expect("manifest");
+    // The client-side applier owns greeting=hello: a server-side apply of another value conflicts.
+    let err = fails(api, &mut t, &["apply", "--server-side", "-f", &m]);
+    assert!(
+        err.contains(
+            "Apply failed with 1 conflict: conflict with \"kubectl-client-side-apply\" using v1: .data.greeting"
+        ),
+        "{err}"
+    );
     let out = ok(api, &mut t, &["apply", "--server-side", "--force-conflicts", "-f", &m]);
     assert!(out.contains("configmap/cfg serverside-applied"), "{out}");
     let out = ok(api, &mut t, &["get", "cm", "cfg", "-o", "jsonpath={.data.greeting}"]);
     assert_eq!(out, "hi");
+    let out = ok(
+        api,
+        &mut t,
+        &["get", "cm", "cfg", "--show-managed-fields", "-o", "jsonpath={.metadata.managedFields[*].manager}"],
+    );
+    assert_eq!(out, "kubectl-client-side-apply kubectl-last-applied kubectl");
 
     ok(api, &mut t, &["create", "configmap", "lit", "--from-literal=a=1", "--from-literal=b=2"]);
     ok(api, &mut t, &["create", "secret", "generic", "sec", "--from-literal=password=hunter2"]);
@@ -192,6 +206,9 @@ fn workflow(api: &ApiServer) -> String {
     fails(api, &mut t, &["get", "cm", "lit"]);
     let out = ok(api, &mut t, &["api-resources", "--api-group=apps", "-o", "name"]);
     assert_eq!(out, "deployments.apps\nreplicasets.apps\nstatefulsets.apps\n");
+
+    let out = ok(api, &mut t, &["explain", "deployment.spec.replicas"]);
+    assert!(out.contains("FIELD: replicas <integer>") && out.contains("Number of desired pods"), "{out}");
 
     ok(api, &mut t, &["create", "namespace", "other"]);
     ok(api, &mut t, &["create", "configmap", "inside", "-n", "other"]);

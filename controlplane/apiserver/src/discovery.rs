@@ -110,12 +110,40 @@ fn hash() -> &'static str {
     env!("CARGO_PKG_VERSION")
 }
 
-/// One group-version's OpenAPI v3 document: the item paths with their PATCH operations,
-/// tagged with the group-version-kind and the `fieldValidation` parameter, which is what
-/// kubectl looks for before trusting the server to validate.
+/// The documents, built once: schemas are generated from the types.
+static OPENAPI: std::sync::LazyLock<std::collections::HashMap<(String, String), Value>> =
+    std::sync::LazyLock::new(|| {
+        let mut docs = std::collections::HashMap::new();
+        for r in RESOURCES.iter() {
+            docs.entry((r.group.to_string(), r.version.to_string()))
+                .or_insert_with(|| build_openapi_document(r.group, r.version));
+        }
+        docs
+    });
+
+/// One group-version's OpenAPI v3 document.
 pub fn openapi_document(group: &str, version: &str) -> Option<Value> {
-    if !resources::group_version_exists(group, version) {
-        return None;
+    OPENAPI.get(&(group.to_string(), version.to_string())).cloned()
+}
+
+/// The item paths with their operations, PATCH tagged with the group-version-kind and the
+/// `fieldValidation` parameter (kubectl looks for it before trusting the server to
+/// validate), and the JSON schemas of the types, each kind's tagged with its
+/// group-version-kind (what `kubectl explain` looks for).
+fn build_openapi_document(group: &str, version: &str) -> Value {
+    let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
+    let mut kinds = Vec::new();
+    for rt in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
+        kinds.push(((rt.schema)(&mut generator), rt));
+    }
+    let mut schemas = generator.take_definitions(true);
+    for (name, rt) in kinds {
+        if let Some(Value::Object(s)) = schemas.get_mut(&name) {
+            s.insert(
+                "x-kubernetes-group-version-kind".into(),
+                json!([{ "group": rt.group, "version": rt.version, "kind": rt.kind }]),
+            );
+        }
     }
     let mut paths = serde_json::Map::new();
     for rt in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
@@ -143,10 +171,10 @@ pub fn openapi_document(group: &str, version: &str) -> Option<Value> {
         };
         paths.insert(item, json!({ "get": op("get"), "put": op("put"), "patch": op("patch"), "delete": op("delete") }));
     }
-    Some(json!({
+    json!({
         "openapi": "3.0.0",
         "info": { "title": "Kubernetes", "version": "v1.32.0" },
         "paths": paths,
-        "components": { "schemas": {} },
-    }))
+        "components": { "schemas": schemas },
+    })
 }

@@ -5,6 +5,7 @@
 pub mod alloc;
 pub mod discovery;
 pub mod lifecycle;
+pub mod managed;
 pub mod objects;
 pub mod patch;
 pub mod protobuf;
@@ -74,7 +75,8 @@ async fn ensure_namespaces(api: &server::Api) -> anyhow::Result<()> {
     for ns in SYSTEM_NAMESPACES {
         let t = server::Target { rt, namespace: None, name: None, sub: None };
         let body = json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } });
-        match server::create(api, &t, body, objects::FieldValidation::Strict, false).await {
+        let w = server::Write { fv: objects::FieldValidation::Strict, dry_run: false, manager: "keel-apiserver" };
+        match server::create(api, &t, body, &w).await {
             Ok(_) => {}
             Err(e) if e.reason == "AlreadyExists" => {}
             Err(e) => anyhow::bail!("creating namespace {ns}: {}", e.message),

@@ -62,7 +62,7 @@ fn parse(patch: &[u8]) -> ApiResult<Value> {
 }
 
 /// The merge key of a list field of the built-in types (their `patchMergeKey`), if it merges.
-fn merge_key(field: &str, sample: Option<&Value>) -> Option<&'static str> {
+pub fn merge_key(field: &str, sample: Option<&Value>) -> Option<&'static str> {
     let has = |k: &str| sample.and_then(|s| s.get(k)).is_some();
     match field {
         "containers"
@@ -86,7 +86,7 @@ fn merge_key(field: &str, sample: Option<&Value>) -> Option<&'static str> {
 }
 
 /// Lists of scalars that merge as sets (`patchStrategy: merge`).
-fn merges_as_set(field: &str) -> bool {
+pub fn merges_as_set(field: &str) -> bool {
     field == "finalizers"
 }
 

@@ -32,6 +32,14 @@ impl Sub {
 /// with the decoder's message when the JSON does not fit the type.
 pub type Canonicalize = fn(Value) -> Result<Value, String>;
 
+/// Adds the type's JSON schema (and those it refers to) to `generator`; returns its name.
+pub type SchemaOf = fn(&mut schemars::SchemaGenerator) -> String;
+
+fn schema_of<T: schemars::JsonSchema>(generator: &mut schemars::SchemaGenerator) -> String {
+    let _ = generator.subschema_for::<T>();
+    T::schema_name().into_owned()
+}
+
 fn canonical<T: serde::de::DeserializeOwned + serde::Serialize>(v: Value) -> Result<Value, String> {
     let typed: T = serde_json::from_value(v).map_err(|e| e.to_string())?;
     serde_json::to_value(typed).map_err(|e| e.to_string())
@@ -56,6 +64,7 @@ pub struct ResourceType {
     /// Whether `metadata.generation` tracks spec changes (types with a spec).
     pub has_spec: bool,
     pub canonicalize: Canonicalize,
+    pub schema: SchemaOf,
 }
 
 impl ResourceType {
@@ -101,6 +110,7 @@ macro_rules! resource {
             storage: $storage,
             has_spec: $spec,
             canonicalize: canonical::<$ty>,
+            schema: schema_of::<$ty>,
         }
     };
 }

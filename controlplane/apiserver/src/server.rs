@@ -239,6 +239,22 @@ async fn dispatch(State(api): State<Shared>, method: Method, uri: Uri, headers: 
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// How a write is made: validation, dry run, and the field manager it is recorded under.
+pub struct Write<'a> {
+    pub fv: FieldValidation,
+    pub dry_run: bool,
+    pub manager: &'a str,
+}
+
+/// `fieldManager`, or as kube-apiserver derives it, the User-Agent up to its first `/`.
+fn field_manager(q: &Query, headers: &HeaderMap) -> String {
+    if let Some(m) = q.get("fieldManager").filter(|m| !m.is_empty()) {
+        return m.clone();
+    }
+    let ua = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("unknown");
+    ua.split('/').next().unwrap_or("unknown").chars().take(128).collect()
+}
+
 fn accept(headers: &HeaderMap) -> String {
     headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
 }
@@ -283,11 +299,13 @@ async fn handle(
     let is_watch = matches!(q.get("watch").map(String::as_str), Some("true" | "1"));
     let fv = FieldValidation::parse(q.get("fieldValidation").map(String::as_str))?;
     let dry_run = q.get("dryRun").is_some_and(|d| d == "All");
+    let manager = field_manager(q, headers);
+    let w = Write { fv, dry_run, manager: &manager };
     match (method, &t.name, t.sub) {
         (Method::GET, None, _) if is_watch => watch::serve(api, &t, q, &accept(headers)).await,
         (Method::GET, None, _) => list(api, &t, q, &accept(headers)).await,
         (Method::POST, None, _) => {
-            let (obj, warnings) = create(api, &t, parse_body(headers, &body)?, fv, dry_run).await?;
+            let (obj, warnings) = create(api, &t, parse_body(headers, &body)?, &w).await?;
             Ok(with_warnings((StatusCode::CREATED, Json(obj)).into_response(), &warnings))
         }
         (Method::DELETE, None, _) => delete_collection(api, &t, q).await.map(|v| Json(v).into_response()),
@@ -308,13 +326,14 @@ async fn handle(
             Err(ApiError::bad_request("container logs are served by the node agent, and no node agent serves this pod"))
         }
         (Method::PUT, Some(name), sub) => {
-            let (obj, warnings) = update(api, &t, name, parse_body(headers, &body)?, sub, fv, dry_run).await?;
+            let (obj, warnings) = update(api, &t, name, parse_body(headers, &body)?, sub, &w).await?;
             Ok(with_warnings(Json(obj).into_response(), &warnings))
         }
         (Method::PATCH, Some(name), sub) => {
             let ct = content_type(headers);
             let kind = PatchType::from_content_type(&ct).ok_or_else(|| ApiError::unsupported_media_type(&ct))?;
-            let (obj, created) = patch_object(api, &t, name, kind, &body, sub, q, fv, dry_run).await?;
+            let force = q.get("force").is_some_and(|f| f == "true");
+            let (obj, created) = patch_object(api, &t, name, kind, &body, sub, force, &w).await?;
             let code = if created { StatusCode::CREATED } else { StatusCode::OK };
             Ok((code, Json(obj)).into_response())
         }
@@ -502,17 +521,31 @@ fn write_error(rt: &ResourceType, name: &str, e: WriteError, creating: bool) -> 
     }
 }
 
-pub async fn create(
+pub async fn create(api: &Api, t: &Target, body: Value, w: &Write<'_>) -> ApiResult<(Value, Vec<String>)> {
+    create_applied(api, t, body, w, None).await
+}
+
+/// Creates an object; `applied` is the configuration of a server-side apply that creates it.
+async fn create_applied(
     api: &Api,
     t: &Target,
     body: Value,
-    fv: FieldValidation,
-    dry_run: bool,
+    w: &Write<'_>,
+    applied: Option<(&Value, bool)>,
 ) -> ApiResult<(Value, Vec<String>)> {
+    let (fv, dry_run) = (w.fv, w.dry_run);
     let mut body = body;
     objects::check_type(t.rt, &mut body)?;
     let (decoded, warnings) = objects::decode(t.rt, body, fv)?;
     let mut obj = objects::for_create(t.rt, t.namespace.as_deref(), decoded)?;
+    let api_version = t.rt.api_version();
+    match applied {
+        Some((config, force)) => {
+            obj = crate::managed::apply(&json!({}), obj, config, w.manager, &api_version, force)
+                .map_err(|c| apply_conflict(t.rt, objects::name_of(config), &c))?;
+        }
+        None => crate::managed::update(None, &mut obj, w.manager, &api_version, None),
+    }
     check_namespace(api, t).await?;
     let name = objects::name_of(&obj).to_string();
     let ns = t.rt.namespaced.then(|| objects::namespace_of(&obj).to_string());
@@ -634,9 +667,9 @@ async fn update(
     name: &str,
     mut body: Value,
     sub: Option<Sub>,
-    fv: FieldValidation,
-    dry_run: bool,
+    w: &Write<'_>,
 ) -> ApiResult<(Value, Vec<String>)> {
+    let (fv, dry_run) = (w.fv, w.dry_run);
     if sub == Some(Sub::Scale) {
         let replicas = body.pointer("/spec/replicas").and_then(Value::as_i64);
         let rv = body.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(str::to_string);
@@ -662,6 +695,8 @@ async fn update(
             return Err(ApiError::conflict(t.rt, name));
         }
         let mut new = objects::for_update(t.rt, &old.object, decoded.clone(), sub)?;
+        let subresource = sub.map(Sub::name);
+        crate::managed::update(Some(&old.object), &mut new, w.manager, &t.rt.api_version(), subresource);
         if dry_run {
             return Ok((new, warnings));
         }
@@ -749,11 +784,16 @@ async fn patch_object(
     kind: PatchType,
     body: &[u8],
     sub: Option<Sub>,
-    q: &Query,
-    fv: FieldValidation,
-    dry_run: bool,
+    force: bool,
+    w: &Write<'_>,
 ) -> ApiResult<(Value, bool)> {
-    if kind == PatchType::Apply && q.get("fieldManager").is_none_or(String::is_empty) {
+    let (fv, dry_run) = (w.fv, w.dry_run);
+    let config: Option<Value> = if kind == PatchType::Apply {
+        Some(serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?)
+    } else {
+        None
+    };
+    if kind == PatchType::Apply && w.manager.is_empty() {
         return Err(ApiError::bad_request(
             "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
         ));
@@ -763,10 +803,10 @@ async fn patch_object(
         let old = match api.storage.get(&key).await? {
             Some(o) => o,
             None if kind == PatchType::Apply && sub.is_none() => {
-                let mut applied: Value = serde_json::from_slice(body)
-                    .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+                let mut applied = config.clone().unwrap_or_default();
                 objects::check_type(t.rt, &mut applied)?;
-                match create(api, t, applied, fv, dry_run).await {
+                let cfg = config.as_ref().unwrap_or(&applied);
+                match create_applied(api, t, applied.clone(), w, Some((cfg, force))).await {
                     Ok((obj, _)) => return Ok((obj, true)),
                     Err(e) if e.reason == "AlreadyExists" => continue,
                     Err(e) => return Err(e),
@@ -793,6 +833,14 @@ async fn patch_object(
         objects::check_type(t.rt, &mut patched)?;
         let (decoded, _) = objects::decode(t.rt, patched, fv)?;
         let mut new = objects::for_update(t.rt, &old.object, decoded, sub)?;
+        let api_version = t.rt.api_version();
+        match &config {
+            Some(c) => {
+                new = crate::managed::apply(&old.object, new, c, w.manager, &api_version, force)
+                    .map_err(|e| apply_conflict(t.rt, name, &e))?;
+            }
+            None => crate::managed::update(Some(&old.object), &mut new, w.manager, &api_version, sub.map(Sub::name)),
+        }
         if dry_run {
             return Ok((new, false));
         }
@@ -814,6 +862,15 @@ async fn patch_object(
         }
     }
     Err(ApiError::conflict(t.rt, name))
+}
+
+fn apply_conflict(rt: &ResourceType, name: &str, c: &crate::managed::Conflicts) -> ApiError {
+    let mut e = ApiError::conflict_msg(rt, name, "");
+    e.message = c.message();
+    if let Some(d) = e.details.as_mut() {
+        d["causes"] = c.causes();
+    }
+    e
 }
 
 fn delete_option<'a>(opts: &'a Value, q: &'a Query, field: &str) -> Option<String> {
