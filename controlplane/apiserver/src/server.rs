@@ -643,6 +643,28 @@ async fn release_service(api: &Api, svc: &Value) {
     release(api, &got).await;
 }
 
+/// Writes an update of `old`: a service's ClusterIP and NodePorts are allocated first and
+/// released again if the write does not happen.
+async fn commit(
+    api: &Api,
+    t: &Target,
+    key: &str,
+    old: &Stored,
+    mut new: Value,
+    sub: Option<Sub>,
+) -> Result<Value, WriteError> {
+    let allocated = if t.rt.plural == "services" && sub.is_none() {
+        allocate_service(api, &mut new, Some(&old.object)).await.map_err(WriteError::Api)?
+    } else {
+        Vec::new()
+    };
+    let written = write_over(api, t, key, old, new).await;
+    if written.is_err() {
+        release(api, &allocated).await;
+    }
+    written
+}
+
 /// Writes `new` over `old` if `old` is still current; finishes a deletion whose last
 /// finalizer is gone.
 async fn write_over(api: &Api, t: &Target, key: &str, old: &Stored, mut new: Value) -> Result<Value, WriteError> {
@@ -700,21 +722,10 @@ async fn update(
         if dry_run {
             return Ok((new, warnings));
         }
-        let allocated = if t.rt.plural == "services" && sub.is_none() {
-            allocate_service(api, &mut new, Some(&old.object)).await?
-        } else {
-            Vec::new()
-        };
-        match write_over(api, t, &key, &old, new).await {
+        match commit(api, t, &key, &old, new, sub).await {
             Ok(v) => return Ok((v, warnings)),
-            Err(WriteError::Changed(_)) if expected.is_none() => {
-                release(api, &allocated).await;
-                continue;
-            }
-            Err(e) => {
-                release(api, &allocated).await;
-                return Err(write_error(t.rt, name, e, false));
-            }
+            Err(WriteError::Changed(_)) if expected.is_none() => continue,
+            Err(e) => return Err(write_error(t.rt, name, e, false)),
         }
     }
     Err(ApiError::conflict(t.rt, name))
@@ -844,21 +855,10 @@ async fn patch_object(
         if dry_run {
             return Ok((new, false));
         }
-        let allocated = if t.rt.plural == "services" && sub.is_none() {
-            allocate_service(api, &mut new, Some(&old.object)).await?
-        } else {
-            Vec::new()
-        };
-        match write_over(api, t, &key, &old, new).await {
+        match commit(api, t, &key, &old, new, sub).await {
             Ok(v) => return Ok((v, false)),
-            Err(WriteError::Changed(_)) => {
-                release(api, &allocated).await;
-                continue;
-            }
-            Err(e) => {
-                release(api, &allocated).await;
-                return Err(write_error(t.rt, name, e, false));
-            }
+            Err(WriteError::Changed(_)) => continue,
+            Err(e) => return Err(write_error(t.rt, name, e, false)),
         }
     }
     Err(ApiError::conflict(t.rt, name))

@@ -86,6 +86,20 @@ fn containers_images(spec: Option<&Value>) -> (String, String) {
     (names.join(","), images.join(","))
 }
 
+/// The wide columns of a workload: its template's containers and images, and its selector.
+fn template_columns(selector: &str) -> [Value; 3] {
+    [
+        col("Containers", "string", 1, "Names of each container in the template."),
+        col("Images", "string", 1, "Images referenced by each container in the template."),
+        col("Selector", "string", 1, selector),
+    ]
+}
+
+fn template_cells(o: &Value) -> [Value; 3] {
+    let (c, i) = containers_images(o.pointer("/spec/template/spec"));
+    [json!(c), json!(i), json!(selector_string(o.pointer("/spec/selector")))]
+}
+
 fn selector_string(sel: Option<&Value>) -> String {
     sel.map(|s| crate::selectors::LabelSelector::from_spec(s).to_string_form()).map(or_none).unwrap_or("<none>".into())
 }
@@ -147,59 +161,42 @@ fn columns_and_cells(rt: &ResourceType, o: &Value) -> (Vec<Value>, Vec<Value>) {
             )
         }
         "deployments" => {
-            let (c, i) = containers_images(o.pointer("/spec/template/spec"));
-            (
-                vec![
-                    name_col,
-                    col("Ready", "string", 0, "Number of the pod with ready state"),
-                    col("Up-to-date", "string", 0, "Total number of non-terminated pods targeted by this deployment that have the desired template spec."),
-                    col("Available", "string", 0, "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment."),
-                    age_col,
-                    col("Containers", "string", 1, "Names of each container in the template."),
-                    col("Images", "string", 1, "Images referenced by each container in the template."),
-                    col("Selector", "string", 1, "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment."),
-                ],
-                vec![
-                    json!(name),
-                    json!(format!("{}/{}", n(o.pointer("/status/readyReplicas")), n(o.pointer("/spec/replicas")))),
-                    json!(n(o.pointer("/status/updatedReplicas"))),
-                    json!(n(o.pointer("/status/availableReplicas"))),
-                    json!(created),
-                    json!(c),
-                    json!(i),
-                    json!(selector_string(o.pointer("/spec/selector"))),
-                ],
-            )
+            let mut cols = vec![
+                name_col,
+                col("Ready", "string", 0, "Number of the pod with ready state"),
+                col("Up-to-date", "string", 0, "Total number of non-terminated pods targeted by this deployment that have the desired template spec."),
+                col("Available", "string", 0, "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment."),
+                age_col,
+            ];
+            cols.extend(template_columns("Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment."));
+            let mut cells = vec![
+                json!(name),
+                json!(format!("{}/{}", n(o.pointer("/status/readyReplicas")), n(o.pointer("/spec/replicas")))),
+                json!(n(o.pointer("/status/updatedReplicas"))),
+                json!(n(o.pointer("/status/availableReplicas"))),
+                json!(created),
+            ];
+            cells.extend(template_cells(o));
+            (cols, cells)
         }
         "replicasets" => {
-            let (c, i) = containers_images(o.pointer("/spec/template/spec"));
-            (
-                vec![
-                    name_col,
-                    col("Desired", "integer", 0, "Replicas is the number of desired replicas."),
-                    col("Current", "integer", 0, "Replicas is the most recently observed number of replicas."),
-                    col("Ready", "integer", 0, "The number of ready replicas for this replica set."),
-                    age_col,
-                    col("Containers", "string", 1, "Names of each container in the template."),
-                    col("Images", "string", 1, "Images referenced by each container in the template."),
-                    col(
-                        "Selector",
-                        "string",
-                        1,
-                        "Selector is a label query over pods that should match the replica count.",
-                    ),
-                ],
-                vec![
-                    json!(name),
-                    json!(n(o.pointer("/spec/replicas"))),
-                    json!(n(o.pointer("/status/replicas"))),
-                    json!(n(o.pointer("/status/readyReplicas"))),
-                    json!(created),
-                    json!(c),
-                    json!(i),
-                    json!(selector_string(o.pointer("/spec/selector"))),
-                ],
-            )
+            let mut cols = vec![
+                name_col,
+                col("Desired", "integer", 0, "Replicas is the number of desired replicas."),
+                col("Current", "integer", 0, "Replicas is the most recently observed number of replicas."),
+                col("Ready", "integer", 0, "The number of ready replicas for this replica set."),
+                age_col,
+            ];
+            cols.extend(template_columns("Selector is a label query over pods that should match the replica count."));
+            let mut cells = vec![
+                json!(name),
+                json!(n(o.pointer("/spec/replicas"))),
+                json!(n(o.pointer("/status/replicas"))),
+                json!(n(o.pointer("/status/readyReplicas"))),
+                json!(created),
+            ];
+            cells.extend(template_cells(o));
+            (cols, cells)
         }
         "statefulsets" => {
             let (c, i) = containers_images(o.pointer("/spec/template/spec"));
