@@ -163,7 +163,8 @@ pub fn for_create(rt: &ResourceType, namespace: Option<&str>, mut o: Value) -> A
             const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
             let mut rng = rand::rng();
             let suffix: String = (0..5).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
-            let name = format!("{}{suffix}", &base[..base.len().min(58)]);
+            let prefix: String = base.chars().take(58).collect();
+            let name = format!("{prefix}{suffix}");
             meta.insert("name".into(), json!(name));
         }
     }
