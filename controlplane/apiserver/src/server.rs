@@ -472,7 +472,11 @@ async fn list(api: &Api, t: &Target, q: &Query, accept: &str) -> ApiResult<Respo
                 e
             }
         })?;
-        revision = page.revision;
+        // The store answers with its current revision; a read at a past one (a continued
+        // list) is at that one.
+        if revision == 0 {
+            revision = page.revision;
+        }
         items.extend(page.items.into_iter().map(|s| s.object).filter(|o| filter.matches(o)));
         match page.next_key {
             // Selectors thinned the page: read on until it is full or the list ends.
