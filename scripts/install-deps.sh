@@ -4,6 +4,7 @@
 #  - protobuf-compiler: the etcd-client crate (tests, bench) compiles etcd's protos with protoc
 #    (Keel itself compiles its protos in pure Rust with protox)
 #  - etcd-server, etcd-client: the real etcd 3.4 and etcdctl for differential tests
+#  - openssl: test certificates for the API server's HTTPS
 # kubectl (1.32, for the API server tests) is expected on PATH: Debian's own kubernetes-client
 # is 1.20, too old to stand for today's kubectl, so it is not installed in its place.
 set -euo pipefail
@@ -14,6 +15,7 @@ command -v clang >/dev/null || need+=(clang)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v etcd >/dev/null || need+=(etcd-server)
 command -v etcdctl >/dev/null || need+=(etcd-client)
+command -v openssl >/dev/null || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

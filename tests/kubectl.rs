@@ -252,3 +252,34 @@ fn kubectl_get_watch_sees_every_change() {
         "EVENT NAME DATA AGE\nADDED before 1 <age>\nADDED w1 1 <age>\nMODIFIED w1 2 <age>\nDELETED w1 2 <age>"
     );
 }
+
+#[test]
+fn https_and_a_token_file_admit_only_known_tokens() {
+    let store = Member::single(Flavor::Keel);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=keel-apiserver"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, "s3cret,alice,1,\"system:masters\"\n").expect("token file");
+    let flags = [
+        format!("--token-auth-file={}", tokens.display()),
+        format!("--tls-cert-file={}", cert.display()),
+        format!("--tls-private-key-file={}", key.display()),
+    ];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let api = ApiServer::start_as(&store.client_url(), &flags, Some("s3cret"), Some(&cert));
+    assert!(api.kubectl(&["create", "configmap", "c"]).status.success(), "{}", api.log());
+    let o = api.kubectl(&["--token=wrong", "get", "configmaps"]);
+    assert!(!o.status.success());
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "error: You must be logged in to the server (Unauthorized)\n");
+    let o = api.kubectl(&["--token=wrong", "get", "--raw", "/readyz"]);
+    assert!(o.status.success(), "health stays open");
+}

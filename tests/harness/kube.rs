@@ -19,12 +19,30 @@ pub struct ApiServer {
 impl ApiServer {
     /// Starts an API server over `etcd_servers` (comma-separated URLs) and waits until ready.
     pub fn start(etcd_servers: &str, extra: &[&str]) -> ApiServer {
+        Self::start_as(etcd_servers, extra, None, None)
+    }
+
+    /// Starts an API server; kubectl uses `token` as its bearer token and, with `ca`, HTTPS
+    /// trusting that certificate authority.
+    pub fn start_as(
+        etcd_servers: &str,
+        extra: &[&str],
+        token: Option<&str>,
+        ca: Option<&std::path::Path>,
+    ) -> ApiServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
+        let user = token.map_or("{}".to_string(), |t| format!("{{token: {t}}}"));
+        let cluster = match ca {
+            Some(ca) => {
+                format!("{{server: \"https://127.0.0.1:{port}\", certificate-authority: \"{}\"}}", ca.display())
+            }
+            None => format!("{{server: \"http://127.0.0.1:{port}\"}}"),
+        };
         let kubeconfig = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: keel\n  cluster:\n    server: http://127.0.0.1:{port}\n\
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: keel\n  cluster: {cluster}\n\
              contexts:\n- name: keel\n  context:\n    cluster: keel\n    user: keel\n    namespace: default\n\
-             current-context: keel\nusers:\n- name: keel\n  user: {{}}\n"
+             current-context: keel\nusers:\n- name: keel\n  user: {user}\n"
         );
         std::fs::write(dir.path().join("kubeconfig"), kubeconfig).expect("kubeconfig");
         let mut a = ApiServer {
@@ -75,6 +93,7 @@ impl ApiServer {
         }
     }
 
+    /// The plain-HTTP URL (for API servers started without TLS).
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }

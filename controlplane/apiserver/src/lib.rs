@@ -3,6 +3,7 @@
 //! servers can serve the same cluster.
 
 pub mod alloc;
+pub mod auth;
 pub mod discovery;
 pub mod lifecycle;
 pub mod managed;
@@ -50,6 +51,15 @@ pub struct ApiServerConfig {
     /// resourceVersion; older ones read the store's history.
     #[arg(long, env = "KEEL_DEFAULT_WATCH_CACHE_SIZE", default_value_t = 10_000)]
     pub default_watch_cache_size: usize,
+    /// Accept only requests with a bearer token from this file (CSV: token,user,uid[,groups]).
+    #[arg(long, env = "KEEL_TOKEN_AUTH_FILE")]
+    pub token_auth_file: Option<std::path::PathBuf>,
+    /// Serve HTTPS with this certificate (PEM; with --tls-private-key-file).
+    #[arg(long, env = "KEEL_TLS_CERT_FILE", requires = "tls_private_key_file")]
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "KEEL_TLS_PRIVATE_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_private_key_file: Option<std::path::PathBuf>,
 }
 
 impl ApiServerConfig {
@@ -63,6 +73,9 @@ impl ApiServerConfig {
             service_cluster_ip_range: "10.96.0.0/12".into(),
             service_node_port_range: "30000-32767".into(),
             default_watch_cache_size: 10_000,
+            token_auth_file: None,
+            tls_cert_file: None,
+            tls_private_key_file: None,
         }
     }
 }
@@ -88,6 +101,19 @@ async fn ensure_namespaces(api: &server::Api) -> anyhow::Result<()> {
 /// Binds, then serves until `shutdown` resolves.
 pub async fn run(cfg: ApiServerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let ranges = alloc::Ranges::parse(&cfg.service_cluster_ip_range, &cfg.service_node_port_range)?;
+    let tokens = cfg.token_auth_file.as_deref().map(auth::Tokens::load).transpose()?.map(Arc::new);
+    let tls = match (&cfg.tls_cert_file, &cfg.tls_private_key_file) {
+        (Some(cert), Some(key)) => {
+            // One crypto provider for the process; a second install (tests, `keel up`) is fine.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let c = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .with_context(|| format!("cannot load TLS certificate {} and key {}", cert.display(), key.display()))?;
+            Some(c)
+        }
+        (None, None) => None,
+        _ => anyhow::bail!("--tls-cert-file and --tls-private-key-file go together"),
+    };
     let addr = SocketAddr::new(cfg.bind_address, cfg.port);
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let storage = storage::Storage::connect(&cfg.etcd_servers)
@@ -117,6 +143,24 @@ pub async fn run(cfg: ApiServerConfig, shutdown: impl Future<Output = ()> + Send
     }
     tokio::spawn(lifecycle::run(Arc::clone(&api), term_rx));
     tracing::info!(%local, "apiserver serving");
-    axum::serve(listener, server::router(api)).with_graceful_shutdown(shutdown).await?;
+    let mut app = server::router(api);
+    if let Some(tokens) = tokens {
+        app = app.layer(axum::middleware::from_fn_with_state(tokens, auth::require_token));
+    }
+    match tls {
+        None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await?,
+        Some(tls) => {
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                stopper.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
+            });
+            axum_server::from_tcp_rustls(listener.into_std()?, tls)
+                .handle(handle)
+                .serve(app.into_make_service())
+                .await?;
+        }
+    }
     Ok(())
 }
