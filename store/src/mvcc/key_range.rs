@@ -7,7 +7,7 @@ use std::ops::Bound;
 pub type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
 
 /// A set of keys as etcd requests name it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum KeyRange {
     /// Exactly one key (`range_end` empty).
     Single(Bytes),

@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::watcher::{Outbox, WatchKey, Watcher};
-use crate::mvcc::{Change, CommitListener, HistoryError, MvccStore};
+use crate::mvcc::{Change, CommitListener, HistoryError, HistoryEvent, KeyRange, MvccStore};
 use crate::proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchResponse};
 
 /// Events read from history per catch-up step (etcd's `watchBatchMaxRevs` is 1000 revisions).
@@ -100,6 +100,19 @@ pub struct WatchHub {
     next_stream: AtomicU64,
     /// Above this, a response to a watcher that allows fragments is split.
     max_response_bytes: usize,
+    /// History reads of catching-up watchers, shared by every watcher that needs the same
+    /// range from the same revision while the store has not moved on (1,000 watchers of
+    /// one key that fell behind together read history once, not 1,000 times).
+    history_memo: Mutex<HistoryMemo>,
+}
+
+type HistoryBatch = Result<(Arc<Vec<HistoryEvent>>, i64), HistoryError>;
+
+#[derive(Default)]
+struct HistoryMemo {
+    /// The hub's last revision the entries were read at.
+    at: i64,
+    entries: HashMap<(KeyRange, i64, bool), HistoryBatch>,
 }
 
 fn header(revision: i64) -> Option<ResponseHeader> {
@@ -125,6 +138,7 @@ impl WatchHub {
             store: OnceLock::new(),
             next_stream: AtomicU64::new(1),
             max_response_bytes,
+            history_memo: Mutex::new(HistoryMemo::default()),
         });
         let _ = hub.store.set(Arc::downgrade(store));
         store.set_listener(hub.clone());
@@ -247,7 +261,7 @@ impl WatchHub {
         loop {
             let Some(w) = self.inner.lock().unsynced.get(&key).cloned() else { return };
             let Some(store) = self.store() else { return };
-            let batch = store.history(&w.range, w.next_rev, w.prev_kv, CATCH_UP_EVENTS);
+            let batch = self.shared_history(&store, &w.range, w.next_rev, w.prev_kv);
             let (events, upto) = match batch {
                 Ok(b) => b,
                 Err(e) => {
@@ -297,6 +311,29 @@ impl WatchHub {
                 return;
             }
         }
+    }
+
+    /// A catch-up batch of history, read once for all watchers asking the same question
+    /// at the same store revision.
+    fn shared_history(&self, store: &MvccStore, range: &KeyRange, from: i64, prev_kv: bool) -> HistoryBatch {
+        let last = self.inner.lock().last_rev;
+        let key = (range.clone(), from, prev_kv);
+        {
+            let memo = self.history_memo.lock();
+            if memo.at == last {
+                if let Some(hit) = memo.entries.get(&key) {
+                    return hit.clone();
+                }
+            }
+        }
+        let batch = store.history(range, from, prev_kv, CATCH_UP_EVENTS).map(|(e, upto)| (Arc::new(e), upto));
+        let mut memo = self.history_memo.lock();
+        if memo.at != last {
+            memo.at = last;
+            memo.entries.clear();
+        }
+        memo.entries.insert(key, batch.clone());
+        batch
     }
 
     fn make_unsynced(self: &Arc<Self>, inner: &mut Inner, k: WatchKey, next_rev: i64) {
