@@ -86,7 +86,9 @@ pub async fn run(up: UpConfig, shutdown: impl std::future::Future<Output = ()>) 
     let urls = endpoints.iter().map(|e| format!("http://{e}")).collect();
     let api_cfg = keel_apiserver::ApiServerConfig::local(urls, up.apiserver_port);
     let kubeconfig_path = up.data_dir.join("kubeconfig");
-    std::fs::write(&kubeconfig_path, kubeconfig(up.apiserver_port))?;
+    std::fs::create_dir_all(&up.data_dir)
+        .and_then(|()| std::fs::write(&kubeconfig_path, kubeconfig(up.apiserver_port)))
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", kubeconfig_path.display()))?;
     let mut rx = stop_rx.clone();
     let apiserver = tokio::spawn(keel_apiserver::run(api_cfg, async move {
         let _ = rx.wait_for(|s| *s).await;
