@@ -10,5 +10,6 @@ mod kube_client;
 mod kubectl;
 mod kv_client;
 mod store_flags;
+mod up;
 mod watch_guarantees;
 mod watch_lease;
