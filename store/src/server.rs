@@ -170,6 +170,7 @@ pub async fn run(
     let sm = StateMachine::open(store.clone(), snap_dir.clone()).map_err(|e| StartError::Raft(e.to_string()))?;
     let applied = sm.applied();
     let log = LogStore::new(log_engine, engine.clone()).map_err(|e| StartError::Raft(e.to_string()))?;
+    let log_writer = log.clone();
     let raft =
         Raft::new(who.id, raft_config(&cfg)?, network, log, sm).await.map_err(|e| StartError::Raft(e.to_string()))?;
     if who.first_boot && !cfg.joining()? {
@@ -230,6 +231,8 @@ pub async fn run(
         let _ = t.await;
     }
     let _ = raft.shutdown().await;
+    // The log writer is a thread of its own: end it before the process can exit under it.
+    let _ = tokio::task::spawn_blocking(move || log_writer.close()).await;
     Ok(())
 }
 

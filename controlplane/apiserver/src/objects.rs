@@ -340,6 +340,12 @@ fn default_template(o: &mut Value) {
 fn default(rt: &ResourceType, o: &mut Value) {
     match rt.plural {
         "namespaces" => {
+            // Every namespace carries its name as a label, for namespace selectors.
+            let name = name_of(o).to_string();
+            if !name.is_empty() {
+                set_default(o, "/metadata/labels", json!({}));
+                o["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
+            }
             set_default(o, "/spec/finalizers", json!(["kubernetes"]));
             set_default(o, "/status/phase", json!("Active"));
         }

@@ -61,7 +61,8 @@ pub struct ResourceType {
     /// The key segment under the storage prefix (Kubernetes' own layout: nodes live under
     /// `minions`, services under `services/specs`).
     pub storage: &'static str,
-    /// Whether `metadata.generation` tracks spec changes (types with a spec).
+    /// Whether `metadata.generation` tracks spec changes (as kube-apiserver's strategies
+    /// do for workloads and ingresses; core types such as pods and services have none).
     pub has_spec: bool,
     pub canonicalize: Canonicalize,
     pub schema: SchemaOf,
@@ -119,13 +120,13 @@ macro_rules! resource {
 pub static RESOURCES: std::sync::LazyLock<Vec<ResourceType>> = std::sync::LazyLock::new(|| {
     vec![
         resource!(core::v1::Namespace, "namespaces", "namespace", namespaced: false, short: ["ns"],
-            all: false, subs: [Status], storage: "namespaces", spec: true),
+            all: false, subs: [Status], storage: "namespaces", spec: false),
         resource!(core::v1::Node, "nodes", "node", namespaced: false, short: ["no"],
-            all: false, subs: [Status], storage: "minions", spec: true),
+            all: false, subs: [Status], storage: "minions", spec: false),
         resource!(core::v1::Pod, "pods", "pod", namespaced: true, short: ["po"],
-            all: true, subs: [Status, Binding, Log], storage: "pods", spec: true),
+            all: true, subs: [Status, Binding, Log], storage: "pods", spec: false),
         resource!(core::v1::Service, "services", "service", namespaced: true, short: ["svc"],
-            all: true, subs: [Status], storage: "services/specs", spec: true),
+            all: true, subs: [Status], storage: "services/specs", spec: false),
         resource!(core::v1::Endpoints, "endpoints", "endpoints", namespaced: true, short: ["ep"],
             all: false, subs: [], storage: "services/endpoints", spec: false),
         resource!(core::v1::ConfigMap, "configmaps", "configmap", namespaced: true, short: ["cm"],
@@ -133,10 +134,10 @@ pub static RESOURCES: std::sync::LazyLock<Vec<ResourceType>> = std::sync::LazyLo
         resource!(core::v1::Secret, "secrets", "secret", namespaced: true, short: [],
             all: false, subs: [], storage: "secrets", spec: false),
         resource!(core::v1::PersistentVolume, "persistentvolumes", "persistentvolume", namespaced: false,
-            short: ["pv"], all: false, subs: [Status], storage: "persistentvolumes", spec: true),
+            short: ["pv"], all: false, subs: [Status], storage: "persistentvolumes", spec: false),
         resource!(core::v1::PersistentVolumeClaim, "persistentvolumeclaims", "persistentvolumeclaim",
             namespaced: true, short: ["pvc"], all: false, subs: [Status], storage: "persistentvolumeclaims",
-            spec: true),
+            spec: false),
         resource!(core::v1::Event, "events", "event", namespaced: true, short: ["ev"],
             all: false, subs: [], storage: "events", spec: false),
         resource!(apps::v1::Deployment, "deployments", "deployment", namespaced: true, short: ["deploy"],
@@ -146,7 +147,7 @@ pub static RESOURCES: std::sync::LazyLock<Vec<ResourceType>> = std::sync::LazyLo
         resource!(apps::v1::StatefulSet, "statefulsets", "statefulset", namespaced: true, short: ["sts"],
             all: true, subs: [Status, Scale], storage: "statefulsets", spec: true),
         resource!(coordination::v1::Lease, "leases", "lease", namespaced: true, short: [],
-            all: false, subs: [], storage: "leases", spec: true),
+            all: false, subs: [], storage: "leases", spec: false),
         resource!(discovery::v1::EndpointSlice, "endpointslices", "endpointslice", namespaced: true,
             short: [], all: false, subs: [], storage: "endpointslices", spec: false),
         resource!(networking::v1::Ingress, "ingresses", "ingress", namespaced: true, short: ["ing"],

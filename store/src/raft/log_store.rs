@@ -41,6 +41,8 @@ enum Op {
     Purge(LogId, Done),
     /// A raft-state key and its encoded value.
     Put(&'static [u8], Vec<u8>, Done),
+    /// Write what came before, then end the writer thread.
+    Stop,
 }
 
 type Done = tokio::sync::oneshot::Sender<Result<(), String>>;
@@ -53,6 +55,9 @@ pub struct LogStore {
     engine: Engine,
     pending: Pending,
     writer: mpsc::Sender<Op>,
+    /// The writer thread, joined by [`LogStore::close`] so that no RocksDB work is still
+    /// running when the process exits.
+    thread: Arc<parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 fn index_key(i: u64) -> [u8; 8] {
@@ -77,9 +82,11 @@ fn writer_loop(engine: Engine, state: Engine, pending: Pending, rx: mpsc::Receiv
         let mut callbacks = Vec::new();
         let mut dones = Vec::new();
         let mut purging = false;
+        let mut stopping = false;
         let mut failed: Option<String> = None;
         for op in ops {
             match op {
+                Op::Stop => stopping = true,
                 Op::Append(entries, cb) => {
                     for e in entries {
                         match encode(&e) {
@@ -137,6 +144,9 @@ fn writer_loop(engine: Engine, state: Engine, pending: Pending, rx: mpsc::Receiv
         for d in dones {
             let _ = d.send(result.clone());
         }
+        if stopping {
+            return;
+        }
     }
 }
 
@@ -146,8 +156,18 @@ impl LogStore {
         let (tx, rx) = mpsc::channel::<Op>();
         let pending: Pending = Arc::default();
         let (e, p) = (engine.clone(), pending.clone());
-        std::thread::Builder::new().name("keel-log-writer".into()).spawn(move || writer_loop(e, state, p, rx))?;
-        Ok(LogStore { engine, pending, writer: tx })
+        let thread =
+            std::thread::Builder::new().name("keel-log-writer".into()).spawn(move || writer_loop(e, state, p, rx))?;
+        Ok(LogStore { engine, pending, writer: tx, thread: Arc::new(parking_lot::Mutex::new(Some(thread))) })
+    }
+
+    /// Writes what is queued and stops the writer thread, waiting for it. Later writes fail.
+    pub fn close(&self) {
+        let _ = self.writer.send(Op::Stop);
+        let handle = self.thread.lock().take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
