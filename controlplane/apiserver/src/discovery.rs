@@ -178,3 +178,65 @@ fn build_openapi_document(group: &str, version: &str) -> Value {
         "components": { "schemas": schemas },
     })
 }
+
+/// The aggregated discovery media type (`/api` and `/apis` in one request each).
+pub const AGGREGATED_V2: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// Whether the client accepts aggregated discovery v2 (client-go and kube-rs ask for it).
+pub fn wants_aggregated(accept: &str) -> bool {
+    accept.split(',').any(|part| {
+        let p: Vec<&str> = part.split(';').map(str::trim).collect();
+        p.contains(&"g=apidiscovery.k8s.io") && p.contains(&"v=v2") && p.contains(&"as=APIGroupDiscoveryList")
+    })
+}
+
+fn aggregated_resource(rt: &ResourceType) -> Value {
+    let kind = |group: &str, version: &str, kind: &str| json!({ "group": group, "version": version, "kind": kind });
+    let subresources: Vec<Value> = rt
+        .subresources
+        .iter()
+        .map(|sub| {
+            let (response, verbs): (Value, Vec<&str>) = match sub {
+                Sub::Status => (kind(rt.group, rt.version, rt.kind), vec!["get", "patch", "update"]),
+                Sub::Scale => (kind("autoscaling", "v1", "Scale"), vec!["get", "patch", "update"]),
+                Sub::Binding => (kind("", "v1", "Binding"), vec!["create"]),
+                Sub::Log => (kind("", "v1", "Pod"), vec!["get"]),
+            };
+            json!({ "subresource": sub.name(), "responseKind": response, "verbs": verbs })
+        })
+        .collect();
+    let mut r = json!({
+        "resource": rt.plural,
+        "responseKind": kind(rt.group, rt.version, rt.kind),
+        "scope": if rt.namespaced { "Namespaced" } else { "Cluster" },
+        "singularResource": rt.singular,
+        "verbs": VERBS,
+    });
+    if !rt.short_names.is_empty() {
+        r["shortNames"] = json!(rt.short_names);
+    }
+    if rt.in_all {
+        r["categories"] = json!(["all"]);
+    }
+    if !subresources.is_empty() {
+        r["subresources"] = json!(subresources);
+    }
+    r
+}
+
+/// `/api` (`core` = true) or `/apis` as an APIGroupDiscoveryList.
+pub fn aggregated(core: bool) -> Value {
+    let items: Vec<Value> = resources::groups()
+        .into_iter()
+        .filter(|g| g.is_empty() == core)
+        .map(|g| {
+            let resources: Vec<Value> = RESOURCES.iter().filter(|r| r.group == g).map(aggregated_resource).collect();
+            let mut meta = json!({ "creationTimestamp": null });
+            if !g.is_empty() {
+                meta["name"] = json!(g);
+            }
+            json!({ "metadata": meta, "versions": [{ "version": "v1", "resources": resources, "freshness": "Current" }] })
+        })
+        .collect();
+    json!({ "kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items })
+}

@@ -104,7 +104,7 @@ pub fn router(api: Shared) -> Router {
         .route("/livez", get(health))
         .route("/readyz", get(ready))
         .route("/api", get(api_versions))
-        .route("/apis", get(|| async { Json(discovery::api_group_list()) }))
+        .route("/apis", get(api_groups))
         .route("/openapi/v3", get(|| async { Json(discovery::openapi_index()) }))
         .route("/openapi/v3/{*gv}", get(openapi_gv))
         .fallback(dispatch)
@@ -136,8 +136,23 @@ async fn ready(State(api): State<Shared>) -> Response {
     }
 }
 
-async fn api_versions(State(api): State<Shared>) -> Json<Value> {
-    Json(discovery::api_versions(&api.server_address))
+fn aggregated(core: bool) -> Response {
+    let body = serde_json::to_vec(&discovery::aggregated(core)).unwrap_or_default();
+    ([(header::CONTENT_TYPE, discovery::AGGREGATED_V2)], body).into_response()
+}
+
+async fn api_versions(State(api): State<Shared>, headers: HeaderMap) -> Response {
+    if discovery::wants_aggregated(&accept(&headers)) {
+        return aggregated(true);
+    }
+    Json(discovery::api_versions(&api.server_address)).into_response()
+}
+
+async fn api_groups(headers: HeaderMap) -> Response {
+    if discovery::wants_aggregated(&accept(&headers)) {
+        return aggregated(false);
+    }
+    Json(discovery::api_group_list()).into_response()
 }
 
 async fn openapi_gv(axum::extract::Path(gv): axum::extract::Path<String>) -> Response {
