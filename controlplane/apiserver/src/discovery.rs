@@ -37,13 +37,29 @@ pub fn api_group(group: &str) -> Option<Value> {
     )
 }
 
+/// Short names, and the `all` category for `kubectl get all`.
+fn add_names(e: &mut Value, rt: &ResourceType) {
+    if !rt.short_names.is_empty() {
+        e["shortNames"] = json!(rt.short_names);
+    }
+    if rt.in_all {
+        e["categories"] = json!(["all"]);
+    }
+}
+
+/// What a subresource answers with (group, version, kind; empty group and version meaning
+/// the resource's own) and its verbs.
+fn sub_kind(rt: &ResourceType, sub: Sub) -> (&'static str, &'static str, &'static str, &'static [&'static str]) {
+    match sub {
+        Sub::Status => ("", "", rt.kind, &["get", "patch", "update"]),
+        Sub::Scale => ("autoscaling", "v1", "Scale", &["get", "patch", "update"]),
+        Sub::Binding => ("", "", "Binding", &["create"]),
+        Sub::Log => ("", "", "Pod", &["get"]),
+    }
+}
+
 fn sub_entry(rt: &ResourceType, sub: Sub) -> Value {
-    let (group, version, kind, verbs): (&str, &str, &str, Vec<&str>) = match sub {
-        Sub::Status => ("", "", rt.kind, vec!["get", "patch", "update"]),
-        Sub::Scale => ("autoscaling", "v1", "Scale", vec!["get", "patch", "update"]),
-        Sub::Binding => ("", "", "Binding", vec!["create"]),
-        Sub::Log => ("", "", "Pod", vec!["get"]),
-    };
+    let (group, version, kind, verbs) = sub_kind(rt, sub);
     let mut e = json!({
         "name": format!("{}/{}", rt.plural, sub.name()),
         "singularName": "",
@@ -72,12 +88,7 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             "kind": rt.kind,
             "verbs": VERBS,
         });
-        if !rt.short_names.is_empty() {
-            e["shortNames"] = json!(rt.short_names);
-        }
-        if rt.in_all {
-            e["categories"] = json!(["all"]);
-        }
+        add_names(&mut e, rt);
         list.push(e);
         for sub in rt.subresources {
             list.push(sub_entry(rt, *sub));
@@ -196,11 +207,11 @@ fn aggregated_resource(rt: &ResourceType) -> Value {
         .subresources
         .iter()
         .map(|sub| {
-            let (response, verbs): (Value, Vec<&str>) = match sub {
-                Sub::Status => (kind(rt.group, rt.version, rt.kind), vec!["get", "patch", "update"]),
-                Sub::Scale => (kind("autoscaling", "v1", "Scale"), vec!["get", "patch", "update"]),
-                Sub::Binding => (kind("", "v1", "Binding"), vec!["create"]),
-                Sub::Log => (kind("", "v1", "Pod"), vec!["get"]),
+            let (group, version, k, verbs) = sub_kind(rt, *sub);
+            let response = if group.is_empty() {
+                kind(if *sub == Sub::Status { rt.group } else { "" }, rt.version, k)
+            } else {
+                kind(group, version, k)
             };
             json!({ "subresource": sub.name(), "responseKind": response, "verbs": verbs })
         })
@@ -212,12 +223,7 @@ fn aggregated_resource(rt: &ResourceType) -> Value {
         "singularResource": rt.singular,
         "verbs": VERBS,
     });
-    if !rt.short_names.is_empty() {
-        r["shortNames"] = json!(rt.short_names);
-    }
-    if rt.in_all {
-        r["categories"] = json!(["all"]);
-    }
+    add_names(&mut r, rt);
     if !subresources.is_empty() {
         r["subresources"] = json!(subresources);
     }
