@@ -109,24 +109,35 @@ async fn leases_survive_leader_failover_and_expire_when_abandoned() {
     let abandoned_at = Instant::now();
     cl.put("abandoned", "x", Some(etcd_client::PutOptions::new().with_lease(abandoned))).await.expect("put");
 
-    // Keep the three alive every second, through whichever member answers.
+    // Keep the three alive about every half second (etcd's client does it every TTL/3),
+    // each through its own task so one slow answer does not delay the others, through
+    // whichever member answers.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let keeper = {
-        let (stop, kept, urls) = (stop.clone(), kept.clone(), c.client_urls());
-        tokio::spawn(async move {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                if let Ok(mut k) = etcd_client::Client::connect(urls.clone(), None).await {
-                    for id in &kept {
-                        if let Ok((mut ka, mut stream)) = k.lease_keep_alive(*id).await {
-                            let _ = ka.keep_alive().await;
-                            let _ = tokio::time::timeout(Duration::from_secs(1), stream.message()).await;
+    let keepers: Vec<_> = kept
+        .iter()
+        .map(|id| {
+            let (stop, id, urls) = (stop.clone(), *id, c.client_urls());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let connect = etcd_client::Client::connect(urls.clone(), None);
+                    if let Ok(Ok(mut k)) = tokio::time::timeout(Duration::from_millis(500), connect).await {
+                        if let Ok((mut ka, mut stream)) = k.lease_keep_alive(id).await {
+                            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                                if ka.keep_alive().await.is_err() {
+                                    break;
+                                }
+                                match tokio::time::timeout(Duration::from_millis(500), stream.message()).await {
+                                    Ok(Ok(Some(_))) => tokio::time::sleep(Duration::from_millis(500)).await,
+                                    _ => break,
+                                }
+                            }
                         }
                     }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(1000)).await;
-            }
+            })
         })
-    };
+        .collect();
     let leader = tokio::task::block_in_place(|| c.leader());
     c.members[leader].kill();
     let survivors: Vec<String> = c.client_urls();
@@ -162,5 +173,7 @@ async fn leases_survive_leader_failover_and_expire_when_abandoned() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = keeper.await;
+    for k in keepers {
+        let _ = k.await;
+    }
 }
