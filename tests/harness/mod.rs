@@ -67,12 +67,36 @@ impl Member {
     }
 
     pub fn single_with(flavor: Flavor, extra: &[&str]) -> Member {
-        let peer_port = free_port();
-        let initial = format!("m1=http://127.0.0.1:{peer_port}");
-        let mut m = Member::new(flavor, "m1", free_port(), peer_port, &initial, "new", extra);
-        m.start();
-        m.wait_ready();
-        m
+        // A free port can be taken by a parallel test between our probe and the member's
+        // bind: a member that exits before serving is started again on fresh ports.
+        for _ in 0..3 {
+            let peer_port = free_port();
+            let initial = format!("m1=http://127.0.0.1:{peer_port}");
+            let mut m = Member::new(flavor, "m1", free_port(), peer_port, &initial, "new", extra);
+            m.start();
+            if m.try_wait_ready() {
+                return m;
+            }
+        }
+        panic!("{flavor:?} never started on free ports");
+    }
+
+    /// Waits until the member serves (true) or its process has exited (false).
+    fn try_wait_ready(&mut self) -> bool {
+        let ep = self.endpoint();
+        let exited = wait_for(&format!("{:?} at {ep} to serve", self.flavor), Duration::from_secs(30), || {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return Some(true);
+                }
+            }
+            etcdctl::run(&ep, &["get", "readiness-probe"], None).success().then_some(false)
+        });
+        if exited {
+            eprintln!("{:?} at {ep} exited before serving:\n{}", self.flavor, self.log_tail());
+            self.child = None;
+        }
+        !exited
     }
 
     /// A member that is not started yet.
@@ -150,10 +174,16 @@ impl Member {
     /// Waits until the member answers a linearizable read.
     pub fn wait_ready(&self) {
         let ep = self.endpoint();
-        wait_for(&format!("{:?} at {ep} to serve\n{}", self.flavor, self.log_tail()), Duration::from_secs(30), || {
-            let out = etcdctl::run(&ep, &["get", "readiness-probe"], None);
-            out.success().then_some(())
-        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !etcdctl::run(&ep, &["get", "readiness-probe"], None).success() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {:?} at {ep} to serve\n{}",
+                self.flavor,
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// SIGKILL, no chance to flush anything.
