@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use super::{free_port, wait_for};
+use super::free_port;
 
 pub struct ApiServer {
     pub port: u16,
@@ -31,7 +31,27 @@ impl ApiServer {
         ca: Option<&std::path::Path>,
     ) -> ApiServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
+        let mut a = ApiServer {
+            port: 0,
+            etcd_servers: etcd_servers.to_string(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            dir,
+        };
+        // A free port can be taken by a parallel test before the API server binds it: then
+        // it exits, and starts again on another.
+        for _ in 0..3 {
+            a.port = free_port();
+            a.write_kubeconfig(token, ca);
+            if a.spawn() {
+                return a;
+            }
+        }
+        panic!("the apiserver never started on a free port\n{}", a.log());
+    }
+
+    fn write_kubeconfig(&self, token: Option<&str>, ca: Option<&std::path::Path>) {
+        let port = self.port;
         let user = token.map_or("{}".to_string(), |t| format!("{{token: {t}}}"));
         let cluster = match ca {
             Some(ca) => {
@@ -44,19 +64,11 @@ impl ApiServer {
              contexts:\n- name: keel\n  context:\n    cluster: keel\n    user: keel\n    namespace: default\n\
              current-context: keel\nusers:\n- name: keel\n  user: {user}\n"
         );
-        std::fs::write(dir.path().join("kubeconfig"), kubeconfig).expect("kubeconfig");
-        let mut a = ApiServer {
-            port,
-            etcd_servers: etcd_servers.to_string(),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            child: None,
-            dir,
-        };
-        a.spawn();
-        a
+        std::fs::write(self.dir.path().join("kubeconfig"), kubeconfig).expect("kubeconfig");
     }
 
-    fn spawn(&mut self) {
+    /// Starts the process and waits until it serves (true) or has exited (false).
+    fn spawn(&mut self) -> bool {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -74,16 +86,26 @@ impl ApiServer {
             .spawn()
             .expect("start keel apiserver");
         self.child = Some(child);
-        wait_for(&format!("the apiserver to be ready\n{}", self.log()), Duration::from_secs(30), || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
+                eprintln!("the apiserver exited before serving:\n{}", self.log());
+                self.child = None;
+                return false;
+            }
             let o = self.kubectl(&["get", "--raw", "/readyz"]);
-            (o.status.success() && self.kubectl(&["get", "namespace", "default"]).status.success()).then_some(())
-        });
+            if o.status.success() && self.kubectl(&["get", "namespace", "default"]).status.success() {
+                return true;
+            }
+            assert!(std::time::Instant::now() < deadline, "timed out waiting for the apiserver\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Stops and starts the API server on the same port (a fresh watch cache).
     pub fn restart(&mut self) {
         self.stop();
-        self.spawn();
+        assert!(self.spawn(), "the apiserver did not start again on its port");
     }
 
     pub fn stop(&mut self) {

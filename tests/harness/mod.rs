@@ -238,6 +238,17 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(flavor: Flavor, n: usize, extra: &[&str]) -> Cluster {
+        // As for single members: a member that lost its free port to a parallel test exits,
+        // and the whole cluster starts again on fresh ports.
+        for _ in 0..3 {
+            if let Some(c) = Self::try_start(flavor, n, extra) {
+                return c;
+            }
+        }
+        panic!("a {n}-member {flavor:?} cluster never started on free ports");
+    }
+
+    fn try_start(flavor: Flavor, n: usize, extra: &[&str]) -> Option<Cluster> {
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let initial = ports
             .iter()
@@ -253,10 +264,22 @@ impl Cluster {
         for m in &mut members {
             m.start();
         }
-        for m in &members {
-            m.wait_ready();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            for m in &mut members {
+                if let Some(c) = m.child.as_mut() {
+                    if let Ok(Some(_)) = c.try_wait() {
+                        eprintln!("{} exited before serving:\n{}", m.name, m.log_tail());
+                        return None;
+                    }
+                }
+            }
+            if members.iter().all(|m| etcdctl::run(&m.endpoint(), &["get", "readiness-probe"], None).success()) {
+                return Some(Cluster { members });
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for the cluster:\n{}", members[0].log_tail());
+            std::thread::sleep(Duration::from_millis(50));
         }
-        Cluster { members }
     }
 
     pub fn endpoints(&self) -> String {
