@@ -10,6 +10,7 @@ pub mod managed;
 pub mod objects;
 pub mod patch;
 pub mod protobuf;
+pub mod registry;
 pub mod resources;
 pub mod selectors;
 pub mod server;
@@ -89,7 +90,7 @@ async fn ensure_namespaces(api: &server::Api) -> anyhow::Result<()> {
         let t = server::Target { rt, namespace: None, name: None, sub: None };
         let body = json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } });
         let w = server::Write { fv: objects::FieldValidation::Strict, dry_run: false, manager: "keel-apiserver" };
-        match server::create(api, &t, body, &w).await {
+        match registry::create(api, &t, body, &w).await {
             Ok(_) => {}
             Err(e) if e.reason == "AlreadyExists" => {}
             Err(e) => anyhow::bail!("creating namespace {ns}: {}", e.message),

@@ -52,7 +52,7 @@ async fn finalize(api: &Api, ns: &str) -> ApiResult<()> {
             let name = crate::objects::name_of(&item.object).to_string();
             let t = Target { rt, namespace: Some(ns.to_string()), name: Some(name.clone()), sub: None };
             let opts = json!({ "gracePeriodSeconds": 0 });
-            match server::delete(api, &t, &name, &opts, &no_query, false).await {
+            match crate::registry::delete(api, &t, &name, &opts, &no_query, false).await {
                 Ok(_) => {}
                 Err(e) if e.reason == "NotFound" => {}
                 Err(e) => return Err(e),
