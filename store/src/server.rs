@@ -204,7 +204,8 @@ pub async fn run(
 
     let stop = CancellationToken::new();
     let mut tasks = Vec::new();
-    let peer_router = peer_server::router(PeerState { node: node.clone(), incoming_dir: snap_dir.clone() });
+    let peer_router =
+        peer_server::router(PeerState { node: node.clone(), incoming_dir: snap_dir.clone(), stop: stop.clone() });
     for l in listeners.peer {
         tasks.push(tokio::spawn(serve(l, peer_router.clone(), stop.clone())));
     }

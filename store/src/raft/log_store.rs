@@ -41,6 +41,9 @@ enum Op {
     Purge(LogId, Done),
     /// A raft-state key and its encoded value.
     Put(&'static [u8], Vec<u8>, Done),
+    /// A raft-state key nobody waits for (a restart hint): written with the next batch, and
+    /// a batch of nothing but hints is not synced (the next synced write makes it durable).
+    Hint(&'static [u8], Vec<u8>),
     /// Write what came before, then end the writer thread.
     Stop,
 }
@@ -72,7 +75,8 @@ fn write_err(e: impl std::error::Error + 'static) -> StorageError {
     StorageError::from(StorageIOError::write_logs(&e))
 }
 
-/// The writer thread: batches whatever is queued into one synced write.
+/// The writer thread: batches whatever is queued into one write, synced unless it holds
+/// nothing but hints.
 fn writer_loop(engine: Engine, state: Engine, pending: Pending, rx: mpsc::Receiver<Op>) {
     while let Ok(first) = rx.recv() {
         let mut ops = vec![first];
@@ -83,11 +87,17 @@ fn writer_loop(engine: Engine, state: Engine, pending: Pending, rx: mpsc::Receiv
         let mut dones = Vec::new();
         let mut purging = false;
         let mut stopping = false;
+        let mut sync = false;
         let mut failed: Option<String> = None;
         for op in ops {
             match op {
-                Op::Stop => stopping = true,
+                Op::Stop => {
+                    stopping = true;
+                    sync = true;
+                }
+                Op::Hint(key, value) => batch.put(Cf::RaftState, key, value),
                 Op::Append(entries, cb) => {
+                    sync = true;
                     for e in entries {
                         match encode(&e) {
                             Ok(bytes) => batch.put(Cf::RaftLog, index_key(e.log_id.index).to_vec(), bytes),
@@ -98,11 +108,13 @@ fn writer_loop(engine: Engine, state: Engine, pending: Pending, rx: mpsc::Receiv
                     callbacks.push(cb);
                 }
                 Op::Truncate(from, done) => {
+                    sync = true;
                     batch.delete_range(Cf::RaftLog, index_key(from).to_vec(), index_key(u64::MAX).to_vec());
                     batch.delete(Cf::RaftLog, index_key(u64::MAX).to_vec());
                     dones.push(done);
                 }
                 Op::Purge(upto, done) => {
+                    sync = true;
                     match encode(&upto) {
                         Ok(bytes) => batch.put(Cf::RaftState, LAST_PURGED, bytes),
                         Err(err) => failed = Some(err.to_string()),
@@ -112,6 +124,7 @@ fn writer_loop(engine: Engine, state: Engine, pending: Pending, rx: mpsc::Receiv
                     dones.push(done);
                 }
                 Op::Put(key, value, done) => {
+                    sync = true;
                     batch.put(Cf::RaftState, key, value);
                     dones.push(done);
                 }
@@ -127,9 +140,9 @@ fn writer_loop(engine: Engine, state: Engine, pending: Pending, rx: mpsc::Receiv
         let started = std::time::Instant::now();
         let entries = written.len();
         if result.is_ok() {
-            result = engine.write(batch, true).map_err(|e: EngineError| e.to_string());
+            result = engine.write(batch, sync).map_err(|e: EngineError| e.to_string());
         }
-        tracing::debug!(target: "keel_store::raft::rpc", entries, micros = started.elapsed().as_micros() as u64, "log write");
+        tracing::debug!(target: "keel_store::raft::rpc", entries, sync, micros = started.elapsed().as_micros() as u64, "log write");
         if result.is_ok() {
             let mut p = pending.write();
             for id in &written {
@@ -251,9 +264,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// queued with the next batch, not waited for, so commits never stall Raft's task.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         let bytes = encode(&committed).map_err(write_err)?;
-        let (done, _ignored) = tokio::sync::oneshot::channel();
         self.writer
-            .send(Op::Put(COMMITTED, bytes, done))
+            .send(Op::Hint(COMMITTED, bytes))
             .map_err(|_| write_err(std::io::Error::other("the log writer has stopped")))
     }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Json;
@@ -20,7 +20,10 @@ use openraft::Snapshot;
 use prost::Message;
 use tokio::io::AsyncWriteExt;
 
-use super::network::{APPEND_PATH, MAX_PEER_REQUEST_BYTES, SNAPSHOT_PATH, VOTE_PATH};
+use super::network::{
+    frame_codec, APPEND_PATH, FRAME_APPEND, FRAME_VOTE, MAX_PEER_REQUEST_BYTES, SNAPSHOT_PATH, STREAM_PATH,
+    STREAM_PROTOCOL, VOTE_PATH,
+};
 use super::snapshot::SnapshotFile;
 use super::{decode, encode, NodeId, SnapshotMeta, TypeConfig, Vote};
 use crate::node::{
@@ -29,16 +32,19 @@ use crate::node::{
 };
 use crate::proto::keelpb::RaftRequest;
 
-/// Where received snapshots are written before they are installed.
 #[derive(Clone)]
 pub struct PeerState {
     pub node: Arc<Node>,
+    /// Where received snapshots are written before they are installed.
     pub incoming_dir: std::path::PathBuf,
+    /// Ends the Raft streams (they outlive the HTTP server's graceful shutdown otherwise).
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 pub fn router(state: PeerState) -> Router {
     Router::new()
         .route(APPEND_PATH, post(append))
+        .route(STREAM_PATH, post(stream))
         .route(VOTE_PATH, post(vote))
         .route(SNAPSHOT_PATH, post(snapshot))
         .route(PROPOSE_PATH, post(propose))
@@ -70,6 +76,80 @@ async fn append(State(s): State<PeerState>, body: Bytes) -> Response {
     let res = s.node.raft.append_entries(req).await;
     tracing::debug!(target: "keel_store::raft::rpc", entries = n, micros = started.elapsed().as_micros() as u64, "append handled");
     bincode_response(&res)
+}
+
+/// Upgrades the request to a Raft stream (see `network`) and serves it on its own task.
+async fn stream(State(s): State<PeerState>, mut req: axum::extract::Request) -> Response {
+    let asked = req.headers().get(header::UPGRADE).is_some_and(|v| v.as_bytes() == STREAM_PROTOCOL.as_bytes());
+    if !asked {
+        return (StatusCode::BAD_REQUEST, format!("expected Upgrade: {STREAM_PROTOCOL}")).into_response();
+    }
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(io) => serve_stream(s.node, hyper_util::rt::TokioIo::new(io), s.stop).await,
+            Err(e) => tracing::debug!(error = %e, "raft stream upgrade failed"),
+        }
+    });
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    resp.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("upgrade"));
+    resp.headers_mut().insert(header::UPGRADE, header::HeaderValue::from_static(STREAM_PROTOCOL));
+    resp
+}
+
+/// Answers request frames in order until the peer closes the stream, sends a frame that
+/// does not decode, or this member stops.
+async fn serve_stream<T>(node: Arc<Node>, io: T, stop: tokio_util::sync::CancellationToken)
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut framed = tokio_util::codec::Framed::new(io, frame_codec());
+    loop {
+        let frame = tokio::select! {
+            f = framed.next() => f,
+            _ = stop.cancelled() => return,
+        };
+        let frame = match frame {
+            Some(Ok(f)) => f,
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "raft stream read failed");
+                return;
+            }
+            None => return,
+        };
+        let Some((&kind, body)) = frame.split_first() else { return };
+        let reply = match kind {
+            FRAME_APPEND => match decode::<AppendEntriesRequest<TypeConfig>>(body) {
+                Ok(req) => {
+                    let started = std::time::Instant::now();
+                    let n = req.entries.len();
+                    let res = node.raft.append_entries(req).await;
+                    tracing::debug!(target: "keel_store::raft::rpc", entries = n, micros = started.elapsed().as_micros() as u64, "append handled");
+                    encode(&res)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "undecodable append on a raft stream; closing it");
+                    return;
+                }
+            },
+            FRAME_VOTE => match decode::<VoteRequest<NodeId>>(body) {
+                Ok(req) => encode(&node.raft.vote(req).await),
+                Err(e) => {
+                    tracing::warn!(error = %e, "undecodable vote on a raft stream; closing it");
+                    return;
+                }
+            },
+            other => {
+                tracing::warn!(kind = other, "unknown frame on a raft stream; closing it");
+                return;
+            }
+        };
+        let Ok(reply) = reply else { return };
+        if futures::SinkExt::send(&mut framed, Bytes::from(reply)).await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn vote(State(s): State<PeerState>, body: Bytes) -> Response {
