@@ -23,6 +23,8 @@ enum Cmd {
     Store(Box<StoreConfig>),
     /// Run a Kubernetes-compatible API server over a store (Keel's or etcd).
     Apiserver(Box<keel_apiserver::ApiServerConfig>),
+    /// Run the controllers (so far the garbage collector) against an API server.
+    ControllerManager(Box<keel_controllers::ControllerManagerConfig>),
     /// Run the embedded default: the store (1 or 3 local members) and, as they land, the
     /// control-plane components, until Ctrl-C.
     Up(up::UpConfig),
@@ -80,6 +82,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Cmd::Store(cfg) => run_store(*cfg).await,
         Cmd::Apiserver(cfg) => keel_apiserver::run(*cfg, shutdown_signal()).await,
+        Cmd::ControllerManager(cfg) => keel_controllers::run(*cfg, shutdown_signal()).await,
         Cmd::Up(cfg) => up::run(cfg, shutdown_signal()).await,
         Cmd::Snapshot { cmd: SnapshotCmd::Restore { file, data_dir } } => {
             keel_store::api::backup::restore(&file, &data_dir).map_err(anyhow::Error::from).map(|()| {

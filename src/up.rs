@@ -1,6 +1,7 @@
-//! `keel up`: the embedded default. Starts the store (one member, or three local members)
-//! and the API server on 127.0.0.1:6443 in this process, and writes `DIR/kubeconfig`;
-//! further control-plane components join here as they are built. Ctrl-C stops everything;
+//! `keel up`: the embedded default. Starts the store (one member, or three local members),
+//! the API server on 127.0.0.1:6443 and the controller manager in this process, and writes
+//! `DIR/kubeconfig`; further control-plane components join here as they are built. Ctrl-C
+//! stops everything;
 //! a second `keel up` on the same data dir resumes the cluster.
 
 use std::path::PathBuf;
@@ -93,6 +94,12 @@ pub async fn run(up: UpConfig, shutdown: impl std::future::Future<Output = ()>) 
     let apiserver = tokio::spawn(keel_apiserver::run(api_cfg, async move {
         let _ = rx.wait_for(|s| *s).await;
     }));
+    let mut rx = stop_rx.clone();
+    let controllers =
+        keel_controllers::ControllerManagerConfig::local(format!("http://127.0.0.1:{}", up.apiserver_port));
+    let controllers = tokio::spawn(keel_controllers::run(controllers, async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }));
     println!("keel is up: {} store member(s), data in {}", up.store_members, up.data_dir.display());
     println!("  etcdctl --endpoints={} member list -w table", endpoints.join(","));
     println!("  export KUBECONFIG={}; kubectl get namespaces", kubeconfig_path.display());
@@ -109,6 +116,7 @@ pub async fn run(up: UpConfig, shutdown: impl std::future::Future<Output = ()>) 
         }
     }
     let _ = stop_tx.send(true);
+    controllers.await??;
     for m in members {
         m.await??;
     }

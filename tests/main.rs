@@ -6,6 +6,7 @@ mod bad_input;
 mod cluster;
 mod crash;
 mod etcdctl_diff;
+mod gc;
 mod kube_client;
 mod kubectl;
 mod kv_client;

@@ -268,12 +268,22 @@ async fn removed(node: Arc<Node>) {
     }
 }
 
+/// How long a stopping member waits for open requests and streams (watches, lease
+/// keep-alives) before it closes them; etcd bounds its graceful stop the same way.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 async fn serve(listener: TcpListener, router: axum::Router, stop: CancellationToken) {
-    let res = axum::serve(ClientListener(listener), router)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await;
-    if let Err(e) = res {
-        tracing::error!(error = %e, "server stopped");
+    let graceful = axum::serve(ClientListener(listener), router).with_graceful_shutdown(stop.clone().cancelled_owned());
+    tokio::select! {
+        res = graceful => {
+            if let Err(e) = res {
+                tracing::error!(error = %e, "server stopped");
+            }
+        }
+        () = async {
+            stop.cancelled().await;
+            tokio::time::sleep(STOP_GRACE).await;
+        } => tracing::info!("closing connections still open {STOP_GRACE:?} after stopping"),
     }
 }
 

@@ -161,3 +161,38 @@ impl Drop for ApiServer {
         self.stop();
     }
 }
+
+/// A `keel controller-manager` process working through an API server.
+pub struct ControllerManager {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl ControllerManager {
+    pub fn start(api: &ApiServer) -> ControllerManager {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = std::fs::File::create(dir.path().join("controller-manager.log")).expect("log file");
+        let err = log.try_clone().expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_keel"))
+            .arg("controller-manager")
+            .arg(format!("--server={}", api.url()))
+            .env("RUST_LOG", "info,keel_controllers=debug")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .expect("start keel controller-manager");
+        ControllerManager { child, dir }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("controller-manager.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for ControllerManager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -143,6 +143,11 @@ pub async fn run(cfg: ApiServerConfig, shutdown: impl Future<Output = ()> + Send
         }
     }
     tokio::spawn(lifecycle::run(Arc::clone(&api), term_rx));
+    let stopping = api.stopping.clone();
+    let shutdown = async move {
+        shutdown.await;
+        stopping.cancel();
+    };
     tracing::info!(%local, "apiserver serving");
     let mut app = server::router(api);
     if let Some(tokens) = tokens {

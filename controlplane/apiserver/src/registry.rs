@@ -392,18 +392,40 @@ fn delete_option<'a>(opts: &'a Value, q: &'a Query, field: &str) -> Option<Strin
     q.get(field).cloned().or_else(|| match opts.get(field) {
         Some(Value::String(s)) => Some(s.clone()),
         Some(Value::Number(n)) => Some(n.to_string()),
+        Some(Value::Bool(b)) => Some(b.to_string()),
         _ => None,
     })
 }
 
+/// The garbage collector's finalizers (kube-apiserver's names): the collector removes the
+/// owner references to the object from its dependents, or deletes its dependents, then
+/// removes the finalizer.
+pub const ORPHAN_FINALIZER: &str = "orphan";
+pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
+
+/// Which garbage-collection finalizer a delete asks for: `None` when the options say
+/// nothing (existing finalizers stay), `Some(None)` for Background, `Some(Some(f))` for
+/// Orphan or Foreground. The deprecated `orphanDependents` counts as Orphan/Background.
+fn gc_finalizer(opts: &Value, q: &Query) -> ApiResult<Option<Option<&'static str>>> {
+    let policy = delete_option(opts, q, "propagationPolicy");
+    let orphan = delete_option(opts, q, "orphanDependents");
+    if policy.is_some() && orphan.is_some() {
+        return Err(ApiError::unprocessable(
+            "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Invalid value: \"null\": orphanDependents and deletionPropagation cannot be both set",
+        ));
+    }
+    match (policy.as_deref(), orphan.as_deref()) {
+        (Some("Orphan"), _) | (None, Some("true")) => Ok(Some(Some(ORPHAN_FINALIZER))),
+        (Some("Foreground"), _) => Ok(Some(Some(FOREGROUND_FINALIZER))),
+        (Some("Background"), _) | (None, Some(_)) => Ok(Some(None)),
+        (Some(p), _) => Err(ApiError::bad_request(format!("DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\""))),
+        (None, None) => Ok(None),
+    }
+}
+
 pub async fn delete(api: &Api, t: &Target, name: &str, opts: &Value, q: &Query, dry_run: bool) -> ApiResult<Value> {
     let key = api.key(t.rt, t.namespace.as_deref(), name);
-    let policy = delete_option(opts, q, "propagationPolicy");
-    if let Some(p) = &policy {
-        if !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
-            return Err(ApiError::bad_request(format!("DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\"")));
-        }
-    }
+    let gc = gc_finalizer(opts, q)?;
     let grace: Option<i64> = delete_option(opts, q, "gracePeriodSeconds").and_then(|g| g.parse().ok());
     for _ in 0..RETRIES {
         let old = get_object(api, t, name).await?;
@@ -424,8 +446,14 @@ pub async fn delete(api: &Api, t: &Target, name: &str, opts: &Value, q: &Query, 
                 return Err(ApiError::conflict_msg(t.rt, name, &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}", old.revision)));
             }
         }
-        let finalizers =
-            old.object.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+        let old_finalizers: Vec<Value> =
+            old.object.pointer("/metadata/finalizers").and_then(Value::as_array).cloned().unwrap_or_default();
+        let mut new_finalizers = old_finalizers.clone();
+        if let Some(wanted) = gc.filter(|_| t.rt.plural != "namespaces") {
+            new_finalizers.retain(|f| f != ORPHAN_FINALIZER && f != FOREGROUND_FINALIZER);
+            new_finalizers.extend(wanted.map(|f| json!(f)));
+        }
+        let finalizers = !new_finalizers.is_empty();
         let graceful_pod = t.rt.plural == "pods"
             && old.object.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty())
             && grace.unwrap_or(1) > 0
@@ -436,10 +464,28 @@ pub async fn delete(api: &Api, t: &Target, name: &str, opts: &Value, q: &Query, 
                 .is_none_or(|p| p != "Succeeded" && p != "Failed");
         let is_namespace = t.rt.plural == "namespaces";
         if finalizers || graceful_pod || is_namespace {
-            if old.object.pointer("/metadata/deletionTimestamp").is_some() {
+            let deleting = old.object.pointer("/metadata/deletionTimestamp").is_some();
+            if deleting && new_finalizers == old_finalizers {
                 return Ok(old.object);
             }
             let mut new = old.object.clone();
+            if new_finalizers != old_finalizers {
+                new["metadata"]["finalizers"] = json!(new_finalizers);
+            }
+            if deleting {
+                // A second delete only changes which garbage-collection finalizer is set.
+                if dry_run {
+                    return Ok(new);
+                }
+                match api.storage.update(&key, old.revision, &new).await {
+                    Ok(rev) => {
+                        crate::storage::set_resource_version(&mut new, rev);
+                        return Ok(new);
+                    }
+                    Err(WriteError::Changed(_)) => continue,
+                    Err(e) => return Err(write_error(t.rt, name, e, false)),
+                }
+            }
             new["metadata"]["deletionTimestamp"] = json!(objects::now());
             let g = if graceful_pod {
                 grace

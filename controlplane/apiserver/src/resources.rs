@@ -42,7 +42,21 @@ fn schema_of<T: schemars::JsonSchema>(generator: &mut schemars::SchemaGenerator)
 
 fn canonical<T: serde::de::DeserializeOwned + serde::Serialize>(v: Value) -> Result<Value, String> {
     let typed: T = serde_json::from_value(v).map_err(|e| e.to_string())?;
-    serde_json::to_value(typed).map_err(|e| e.to_string())
+    let mut out = serde_json::to_value(typed).map_err(|e| e.to_string())?;
+    // ObjectMeta's lists and maps are `omitempty` in Go: an emptied one disappears.
+    if let Some(meta) = out.get_mut("metadata").and_then(Value::as_object_mut) {
+        for field in ["labels", "annotations", "ownerReferences", "finalizers", "managedFields"] {
+            let empty = match meta.get(field) {
+                Some(Value::Array(a)) => a.is_empty(),
+                Some(Value::Object(o)) => o.is_empty(),
+                _ => false,
+            };
+            if empty {
+                meta.remove(field);
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Debug)]

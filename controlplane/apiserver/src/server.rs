@@ -35,6 +35,9 @@ pub struct Api {
     /// Namespaces being deleted, for the namespace finalizer (see `lifecycle.rs`).
     pub(crate) terminating: tokio::sync::mpsc::UnboundedSender<String>,
     cache_size: usize,
+    /// Cancelled when the server stops: ends open watches, which a graceful shutdown would
+    /// otherwise wait for (kube-apiserver ends them too).
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 pub type Shared = Arc<Api>;
@@ -65,6 +68,7 @@ impl Api {
             caches: tokio::sync::Mutex::new(HashMap::new()),
             terminating,
             cache_size,
+            stopping: tokio_util::sync::CancellationToken::new(),
         }
     }
 
@@ -87,7 +91,7 @@ impl Api {
         if let Some(c) = caches.get(&prefix) {
             return Ok(Arc::clone(c));
         }
-        let c = WatchCache::start(self.storage.clone(), prefix.clone(), self.cache_size)
+        let c = WatchCache::start(self.storage.clone(), prefix.clone(), self.cache_size, self.stopping.clone())
             .await
             .map_err(|e| ApiError::unavailable(e.to_string()))?;
         caches.insert(prefix, Arc::clone(&c));

@@ -102,6 +102,7 @@ pub async fn serve(api: &Api, t: &Target, q: &Query, accept: &str) -> ApiResult<
     let storage = api.storage.clone();
     let prefix = api.collection_key(t.rt, t.namespace.as_deref());
     let initial_end = send_initial == Some(true) && bookmarks;
+    let stopping = api.stopping.clone();
     tokio::spawn(async move {
         let mut w = Writer { tx, enc: encoder, filter, bookmarks, last: from, last_bookmark: Instant::now() };
         let deadline = tokio::time::sleep(timeout);
@@ -122,6 +123,7 @@ pub async fn serve(api: &Api, t: &Target, q: &Query, accept: &str) -> ApiResult<
         tokio::select! {
             _ = &mut deadline => {}
             _ = work => {}
+            _ = stopping.cancelled() => {}
         }
     });
     let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::io::Error>));

@@ -94,8 +94,14 @@ pub fn change_of(ev: &etcd_client::Event) -> Option<Change> {
 }
 
 impl WatchCache {
-    /// Starts the cache's store watch from the store's current revision.
-    pub async fn start(storage: Storage, prefix: String, capacity: usize) -> anyhow::Result<Arc<WatchCache>> {
+    /// Starts the cache's store watch from the store's current revision; it ends when
+    /// `stop` is cancelled.
+    pub async fn start(
+        storage: Storage,
+        prefix: String,
+        capacity: usize,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<Arc<WatchCache>> {
         let rev = storage.revision().await.map_err(|e| anyhow::anyhow!(e.message))?;
         let (tx, _) = broadcast::channel(FANOUT_QUEUE);
         let cache = Arc::new(WatchCache {
@@ -104,7 +110,13 @@ impl WatchCache {
             window: Mutex::new(Window { events: VecDeque::new(), oldest: rev, current: rev }),
             tx,
         });
-        tokio::spawn(Arc::clone(&cache).follow(storage));
+        let follow = Arc::clone(&cache).follow(storage);
+        tokio::spawn(async move {
+            tokio::select! {
+                () = follow => {}
+                () = stop.cancelled() => {}
+            }
+        });
         Ok(cache)
     }
 
