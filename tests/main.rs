@@ -10,6 +10,7 @@ mod gc;
 mod kube_client;
 mod kubectl;
 mod kv_client;
+mod logs;
 mod store_flags;
 mod up;
 mod watch_guarantees;

@@ -6,6 +6,7 @@ pub mod alloc;
 pub mod auth;
 pub mod discovery;
 pub mod lifecycle;
+pub mod logs;
 pub mod managed;
 pub mod objects;
 pub mod patch;
@@ -61,6 +62,13 @@ pub struct ApiServerConfig {
     /// The certificate's private key (PEM).
     #[arg(long, env = "KEEL_TLS_PRIVATE_KEY_FILE", requires = "tls_cert_file")]
     pub tls_private_key_file: Option<std::path::PathBuf>,
+    /// Which of a node's addresses to reach its node agent on, in order of preference.
+    #[arg(long, env = "KEEL_KUBELET_PREFERRED_ADDRESS_TYPES", default_value = logs::DEFAULT_ADDRESS_TYPES)]
+    pub kubelet_preferred_address_types: String,
+    /// Verify node agents' serving certificates against this authority (PEM); without it
+    /// they are not verified, as with kube-apiserver.
+    #[arg(long, env = "KEEL_KUBELET_CERTIFICATE_AUTHORITY")]
+    pub kubelet_certificate_authority: Option<std::path::PathBuf>,
 }
 
 impl ApiServerConfig {
@@ -77,6 +85,8 @@ impl ApiServerConfig {
             token_auth_file: None,
             tls_cert_file: None,
             tls_private_key_file: None,
+            kubelet_preferred_address_types: logs::DEFAULT_ADDRESS_TYPES.into(),
+            kubelet_certificate_authority: None,
         }
     }
 }
@@ -120,6 +130,8 @@ pub async fn run(cfg: ApiServerConfig, shutdown: impl Future<Output = ()> + Send
     let storage = storage::Storage::connect(&cfg.etcd_servers)
         .await
         .with_context(|| format!("cannot reach the store at {}", cfg.etcd_servers.join(",")))?;
+    let kubelets =
+        logs::Kubelets::new(&cfg.kubelet_preferred_address_types, cfg.kubelet_certificate_authority.as_deref())?;
     let (term_tx, term_rx) = tokio::sync::mpsc::unbounded_channel();
     let allocator = alloc::Allocator::new(storage.clone(), &cfg.etcd_prefix, ranges);
     let local = listener.local_addr()?;
@@ -130,6 +142,7 @@ pub async fn run(cfg: ApiServerConfig, shutdown: impl Future<Output = ()> + Send
         local.to_string(),
         term_tx,
         cfg.default_watch_cache_size.max(1),
+        kubelets,
     ));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {

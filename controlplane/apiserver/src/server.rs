@@ -38,6 +38,8 @@ pub struct Api {
     /// Cancelled when the server stops: ends open watches, which a graceful shutdown would
     /// otherwise wait for (kube-apiserver ends them too).
     pub stopping: tokio_util::sync::CancellationToken,
+    /// How `pods/log` reaches node agents.
+    pub kubelets: crate::logs::Kubelets,
 }
 
 pub type Shared = Arc<Api>;
@@ -59,6 +61,7 @@ impl Api {
         server_address: String,
         terminating: tokio::sync::mpsc::UnboundedSender<String>,
         cache_size: usize,
+        kubelets: crate::logs::Kubelets,
     ) -> Api {
         Api {
             storage,
@@ -69,6 +72,7 @@ impl Api {
             terminating,
             cache_size,
             stopping: tokio_util::sync::CancellationToken::new(),
+            kubelets,
         }
     }
 
@@ -339,9 +343,7 @@ async fn handle(
             let stored = get_object(api, &t, name).await?;
             Ok(Json(scale_of(&stored.object)).into_response())
         }
-        (Method::GET, Some(_), Some(Sub::Log)) => {
-            Err(ApiError::bad_request("container logs are served by the node agent, and no node agent serves this pod"))
-        }
+        (Method::GET, Some(name), Some(Sub::Log)) => crate::logs::serve(api, &t, name, q).await,
         (Method::PUT, Some(name), sub) => {
             let (obj, warnings) = update(api, &t, name, parse_body(headers, &body)?, sub, &w).await?;
             Ok(with_warnings(Json(obj).into_response(), &warnings))

@@ -55,6 +55,23 @@ impl ApiError {
         ApiError { code, reason, message: message.into(), details: None, retry_after: None }
     }
 
+    /// An error relayed from another server (a node agent): the reason follows the code.
+    pub fn relayed(code: StatusCode, message: impl Into<String>) -> ApiError {
+        let reason = match code.as_u16() {
+            400 => "BadRequest",
+            401 => "Unauthorized",
+            403 => "Forbidden",
+            404 => "NotFound",
+            409 => "Conflict",
+            422 => "Invalid",
+            429 => "TooManyRequests",
+            503 => "ServiceUnavailable",
+            504 => "Timeout",
+            _ => "InternalError",
+        };
+        ApiError::new(code, reason, message)
+    }
+
     fn with_details(mut self, name: &str, rt: &ResourceType) -> ApiError {
         let mut d = json!({ "name": name, "kind": rt.plural });
         if !rt.group.is_empty() {
