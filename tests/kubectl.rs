@@ -283,3 +283,219 @@ fn https_and_a_token_file_admit_only_known_tokens() {
     let o = api.kubectl(&["--token=wrong", "get", "--raw", "/readyz"]);
     assert!(o.status.success(), "health stays open");
 }
+
+/// One object of every served type, for the patch test.
+const EVERY_TYPE: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: patched}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node-p}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: pod-p}
+spec:
+  containers:
+  - {name: app, image: "busybox:1.36"}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: svc-p}
+spec:
+  selector: {app: p}
+  ports:
+  - {name: http, port: 80}
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: ep-p}
+subsets:
+- addresses: [{ip: 10.1.0.5}]
+  ports: [{port: 80}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: eps-p}
+addressType: IPv4
+endpoints:
+- addresses: [10.1.0.5]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: cm-p}
+data: {a: "1"}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: secret-p}
+stringData: {a: "1"}
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: pv-p}
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+  hostPath: {path: /tmp/pv-p}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: pvc-p}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources:
+    requests: {storage: 1Gi}
+---
+apiVersion: v1
+kind: Event
+metadata: {name: ev-p}
+involvedObject: {kind: Pod, name: pod-p, namespace: default}
+reason: Testing
+message: first
+type: Normal
+---
+apiVersion: coordination.k8s.io/v1
+kind: Lease
+metadata: {name: lease-p}
+spec: {holderIdentity: a, leaseDurationSeconds: 15}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: deploy-p}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: dp}}
+  template:
+    metadata: {labels: {app: dp}}
+    spec:
+      containers: [{name: app, image: "busybox:1.36"}]
+---
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata: {name: rs-p}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: rp}}
+  template:
+    metadata: {labels: {app: rp}}
+    spec:
+      containers: [{name: app, image: "busybox:1.36"}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: sts-p}
+spec:
+  replicas: 1
+  serviceName: svc-p
+  selector: {matchLabels: {app: sp}}
+  template:
+    metadata: {labels: {app: sp}}
+    spec:
+      containers: [{name: app, image: "busybox:1.36"}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: ing-p}
+spec:
+  defaultBackend:
+    service: {name: svc-p, port: {number: 80}}
+"#;
+
+/// kubectl patch of every type: a strategic merge patch that changes something of the
+/// type's own (merging lists by their keys where the type has them), then a merge patch
+/// and a JSON patch of the metadata; what kubectl reads back is checked and compared.
+fn patch_every_type(api: &ApiServer) -> String {
+    let mut t = Transcript { text: String::new() };
+    let manifest = api.dir().join("every.yaml");
+    std::fs::write(&manifest, EVERY_TYPE).expect("manifest");
+    ok(api, &mut t, &["apply", "-f", &manifest.display().to_string()]);
+    let cases: [(&str, &str, &str, &str, &str); 16] = [
+        ("namespace", "patched", r#"{"metadata":{"labels":{"team":"a"}}}"#, "{.metadata.labels.team}", "a"),
+        ("node", "node-p", r#"{"spec":{"unschedulable":true}}"#, "{.spec.unschedulable}", "true"),
+        (
+            "pod",
+            "pod-p",
+            r#"{"spec":{"containers":[{"name":"app","image":"busybox:1.37"}]}}"#,
+            "{.spec.containers[*].image}",
+            "busybox:1.37",
+        ),
+        ("service", "svc-p", r#"{"spec":{"ports":[{"name":"https","port":443}]}}"#, "{.spec.ports[*].port}", "443 80"),
+        (
+            "endpoints",
+            "ep-p",
+            r#"{"subsets":[{"addresses":[{"ip":"10.1.0.6"}],"ports":[{"port":80}]}]}"#,
+            "{.subsets[0].addresses[*].ip}",
+            "10.1.0.6",
+        ),
+        (
+            "endpointslice",
+            "eps-p",
+            r#"{"endpoints":[{"addresses":["10.1.0.7"]}]}"#,
+            "{.endpoints[*].addresses[0]}",
+            "10.1.0.7",
+        ),
+        ("configmap", "cm-p", r#"{"data":{"b":"2"}}"#, "{.data.a}{.data.b}", "12"),
+        ("secret", "secret-p", r#"{"stringData":{"b":"2"}}"#, "{.data.a}/{.data.b}", "MQ==/Mg=="),
+        ("pv", "pv-p", r#"{"spec":{"capacity":{"storage":"2Gi"}}}"#, "{.spec.capacity.storage}", "2Gi"),
+        ("pvc", "pvc-p", r#"{"metadata":{"annotations":{"note":"x"}}}"#, "{.metadata.annotations.note}", "x"),
+        ("event", "ev-p", r#"{"message":"second","count":2}"#, "{.message}/{.count}", "second/2"),
+        ("lease", "lease-p", r#"{"spec":{"holderIdentity":"b"}}"#, "{.spec.holderIdentity}", "b"),
+        ("deployment", "deploy-p", r#"{"spec":{"replicas":3}}"#, "{.spec.replicas}/{.metadata.generation}", "3/2"),
+        ("replicaset", "rs-p", r#"{"spec":{"replicas":2}}"#, "{.spec.replicas}", "2"),
+        (
+            "statefulset",
+            "sts-p",
+            r#"{"spec":{"template":{"spec":{"containers":[{"name":"app","image":"busybox:1.37"}]}}}}"#,
+            "{.spec.template.spec.containers[0].image}",
+            "busybox:1.37",
+        ),
+        ("ingress", "ing-p", r#"{"spec":{"ingressClassName":"nginx"}}"#, "{.spec.ingressClassName}", "nginx"),
+    ];
+    for (kind, name, smp, path, want) in cases {
+        ok(api, &mut t, &["patch", kind, name, "-p", smp]);
+        ok(api, &mut t, &["patch", kind, name, "--type=merge", "-p", r#"{"metadata":{"labels":{"merge":"1"}}}"#]);
+        let json = r#"[{"op":"add","path":"/metadata/labels/json","value":"1"}]"#;
+        ok(api, &mut t, &["patch", kind, name, "--type=json", "-p", json]);
+        let got = ok(api, &mut t, &["get", kind, name, "-o", &format!("jsonpath={path}")]);
+        assert_eq!(got, want, "{kind}/{name} after a strategic merge patch");
+        let labels =
+            ok(api, &mut t, &["get", kind, name, "-o", "jsonpath={.metadata.labels.merge}{.metadata.labels.json}"]);
+        assert_eq!(labels, "11", "{kind}/{name} after merge and JSON patches");
+    }
+    // A patch that breaks a rule of the type is refused as kube-apiserver refuses it.
+    let err = fails(
+        api,
+        &mut t,
+        &["patch", "deployment", "deploy-p", "-p", r#"{"spec":{"selector":{"matchLabels":{"app":"other"}}}}"#],
+    );
+    assert!(err.contains("field is immutable"), "{err}");
+    let err = fails(
+        api,
+        &mut t,
+        &[
+            "patch",
+            "service",
+            "svc-p",
+            "--type=json",
+            "-p",
+            r#"[{"op":"replace","path":"/spec/clusterIP","value":"10.96.0.99"}]"#,
+        ],
+    );
+    let want = r#"spec.clusterIPs[0]: Invalid value: []string{"10.96.0.99"}: may not change once set"#;
+    assert!(err.contains(want), "{err}");
+    t.text
+}
+
+#[test]
+fn kubectl_patches_every_type_on_keel_and_etcd() {
+    let mut transcripts = Vec::new();
+    for flavor in [Flavor::Keel, Flavor::Etcd] {
+        let store = Member::single(flavor);
+        let api = ApiServer::start(&store.client_url(), &[]);
+        transcripts.push(patch_every_type(&api));
+    }
+    assert_eq!(transcripts[0], transcripts[1], "kubectl over Keel's store (left) and etcd (right) differ");
+}

@@ -569,7 +569,9 @@ fn validate(rt: &ResourceType, o: &Value, old: Option<&Value>) -> ApiResult<()> 
                 let old_ip = old.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or_default();
                 let new_ip = o.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or_default();
                 if !old_ip.is_empty() && old_ip != new_ip && ty != "ExternalName" {
-                    causes.push(Cause::invalid("spec.clusterIPs[0]", new_ip, "may not change once set"));
+                    // kube-apiserver carries clusterIP into clusterIPs, then refuses the list.
+                    let ips = format!("[]string{{\"{new_ip}\"}}");
+                    causes.push(Cause::invalid_go("spec.clusterIPs[0]", &ips, "may not change once set"));
                 }
             }
         }

@@ -104,8 +104,20 @@ fn strategic(original: &Value, patch: &Value, _path: &str) -> Value {
         let keep: Vec<&str> = keep.iter().filter_map(Value::as_str).collect();
         out.retain(|k, _| keep.contains(&k.as_str()));
     }
+    let order_of = |field: &str| p.get(&format!("$setElementOrder/{field}")).and_then(Value::as_array);
     for (k, v) in p {
-        if k.starts_with("$setElementOrder/") || k == "$retainKeys" || k == "$patch" {
+        if let Some(field) = k.strip_prefix("$setElementOrder/") {
+            // An order with no patch list for its field reorders the live list alone.
+            if let (false, Some(order), Some(Value::Array(live))) =
+                (p.contains_key(field), v.as_array(), out.get(field))
+            {
+                let key = merge_key(field, live.first());
+                let reordered = go_order(live.clone(), order, live, key);
+                out.insert(field.to_string(), Value::Array(reordered));
+            }
+            continue;
+        }
+        if k == "$retainKeys" || k == "$patch" {
             continue;
         }
         if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
@@ -119,10 +131,10 @@ fn strategic(original: &Value, patch: &Value, _path: &str) -> Value {
             continue;
         }
         let merged = match (out.get(k), v) {
-            (Some(Value::Array(o)), Value::Array(pl)) => merge_list(k, o, pl),
+            (Some(Value::Array(o)), Value::Array(pl)) => merge_list(k, o, pl, order_of(k)),
             (Some(o @ Value::Object(_)), Value::Object(_)) => strategic(o, v, k),
             (None, Value::Object(_)) => strategic(&Value::Object(Map::new()), v, k),
-            (None, Value::Array(pl)) => merge_list(k, &[], pl),
+            (None, Value::Array(pl)) => merge_list(k, &[], pl, order_of(k)),
             _ => v.clone(),
         };
         out.insert(k.clone(), merged);
@@ -130,7 +142,46 @@ fn strategic(original: &Value, patch: &Value, _path: &str) -> Value {
     Value::Object(out)
 }
 
-fn merge_list(field: &str, orig: &[Value], patch: &[Value]) -> Value {
+/// Orders a merged list as Go's strategic merge does: the items named by the patch (or by
+/// its `$setElementOrder`) in that order, the live-only items kept in their live order and
+/// slotted in where the live list had them relative to patch items it also had; an item
+/// new to the live list goes before live-only items it cannot be ordered against.
+fn go_order(merged: Vec<Value>, patch_order: &[Value], live: &[Value], key: Option<&str>) -> Vec<Value> {
+    let id = |v: &Value| -> Value {
+        match key {
+            Some(k) => v.get(k).cloned().unwrap_or(Value::Null),
+            None => v.clone(),
+        }
+    };
+    let pos = |list: &[Value], v: &Value| {
+        let want = id(v);
+        list.iter().position(|x| id(x) == want)
+    };
+    let (mut named, live_only): (Vec<Value>, Vec<Value>) =
+        merged.into_iter().partition(|m| pos(patch_order, m).is_some());
+    named.sort_by_key(|m| pos(patch_order, m));
+    let mut out = Vec::with_capacity(named.len() + live_only.len());
+    let (mut i, mut j) = (0, 0);
+    while i < live_only.len() || j < named.len() {
+        let take_live = if i >= live_only.len() {
+            false
+        } else if j >= named.len() {
+            true
+        } else {
+            matches!((pos(live, &live_only[i]), pos(live, &named[j])), (Some(l), Some(r)) if l < r)
+        };
+        if take_live {
+            out.push(live_only[i].clone());
+            i += 1;
+        } else {
+            out.push(named[j].clone());
+            j += 1;
+        }
+    }
+    out
+}
+
+fn merge_list(field: &str, orig: &[Value], patch: &[Value], set_order: Option<&Vec<Value>>) -> Value {
     if merges_as_set(field) {
         let mut out = orig.to_vec();
         for p in patch {
@@ -138,7 +189,7 @@ fn merge_list(field: &str, orig: &[Value], patch: &[Value]) -> Value {
                 out.push(p.clone());
             }
         }
-        return Value::Array(out);
+        return Value::Array(go_order(out, set_order.map_or(patch, |o| o.as_slice()), orig, None));
     }
     let Some(key) = merge_key(field, patch.first().or(orig.first())) else {
         // Lists without a merge strategy are replaced, minus any directive elements.
@@ -165,7 +216,8 @@ fn merge_list(field: &str, orig: &[Value], patch: &[Value]) -> Value {
             None => out.push(strategic(&Value::Object(Map::new()), p, field)),
         }
     }
-    Value::Array(out)
+    let named: Vec<Value> = patch.iter().filter(|p| p.get("$patch").is_none()).cloned().collect();
+    Value::Array(go_order(out, set_order.map_or(&named, |o| o), orig, Some(key)))
 }
 
 #[cfg(test)]
@@ -187,9 +239,36 @@ mod tests {
         assert_eq!(
             got,
             json!({"spec": {"template": {"spec": {"containers": [
-                {"name": "a", "image": "a:2", "env": [{"name": "X", "value": "1"}, {"name": "Y", "value": "2"}]}
-            ]}}, "replicas": 3}, "metadata": {"finalizers": ["f1", "f2"], "labels": {"x": "1"}}})
+                {"name": "a", "image": "a:2", "env": [{"name": "Y", "value": "2"}, {"name": "X", "value": "1"}]}
+            ]}}, "replicas": 3}, "metadata": {"finalizers": ["f2", "f1"], "labels": {"x": "1"}}})
         );
+        Ok(())
+    }
+
+    #[test]
+    fn strategic_merge_orders_lists_as_go_does() -> ApiResult<()> {
+        let ports = |ps: &[i64]| json!({"spec": {"ports": ps.iter().map(|p| json!({"port": p})).collect::<Vec<_>>()}});
+        // A new item goes first; patched live items keep their places among live-only ones.
+        let got = apply(&ports(&[80, 8080]), PatchType::Strategic, br#"{"spec":{"ports":[{"port":443}]}}"#)?;
+        assert_eq!(got, ports(&[443, 80, 8080]));
+        let got = apply(
+            &ports(&[80, 8080, 9090]),
+            PatchType::Strategic,
+            br#"{"spec":{"ports":[{"port":9090},{"port":80}]}}"#,
+        )?;
+        // Go compares a live-only item with the next patch item by live position only.
+        assert_eq!(got, ports(&[8080, 9090, 80]));
+        // $setElementOrder decides the order of the items it names, with or without a patch list.
+        let patch =
+            br#"{"spec":{"$setElementOrder/ports":[{"port":8080},{"port":80}],"ports":[{"port":8080,"name":"alt"}]}}"#;
+        let got = apply(&ports(&[80, 8080]), PatchType::Strategic, patch)?;
+        assert_eq!(got, json!({"spec": {"ports": [{"port": 8080, "name": "alt"}, {"port": 80}]}}));
+        let got = apply(
+            &ports(&[80, 8080]),
+            PatchType::Strategic,
+            br#"{"spec":{"$setElementOrder/ports":[{"port":8080},{"port":80}]}}"#,
+        )?;
+        assert_eq!(got, ports(&[8080, 80]));
         Ok(())
     }
 

@@ -28,6 +28,15 @@ impl Cause {
         }
     }
 
+    /// An invalid value printed as Go prints it (`[]string{"a"}`), not as a quoted string.
+    pub fn invalid_go(field: &str, go_value: &str, detail: &str) -> Cause {
+        Cause {
+            kind: "FieldValueInvalid",
+            field: field.to_string(),
+            message: format!("Invalid value: {go_value}: {detail}"),
+        }
+    }
+
     pub fn forbidden(field: &str, detail: &str) -> Cause {
         Cause { kind: "FieldValueForbidden", field: field.to_string(), message: format!("Forbidden: {detail}") }
     }
