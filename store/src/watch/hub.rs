@@ -3,19 +3,24 @@
 //! The store calls [`WatchHub::committed`] for each revision, in order, while it holds
 //! its index write lock. A *synced* watcher (one that has been sent everything up to the
 //! last revision) gets its events right there with a non-blocking send; if its stream's
-//! queue is full, or it starts in the past, it becomes *unsynced* and a catch-up task
-//! replays history from its next revision with blocking sends, then re-checks under the hub
-//! lock whether it has reached the last revision before moving it back to synced. So a slow
-//! watcher never blocks the apply path or other watchers, and no event is lost, repeated or
-//! reordered (etcd's synced/unsynced/victim design).
+//! queue is full, or it starts in the past, it becomes *unsynced*. One sync loop per hub
+//! (etcd's `syncWatchersLoop`) goes over the unsynced watchers again and again: for each it
+//! reads history from its next revision (one read shared by every watcher asking the same
+//! question at the same revision), sends it only if the stream's queue has room for all of
+//! it (reserved at once, so nothing goes half-sent), and moves the watcher back to synced
+//! under the hub lock once it has reached the last revision. A watcher whose queue is full
+//! is simply looked at again on a later round. So a slow watcher never blocks the apply
+//! path or other watchers, no event is lost, repeated or reordered, and 100,000 watchers
+//! that fall behind together cost queued responses, not 100,000 tasks each holding its own.
 //!
 //! Events of one revision always travel in one response (or in fragments of it, if the
 //! watcher asked for fragments). Keys and values are `Bytes`, shared by every watcher
 //! that receives the same event.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -27,6 +32,10 @@ use crate::proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchRespon
 
 /// Events read from history per catch-up step (etcd's `watchBatchMaxRevs` is 1000 revisions).
 const CATCH_UP_EVENTS: usize = 1000;
+/// Unsynced watchers the sync loop looks at between yields to the runtime.
+const SYNC_YIELD_EVERY: usize = 256;
+/// How long the sync loop waits when no unsynced watcher had room in its queue.
+const SYNC_IDLE: Duration = Duration::from_millis(10);
 
 struct Stream {
     tx: Outbox,
@@ -46,6 +55,8 @@ struct Inner {
     /// Synced watchers of a range.
     ranged: HashSet<WatchKey>,
     unsynced: HashMap<WatchKey, Watcher>,
+    /// `created` answers that did not fit their stream's queue; sent before any event.
+    pending_created: HashMap<WatchKey, WatchResponse>,
 }
 
 impl Inner {
@@ -84,6 +95,7 @@ impl Inner {
         if let Some(s) = self.streams.get_mut(&k.0) {
             s.ids.remove(&k.1);
         }
+        self.pending_created.remove(k);
         self.remove_synced(k).or_else(|| self.unsynced.remove(k))
     }
 
@@ -104,6 +116,9 @@ pub struct WatchHub {
     /// range from the same revision while the store has not moved on (1,000 watchers of
     /// one key that fell behind together read history once, not 1,000 times).
     history_memo: Mutex<HistoryMemo>,
+    /// Wakes the sync loop: a watcher became unsynced.
+    sync_wake: tokio::sync::Notify,
+    sync_started: AtomicBool,
 }
 
 type HistoryBatch = Result<(Arc<Vec<HistoryEvent>>, i64), HistoryError>;
@@ -139,6 +154,8 @@ impl WatchHub {
             next_stream: AtomicU64::new(1),
             max_response_bytes,
             history_memo: Mutex::new(HistoryMemo::default()),
+            sync_wake: tokio::sync::Notify::new(),
+            sync_started: AtomicBool::new(false),
         });
         let _ = hub.store.set(Arc::downgrade(store));
         store.set_listener(hub.clone());
@@ -159,6 +176,7 @@ impl WatchHub {
                 let k = (stream, id);
                 inner.remove_synced(&k);
                 inner.unsynced.remove(&k);
+                inner.pending_created.remove(&k);
             }
         }
     }
@@ -204,16 +222,12 @@ impl WatchHub {
             Ok(()) if start > last => inner.add_synced(w),
             Ok(()) => {
                 inner.unsynced.insert(w.key(), w);
-                tokio::spawn(self.clone().catch_up((stream, id)));
+                self.wake_sync();
             }
             Err(TrySendError::Full(created)) => {
+                inner.pending_created.insert(w.key(), created);
                 inner.unsynced.insert(w.key(), w);
-                let hub = self.clone();
-                tokio::spawn(async move {
-                    if tx.send(created).await.is_ok() {
-                        hub.catch_up((stream, id)).await;
-                    }
-                });
+                self.wake_sync();
             }
             Err(TrySendError::Closed(_)) => {}
         }
@@ -256,61 +270,130 @@ impl WatchHub {
         self.store.get().and_then(Weak::upgrade)
     }
 
-    /// Replays history to an unsynced watcher until it has everything, then makes it synced.
-    async fn catch_up(self: Arc<Self>, key: WatchKey) {
+    /// Starts the sync loop on first use, and wakes it.
+    fn wake_sync(self: &Arc<Self>) {
+        if !self.sync_started.swap(true, Ordering::AcqRel) {
+            tokio::spawn(self.clone().sync_loop());
+        }
+        self.sync_wake.notify_one();
+    }
+
+    /// Goes over the unsynced watchers until there are none, then sleeps until woken.
+    async fn sync_loop(self: Arc<Self>) {
         loop {
-            let Some(w) = self.inner.lock().unsynced.get(&key).cloned() else { return };
-            let Some(store) = self.store() else { return };
-            let batch = self.shared_history(&store, &w.range, w.next_rev, w.prev_kv);
-            let (events, upto) = match batch {
-                Ok(b) => b,
-                Err(e) => {
-                    // History is gone (compacted) or unreadable: the watcher ends here.
-                    self.inner.lock().remove(&key);
-                    let (compact_revision, cancel_reason) = match e {
-                        HistoryError::Compacted(rev) => (rev, String::new()),
-                        HistoryError::Storage(reason) => (0, reason),
-                    };
-                    let resp = WatchResponse {
-                        header: header(0),
-                        watch_id: w.id,
-                        canceled: true,
-                        compact_revision,
-                        cancel_reason,
-                        ..Default::default()
-                    };
-                    let _ = w.tx.send(resp).await;
-                    return;
-                }
-            };
-            // Like etcd, a catch-up batch goes out as one response stamped with the revision
-            // the history was read at; it only ever holds whole revisions.
-            let evs: Vec<_> = events.iter().filter_map(|h| w.event_from_history(h)).collect();
-            if !evs.is_empty() {
-                for resp in w.responses(upto, evs, self.max_response_bytes) {
-                    if w.tx.send(resp).await.is_err() {
-                        return;
-                    }
+            let keys: Vec<WatchKey> = self.inner.lock().unsynced.keys().copied().collect();
+            if keys.is_empty() {
+                self.sync_wake.notified().await;
+                continue;
+            }
+            let mut progressed = false;
+            for (i, key) in keys.into_iter().enumerate() {
+                progressed |= self.sync_one(key).await;
+                if i % SYNC_YIELD_EVERY == SYNC_YIELD_EVERY - 1 {
+                    tokio::task::yield_now().await;
                 }
             }
-            let mut inner = self.inner.lock();
-            let last = inner.last_rev;
-            let Some(w) = inner.unsynced.get_mut(&key) else { return };
-            w.next_rev = w.next_rev.max(upto + 1);
-            if w.next_rev > last {
-                if let Some(w) = inner.unsynced.remove(&key) {
-                    inner.add_synced(w);
+            if !progressed {
+                // Every unsynced watcher's queue is full: give their readers a moment.
+                tokio::select! {
+                    () = self.sync_wake.notified() => {}
+                    () = tokio::time::sleep(SYNC_IDLE) => {}
                 }
-                let synced = inner.stream_synced(key.0);
-                if let Some(s) = inner.streams.get_mut(&key.0) {
-                    if synced && s.progress_pending {
-                        s.progress_pending = false;
-                        send_soon(&s.tx, WatchResponse { header: header(last), watch_id: -1, ..Default::default() });
-                    }
-                }
-                return;
             }
         }
+    }
+
+    /// One step for one unsynced watcher: its pending `created`, then the next batch of
+    /// history if its queue has room for all of it. Returns whether anything was sent.
+    async fn sync_one(&self, key: WatchKey) -> bool {
+        let w = {
+            let mut inner = self.inner.lock();
+            let Some(w) = inner.unsynced.get(&key).cloned() else { return false };
+            if let Some(created) = inner.pending_created.remove(&key) {
+                match w.tx.try_send(created) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(created)) => {
+                        inner.pending_created.insert(key, created);
+                        return false;
+                    }
+                    Err(TrySendError::Closed(_)) => {
+                        inner.remove(&key);
+                        return false;
+                    }
+                }
+            }
+            w
+        };
+        if w.tx.capacity() == 0 {
+            return false;
+        }
+        let Some(store) = self.store() else { return false };
+        let (events, upto) = match self.shared_history(&store, &w.range, w.next_rev, w.prev_kv) {
+            Ok(b) => b,
+            Err(e) => {
+                // History is gone (compacted) or unreadable: the watcher ends here.
+                let (compact_revision, cancel_reason) = match e {
+                    HistoryError::Compacted(rev) => (rev, String::new()),
+                    HistoryError::Storage(reason) => (0, reason),
+                };
+                let resp = WatchResponse {
+                    header: header(0),
+                    watch_id: w.id,
+                    canceled: true,
+                    compact_revision,
+                    cancel_reason,
+                    ..Default::default()
+                };
+                if let Err(TrySendError::Full(_)) = w.tx.try_send(resp) {
+                    return false;
+                }
+                self.inner.lock().remove(&key);
+                return true;
+            }
+        };
+        // Like etcd, a catch-up batch goes out as one response stamped with the revision
+        // the history was read at; it only ever holds whole revisions.
+        let evs: Vec<_> = events.iter().filter_map(|h| w.event_from_history(h)).collect();
+        let resps = if evs.is_empty() { Vec::new() } else { w.responses(upto, evs, self.max_response_bytes) };
+        if resps.len() > w.tx.max_capacity() {
+            // More fragments than the queue holds: only blocking sends get them through.
+            for r in resps {
+                if w.tx.send(r).await.is_err() {
+                    self.inner.lock().remove(&key);
+                    return false;
+                }
+            }
+        } else if !resps.is_empty() {
+            match w.tx.try_reserve_many(resps.len()) {
+                Ok(permits) => {
+                    for (permit, r) in permits.zip(resps) {
+                        permit.send(r);
+                    }
+                }
+                Err(TrySendError::Full(())) => return false,
+                Err(TrySendError::Closed(())) => {
+                    self.inner.lock().remove(&key);
+                    return false;
+                }
+            }
+        }
+        let mut inner = self.inner.lock();
+        let last = inner.last_rev;
+        let Some(w) = inner.unsynced.get_mut(&key) else { return true };
+        w.next_rev = w.next_rev.max(upto + 1);
+        if w.next_rev > last {
+            if let Some(w) = inner.unsynced.remove(&key) {
+                inner.add_synced(w);
+            }
+            let synced = inner.stream_synced(key.0);
+            if let Some(s) = inner.streams.get_mut(&key.0) {
+                if synced && s.progress_pending {
+                    s.progress_pending = false;
+                    send_soon(&s.tx, WatchResponse { header: header(last), watch_id: -1, ..Default::default() });
+                }
+            }
+        }
+        true
     }
 
     /// A catch-up batch of history, read once for all watchers asking the same question
@@ -340,7 +423,7 @@ impl WatchHub {
         if let Some(mut w) = inner.remove_synced(&k) {
             w.next_rev = w.next_rev.max(next_rev);
             inner.unsynced.insert(k, w);
-            tokio::spawn(self.clone().catch_up(k));
+            self.wake_sync();
         }
     }
 }
