@@ -436,24 +436,49 @@ impl CommitListener for WatchHub {
             return;
         }
         let mut batches: HashMap<WatchKey, Vec<crate::proto::mvccpb::Event>> = HashMap::new();
+        // Room left in each stream's queue, counted as watchers are given events: a watcher
+        // whose stream is already full goes straight to the sync loop, before its events
+        // are even built (100,000 watchers of one key on 100 streams of 128: most of them).
+        let mut room: HashMap<u64, usize> = HashMap::new();
+        let mut full: HashSet<WatchKey> = HashSet::new();
+        let mut add = |k: &WatchKey, w: &Watcher, e: crate::proto::mvccpb::Event| {
+            if let Some(v) = batches.get_mut(k) {
+                v.push(e);
+                return;
+            }
+            if full.contains(k) {
+                return;
+            }
+            let left = room.entry(k.0).or_insert_with(|| w.tx.capacity());
+            if *left == 0 {
+                full.insert(*k);
+                return;
+            }
+            *left -= 1;
+            batches.insert(*k, vec![e]);
+        };
         for c in changes {
             if let Some(keys) = inner.by_key.get(&c.key) {
                 for k in keys {
-                    if let Some(e) = inner.synced.get(k).and_then(|w| w.event_for(c, revision)) {
-                        batches.entry(*k).or_default().push(e);
+                    let Some(w) = inner.synced.get(k) else { continue };
+                    if revision < w.next_rev {
+                        continue;
+                    }
+                    if let Some(e) = w.event_for(c, revision) {
+                        add(k, w, e);
                     }
                 }
             }
             for k in &inner.ranged {
                 let Some(w) = inner.synced.get(k) else { continue };
-                if w.range.contains(&c.key) {
+                if revision >= w.next_rev && w.range.contains(&c.key) {
                     if let Some(e) = w.event_for(c, revision) {
-                        batches.entry(*k).or_default().push(e);
+                        add(k, w, e);
                     }
                 }
             }
         }
-        let mut behind = Vec::new();
+        let mut behind: Vec<WatchKey> = full.into_iter().collect();
         let mut gone = Vec::new();
         for (k, events) in batches {
             let Some(w) = inner.synced.get_mut(&k) else { continue };
