@@ -584,6 +584,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn watchers_created_on_a_full_stream_get_created_first_then_every_event() {
+        let (_dir, store, hub) = open();
+        // A queue of one: the second and third `created` answers do not fit and wait in the
+        // sync loop, which must still send each before any of that watcher's events.
+        let (tx, mut rx) = mpsc::channel(1);
+        let stream = hub.open_stream(tx);
+        for _ in 0..3 {
+            hub.create(stream, &WatchCreateRequest { key: "k".into(), ..Default::default() });
+        }
+        for i in 0..20 {
+            put(&store, "k", &format!("v{i}"));
+        }
+        let mut created: HashSet<i64> = HashSet::new();
+        let mut seen: HashMap<i64, Vec<i64>> = HashMap::new();
+        while seen.values().map(Vec::len).sum::<usize>() < 60 {
+            let r = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+                .await
+                .expect("in time")
+                .expect("open");
+            if r.created {
+                assert!(created.insert(r.watch_id), "created twice: {}", r.watch_id);
+                continue;
+            }
+            assert!(created.contains(&r.watch_id), "events for watcher {} before its created", r.watch_id);
+            seen.entry(r.watch_id)
+                .or_default()
+                .extend(r.events.iter().filter_map(|e| e.kv.as_ref()).map(|kv| kv.mod_revision));
+        }
+        assert_eq!(created.len(), 3);
+        for (id, revs) in seen {
+            assert_eq!(revs, (2..=21).collect::<Vec<i64>>(), "watcher {id} got every revision once, in order");
+        }
+    }
+
+    #[tokio::test]
     async fn a_delete_at_the_compaction_revision_is_still_delivered() {
         // Regression: compaction used to drop a tombstone at exactly its revision, so a watch
         // resumed from that revision missed the delete (etcd issue 19179).
