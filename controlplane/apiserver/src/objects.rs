@@ -74,13 +74,28 @@ fn unknown_fields(input: &Value, canonical: &Value, path: &str, out: &mut Vec<St
     }
 }
 
+/// A decoding error in Go's words where they differ: bad base64 in a `[]byte` field is
+/// "illegal base64 data at input byte N" from Go's encoding/base64.
+fn go_decode_error(e: &str) -> String {
+    static BASE64: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"Invalid (?:symbol \d+|last symbol \d+|padding|byte \d+), offset (\d+)\.?").ok()
+    });
+    match BASE64.as_ref().and_then(|re| re.captures(e)) {
+        Some(c) => format!("illegal base64 data at input byte {}", &c[1]),
+        None => e.to_string(),
+    }
+}
+
 /// Decodes `input` as the resource's type: the canonical form, and warnings for unknown
 /// fields (an error under `Strict`).
 pub fn decode(rt: &ResourceType, input: Value, fv: FieldValidation) -> ApiResult<(Value, Vec<String>)> {
     let canonical = (rt.canonicalize)(input.clone()).map_err(|e| {
         ApiError::bad_request(format!(
-            "{} in version \"{}\" cannot be handled as a {}: {e}",
-            rt.kind, rt.version, rt.kind
+            "{} in version \"{}\" cannot be handled as a {}: {}",
+            rt.kind,
+            rt.version,
+            rt.kind,
+            go_decode_error(&e)
         ))
     })?;
     let mut unknown = Vec::new();
@@ -675,6 +690,22 @@ mod tests {
             .filter_map(|c| c["field"].as_str().map(str::to_string))
             .collect();
         assert_eq!(fields, vec!["metadata.name", "spec.containers[0].image"]);
+    }
+
+    #[test]
+    fn bad_base64_is_reported_in_gos_words() {
+        let Some(rt) = find("", "v1", "secrets") else { panic!("secrets are served") };
+        let bad =
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {"a": "not base64!"}});
+        let e = decode(rt, bad, FieldValidation::Strict).err().map(|e| (e.code.as_u16(), e.message));
+        assert_eq!(
+            e,
+            Some((
+                400,
+                "Secret in version \"v1\" cannot be handled as a Secret: illegal base64 data at input byte 3"
+                    .to_string()
+            ))
+        );
     }
 
     #[test]
