@@ -499,3 +499,106 @@ fn kubectl_patches_every_type_on_keel_and_etcd() {
     }
     assert_eq!(transcripts[0], transcripts[1], "kubectl over Keel's store (left) and etcd (right) differ");
 }
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let o = std::process::Command::new("openssl").current_dir(dir).args(args).output().expect("openssl");
+    assert!(o.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn client_certificates_signed_by_the_client_ca_authenticate() {
+    let store = Member::single(Flavor::Keel);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    let req = ["req", "-newkey", "rsa:2048", "-nodes", "-days", "1"];
+    // The serving certificate, a client CA, a client certificate it signs, and one it does not.
+    openssl(
+        d,
+        &[
+            &req[..],
+            &["-x509", "-subj", "/CN=keel-apiserver", "-addext", "subjectAltName=IP:127.0.0.1"],
+            &["-keyout", "server.key", "-out", "server.pem"],
+        ]
+        .concat(),
+    );
+    openssl(d, &[&req[..], &["-x509", "-subj", "/CN=keel-client-ca", "-keyout", "ca.key", "-out", "ca.pem"]].concat());
+    std::fs::write(d.join("client.ext"), "extendedKeyUsage=clientAuth\n").expect("ext file");
+    openssl(
+        d,
+        &[&req[..], &["-subj", "/CN=alice/O=system:masters", "-keyout", "alice.key", "-out", "alice.csr"]].concat(),
+    );
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "alice.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "client.ext",
+            "-out",
+            "alice.pem",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            &req[..],
+            &[
+                "-x509",
+                "-subj",
+                "/CN=mallory",
+                "-addext",
+                "extendedKeyUsage=clientAuth",
+                "-keyout",
+                "mallory.key",
+                "-out",
+                "mallory.pem",
+            ],
+        ]
+        .concat(),
+    );
+
+    let flags = [
+        format!("--tls-cert-file={}", d.join("server.pem").display()),
+        format!("--tls-private-key-file={}", d.join("server.key").display()),
+        format!("--client-ca-file={}", d.join("ca.pem").display()),
+    ];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    // kubectl's user is alice, by certificate (the harness waits for it to be served).
+    let alice = format!(
+        "{{client-certificate: \"{}\", client-key: \"{}\"}}",
+        d.join("alice.pem").display(),
+        d.join("alice.key").display()
+    );
+    let api = ApiServer::start_with_user(&store.client_url(), &flags, &alice, Some(&d.join("server.pem")));
+    let o = api.kubectl(&["create", "configmap", "by-cert"]);
+    assert!(o.status.success(), "{}\n{}", String::from_utf8_lossy(&o.stderr), api.log());
+    let as_user = |who: &str, args: &[&str]| {
+        let cert = format!("--client-certificate={}", d.join(format!("{who}.pem")).display());
+        let key = format!("--client-key={}", d.join(format!("{who}.key")).display());
+        api.kubectl(&[&[cert.as_str(), key.as_str()][..], args].concat())
+    };
+    // Without a certificate, and with a token nobody issued: 401 (without any credentials
+    // kubectl would prompt for a username instead).
+    let anon = d.join("anonymous.kubeconfig");
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: k\n  cluster: {{server: \"https://127.0.0.1:{}\", certificate-authority: \"{}\"}}\ncontexts:\n- name: k\n  context: {{cluster: k, user: u}}\ncurrent-context: k\nusers:\n- name: u\n  user: {{}}\n",
+        api.port,
+        d.join("server.pem").display()
+    );
+    std::fs::write(&anon, kubeconfig).expect("kubeconfig");
+    let o = api.command(&["--token=unknown", "get", "configmaps"]).env("KUBECONFIG", &anon).output().expect("kubectl");
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Unauthorized"), "{}", String::from_utf8_lossy(&o.stderr));
+    // A certificate from another authority does not get through the handshake.
+    let o = as_user("mallory", &["get", "configmaps"]);
+    assert!(!o.status.success(), "a certificate the client CA did not sign was accepted");
+}

@@ -30,6 +30,13 @@ impl ApiServer {
         token: Option<&str>,
         ca: Option<&std::path::Path>,
     ) -> ApiServer {
+        let user = token.map_or("{}".to_string(), |t| format!("{{token: {t}}}"));
+        Self::start_with_user(etcd_servers, extra, &user, ca)
+    }
+
+    /// Starts an API server; kubectl's kubeconfig user is `user` (a YAML flow mapping, e.g.
+    /// `{client-certificate: ..., client-key: ...}`).
+    pub fn start_with_user(etcd_servers: &str, extra: &[&str], user: &str, ca: Option<&std::path::Path>) -> ApiServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut a = ApiServer {
             port: 0,
@@ -42,7 +49,7 @@ impl ApiServer {
         // it exits, and starts again on another.
         for _ in 0..3 {
             a.port = free_port();
-            a.write_kubeconfig(token, ca);
+            a.write_kubeconfig(user, ca);
             if a.spawn() {
                 return a;
             }
@@ -50,9 +57,8 @@ impl ApiServer {
         panic!("the apiserver never started on a free port\n{}", a.log());
     }
 
-    fn write_kubeconfig(&self, token: Option<&str>, ca: Option<&std::path::Path>) {
+    fn write_kubeconfig(&self, user: &str, ca: Option<&std::path::Path>) {
         let port = self.port;
-        let user = token.map_or("{}".to_string(), |t| format!("{{token: {t}}}"));
         let cluster = match ca {
             Some(ca) => {
                 format!("{{server: \"https://127.0.0.1:{port}\", certificate-authority: \"{}\"}}", ca.display())

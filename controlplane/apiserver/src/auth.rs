@@ -1,7 +1,9 @@
 //! Authentication by bearer token (`--token-auth-file`, kube-apiserver's static token file:
-//! CSV lines `token,user,uid[,"group1,group2"]`). Without the flag every request is
-//! accepted, as for a plain-HTTP API server on loopback. Health and version endpoints are
-//! open either way, as kube-apiserver leaves them to anonymous users.
+//! CSV lines `token,user,uid[,"group1,group2"]`) and by client certificate
+//! (`--client-ca-file`, see `tls.rs`). With neither flag every request is accepted, as for a
+//! plain-HTTP API server on loopback; with either, a request must carry a known token or a
+//! verified client certificate. Health and version endpoints are open either way, as
+//! kube-apiserver leaves them to anonymous users.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -49,9 +51,19 @@ fn open_path(path: &str) -> bool {
     matches!(path, "/healthz" | "/livez" | "/readyz" | "/version")
 }
 
-/// Refuses requests without a known bearer token with kube-apiserver's 401 Status.
-pub async fn require_token(State(tokens): State<Arc<Tokens>>, req: Request, next: Next) -> Response {
-    if open_path(req.uri().path()) {
+/// How requests may authenticate.
+#[derive(Debug, Default)]
+pub struct Authn {
+    pub tokens: Option<Tokens>,
+    /// Client certificates are verified (their user arrives as a request extension).
+    pub client_certs: bool,
+}
+
+/// Refuses requests with neither a known bearer token nor a verified client certificate,
+/// with kube-apiserver's 401 Status.
+pub async fn require_auth(State(authn): State<Arc<Authn>>, req: Request, next: Next) -> Response {
+    if open_path(req.uri().path()) || (authn.client_certs && req.extensions().get::<crate::tls::ClientUser>().is_some())
+    {
         return next.run(req).await;
     }
     let bearer = req
@@ -60,7 +72,7 @@ pub async fn require_token(State(tokens): State<Arc<Tokens>>, req: Request, next
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    match bearer.and_then(|t| tokens.user(t)) {
+    match bearer.and_then(|t| authn.tokens.as_ref().and_then(|tokens| tokens.user(t))) {
         Some(_) => next.run(req).await,
         None => (
             StatusCode::UNAUTHORIZED,

@@ -18,6 +18,7 @@ pub mod server;
 pub mod status;
 pub mod storage;
 pub mod table;
+pub mod tls;
 pub mod watch;
 pub mod watchcache;
 
@@ -62,6 +63,10 @@ pub struct ApiServerConfig {
     /// The certificate's private key (PEM).
     #[arg(long, env = "KEEL_TLS_PRIVATE_KEY_FILE", requires = "tls_cert_file")]
     pub tls_private_key_file: Option<std::path::PathBuf>,
+    /// Accept client certificates signed by this authority (PEM); the certificate's
+    /// CommonName is the user, its Organizations the groups. Needs HTTPS.
+    #[arg(long, env = "KEEL_CLIENT_CA_FILE", requires = "tls_cert_file")]
+    pub client_ca_file: Option<std::path::PathBuf>,
     /// Which of a node's addresses to reach its node agent on, in order of preference.
     #[arg(long, env = "KEEL_KUBELET_PREFERRED_ADDRESS_TYPES", default_value = logs::DEFAULT_ADDRESS_TYPES)]
     pub kubelet_preferred_address_types: String,
@@ -85,6 +90,7 @@ impl ApiServerConfig {
             token_auth_file: None,
             tls_cert_file: None,
             tls_private_key_file: None,
+            client_ca_file: None,
             kubelet_preferred_address_types: logs::DEFAULT_ADDRESS_TYPES.into(),
             kubelet_certificate_authority: None,
         }
@@ -112,15 +118,12 @@ async fn ensure_namespaces(api: &server::Api) -> anyhow::Result<()> {
 /// Binds, then serves until `shutdown` resolves.
 pub async fn run(cfg: ApiServerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let ranges = alloc::Ranges::parse(&cfg.service_cluster_ip_range, &cfg.service_node_port_range)?;
-    let tokens = cfg.token_auth_file.as_deref().map(auth::Tokens::load).transpose()?.map(Arc::new);
+    let tokens = cfg.token_auth_file.as_deref().map(auth::Tokens::load).transpose()?;
     let tls = match (&cfg.tls_cert_file, &cfg.tls_private_key_file) {
         (Some(cert), Some(key)) => {
             // One crypto provider for the process; a second install (tests, `keel up`) is fine.
             let _ = rustls::crypto::ring::default_provider().install_default();
-            let c = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
-                .await
-                .with_context(|| format!("cannot load TLS certificate {} and key {}", cert.display(), key.display()))?;
-            Some(c)
+            Some(tls::server_config(cert, key, cfg.client_ca_file.as_deref())?)
         }
         (None, None) => None,
         _ => anyhow::bail!("--tls-cert-file and --tls-private-key-file go together"),
@@ -163,8 +166,9 @@ pub async fn run(cfg: ApiServerConfig, shutdown: impl Future<Output = ()> + Send
     };
     tracing::info!(%local, "apiserver serving");
     let mut app = server::router(api);
-    if let Some(tokens) = tokens {
-        app = app.layer(axum::middleware::from_fn_with_state(tokens, auth::require_token));
+    if tokens.is_some() || cfg.client_ca_file.is_some() {
+        let authn = Arc::new(auth::Authn { tokens, client_certs: cfg.client_ca_file.is_some() });
+        app = app.layer(axum::middleware::from_fn_with_state(authn, auth::require_auth));
     }
     match tls {
         None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await?,
@@ -175,7 +179,8 @@ pub async fn run(cfg: ApiServerConfig, shutdown: impl Future<Output = ()> + Send
                 shutdown.await;
                 stopper.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
             });
-            axum_server::from_tcp_rustls(listener.into_std()?, tls)
+            axum_server::from_tcp(listener.into_std()?)
+                .acceptor(tls::IdentifyingAcceptor::new(tls))
                 .handle(handle)
                 .serve(app.into_make_service())
                 .await?;
