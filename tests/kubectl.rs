@@ -257,16 +257,7 @@ fn kubectl_get_watch_sees_every_change() {
 fn https_and_a_token_file_admit_only_known_tokens() {
     let store = Member::single(Flavor::Keel);
     let dir = tempfile::tempdir().expect("temp dir");
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let made = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=keel-apiserver"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let (cert, key) = crate::harness::self_signed_cert(dir.path(), "cert", "keel-apiserver");
     let tokens = dir.path().join("tokens.csv");
     std::fs::write(&tokens, "s3cret,alice,1,\"system:masters\"\n").expect("token file");
     let flags = [

@@ -15,16 +15,7 @@ use crate::harness::{free_port, Flavor, Member};
 /// Serves `GET /containerLogs/{namespace}/{pod}/{container}` over HTTPS on `port` with a
 /// self-signed certificate; runs on a thread of its own until the test ends.
 fn start_node_agent(dir: &std::path::Path, port: u16) {
-    let (cert, key) = (dir.join("kubelet.pem"), dir.join("kubelet-key.pem"));
-    let made = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=node-1"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let (cert, key) = crate::harness::self_signed_cert(dir, "kubelet", "node-1");
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");

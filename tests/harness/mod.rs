@@ -329,3 +329,19 @@ impl Drop for Member {
 pub async fn client(m: &Member) -> etcd_client::Client {
     etcd_client::Client::connect([m.client_url()], None).await.expect("connect")
 }
+
+/// Writes a self-signed certificate for 127.0.0.1 with subject `CN=<cn>` into `dir` as
+/// `<name>.pem` and `<name>-key.pem`, with openssl; returns (certificate, key).
+pub fn self_signed_cert(dir: &Path, name: &str, cn: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}-key.pem")));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", &format!("/CN={cn}")])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    (cert, key)
+}

@@ -362,43 +362,43 @@ impl Collector {
         }
     }
 
-    /// Removes the owner references to `owners` from `node`, guarded by its resourceVersion.
+    /// Removes the owner references to `owners` from `node`.
     async fn drop_owner_refs(&self, node: &Node, owners: &[String]) -> Result<(), kube::Error> {
-        let api = self.api(node.kind, node.namespace.as_deref());
-        let Some(current) = api.get_opt(&node.name).await? else { return Ok(()) };
-        let refs = current.metadata.owner_references.clone().unwrap_or_default();
-        let kept: Vec<&OwnerReference> = refs.iter().filter(|r| !owners.contains(&r.uid)).collect();
-        if kept.len() == refs.len() {
-            return Ok(());
-        }
-        // null, not [], when none is left: the field is omitted when empty, as Go omits it.
-        let kept = if kept.is_empty() { json!(null) } else { json!(kept) };
-        let patch = json!({ "metadata": {
-            "resourceVersion": current.metadata.resource_version,
-            "ownerReferences": kept,
-        }});
-        match api.patch(&node.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-            Ok(_) => Ok(()),
-            Err(e) if is_status(&e, 404) => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.shrink_meta_list(node, "ownerReferences", |m| {
+            let refs = m.owner_references.as_deref().unwrap_or_default();
+            (refs.len(), refs.iter().filter(|r| !owners.contains(&r.uid)).map(|r| json!(r)).collect())
+        })
+        .await
     }
 
-    /// Removes `finalizer` from `node`, guarded by its resourceVersion; the API server deletes
-    /// the object when it was the last one.
+    /// Removes `finalizer` from `node`; the API server deletes the object when it was the
+    /// last one.
     async fn drop_finalizer(&self, node: &Node, finalizer: &str) -> Result<(), kube::Error> {
+        self.shrink_meta_list(node, "finalizers", |m| {
+            let all = m.finalizers.as_deref().unwrap_or_default();
+            (all.len(), all.iter().filter(|f| *f != finalizer).map(|f| json!(f)).collect())
+        })
+        .await
+    }
+
+    /// Reads `node` and, if `keep` (list length, items kept) leaves fewer items in its
+    /// metadata list `field`, writes
+    /// the rest back with a merge patch guarded by the resourceVersion it read (null, not
+    /// [], when none is left: Go omits the empty field).
+    async fn shrink_meta_list(
+        &self,
+        node: &Node,
+        field: &str,
+        keep: impl Fn(&kube::api::ObjectMeta) -> (usize, Vec<serde_json::Value>),
+    ) -> Result<(), kube::Error> {
         let api = self.api(node.kind, node.namespace.as_deref());
         let Some(current) = api.get_opt(&node.name).await? else { return Ok(()) };
-        let all = current.metadata.finalizers.clone().unwrap_or_default();
-        if !all.iter().any(|f| f == finalizer) {
+        let (before, kept) = keep(&current.metadata);
+        if kept.len() == before {
             return Ok(());
         }
-        let rest: Vec<&String> = all.iter().filter(|f| *f != finalizer).collect();
-        let rest = if rest.is_empty() { json!(null) } else { json!(rest) };
-        let patch = json!({ "metadata": {
-            "resourceVersion": current.metadata.resource_version,
-            "finalizers": rest,
-        }});
+        let value = if kept.is_empty() { json!(null) } else { json!(kept) };
+        let patch = json!({ "metadata": { "resourceVersion": current.metadata.resource_version, field: value } });
         match api.patch(&node.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
             Ok(_) => Ok(()),
             Err(e) if is_status(&e, 404) => Ok(()),
