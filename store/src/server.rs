@@ -222,6 +222,7 @@ pub async fn run(
         stop.clone(),
     ));
     tokio::spawn(auto_compact::run(node.clone(), cfg.auto_compaction()?, stop.clone()));
+    tokio::spawn(track_role(node.raft.clone(), log_writer.clone()));
 
     tokio::select! {
         _ = shutdown => tracing::info!("stopping"),
@@ -250,10 +251,25 @@ async fn progress_notifications(hub: Arc<WatchHub>, every: std::time::Duration, 
     }
 }
 
+/// Keeps the log store told whether this member follows (see `LogStore::set_following`).
+async fn track_role(raft: crate::raft::Raft, log: LogStore) {
+    let mut rx = raft.server_metrics();
+    loop {
+        let following = rx.borrow().state != openraft::ServerState::Leader;
+        log.set_following(following);
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Resolves once this member, having been part of the cluster, is no longer in its
 /// membership (etcd stops a removed member the same way).
+///
+/// Server metrics, not the full metrics: those change with every entry, and each change
+/// would wake this (and its thread) once per write.
 async fn removed(node: Arc<Node>) {
-    let mut rx = node.raft.metrics();
+    let mut rx = node.raft.server_metrics();
     let mut seen = false;
     loop {
         let present = rx.borrow().membership_config.membership().get_node(&node.id).is_some();

@@ -101,7 +101,7 @@ impl Node {
 
     /// Waits (until `deadline`) for a leader to be known.
     pub(crate) async fn await_leader(&self, deadline: Instant) -> Result<NodeId, EtcdError> {
-        let mut rx = self.raft.metrics();
+        let mut rx = self.raft.server_metrics();
         loop {
             if let Some(l) = rx.borrow().current_leader {
                 return Ok(l);

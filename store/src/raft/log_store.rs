@@ -4,11 +4,17 @@
 //! appended entries are readable as soon as `append` returns, and its flush callback fires
 //! only once they are durable.
 //!
-//! All writes go through one writer thread, in order. `append` puts the entries in an
-//! in-memory map (so readers see them at once) and queues them; the writer takes everything
-//! queued, writes it as one *synced* batch (group commit: one fsync for every append that
-//! arrived meanwhile), drops the written entries from the map and fires the callbacks. So
-//! Raft's own task never waits on the disk, and nothing else shares this WAL.
+//! On the leader, writes go through one writer thread, in order. `append` puts the entries
+//! in an in-memory map (so readers, replication above all, see them at once) and queues
+//! them; the writer takes everything queued, writes it as one *synced* batch (group commit:
+//! one fsync for every append that arrived meanwhile), drops the written entries from the
+//! map and fires the callbacks. So the leader's Raft task never waits on the disk and its
+//! own fsync overlaps replication. A follower writes on Raft's task instead, once the
+//! writer has nothing queued (so writes stay in order): its answer to the leader waits for
+//! the write anyway, and handing it to a thread and back costs two context switches, more
+//! than the fsync itself on a fast disk. Nothing else shares this WAL.
+//!
+//! The committed log id is a restart hint: it rides along with the next write.
 //!
 //! Purging log entries first syncs the state machine's WAL: entries are only purged once
 //! a snapshot covers them, and the applied state must be at least as durable as the log it
@@ -17,6 +23,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 
@@ -41,9 +48,6 @@ enum Op {
     Purge(LogId, Done),
     /// A raft-state key and its encoded value.
     Put(&'static [u8], Vec<u8>, Done),
-    /// A raft-state key nobody waits for (a restart hint): written with the next batch, and
-    /// a batch of nothing but hints is not synced (the next synced write makes it durable).
-    Hint(&'static [u8], Vec<u8>),
     /// Write what came before, then end the writer thread.
     Stop,
 }
@@ -53,14 +57,45 @@ type Done = tokio::sync::oneshot::Sender<Result<(), String>>;
 /// Appended entries not yet written, by index: what readers see before the writer catches up.
 type Pending = Arc<RwLock<BTreeMap<u64, Entry>>>;
 
+/// The newest committed log id (encoded) not yet written: a restart hint nobody waits for,
+/// so it waits in memory for the next write instead of waking the writer of its own.
+type Hint = Arc<parking_lot::Mutex<Option<Vec<u8>>>>;
+
 #[derive(Clone)]
 pub struct LogStore {
     engine: Engine,
     pending: Pending,
+    io: Io,
     writer: mpsc::Sender<Op>,
-    /// The writer thread, joined by [`LogStore::close`] so that no RocksDB work is still
-    /// running when the process exits.
-    thread: Arc<parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>>,
+    /// Operations sent to the writer and not yet written: while there are any, every write
+    /// goes through the writer too, so writes stay in order.
+    queued: Arc<AtomicUsize>,
+    /// This member follows (is not the leader): see [`LogStore::set_following`].
+    following: Arc<AtomicBool>,
+    thread: Arc<WriterThread>,
+}
+
+/// The writer thread, stopped and joined by [`LogStore::close`] or when the last clone of
+/// the store goes, so that no RocksDB work is still running when the process exits.
+struct WriterThread {
+    tx: mpsc::Sender<Op>,
+    handle: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl WriterThread {
+    fn stop(&self) {
+        let handle = self.handle.lock().take();
+        if let Some(h) = handle {
+            let _ = self.tx.send(Op::Stop);
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 fn index_key(i: u64) -> [u8; 8] {
@@ -75,29 +110,50 @@ fn write_err(e: impl std::error::Error + 'static) -> StorageError {
     StorageError::from(StorageIOError::write_logs(&e))
 }
 
-/// The writer thread: batches whatever is queued into one write, synced unless it holds
-/// nothing but hints.
-fn writer_loop(engine: Engine, state: Engine, pending: Pending, rx: mpsc::Receiver<Op>) {
+/// The writer thread: writes whatever is queued as one synced batch.
+fn writer_loop(io: Io, queued: Arc<AtomicUsize>, rx: mpsc::Receiver<Op>) {
     while let Ok(first) = rx.recv() {
         let mut ops = vec![first];
         ops.extend(rx.try_iter());
+        // `Stop` is sent past the count (see `WriterThread::stop`).
+        let n = ops.iter().filter(|op| !matches!(op, Op::Stop)).count();
+        let stopping = io.write(ops);
+        queued.fetch_sub(n, Ordering::AcqRel);
+        if stopping {
+            return;
+        }
+    }
+}
+
+/// What a write needs: shared by the writer thread and [`LogStore`]'s own writes.
+#[derive(Clone)]
+struct Io {
+    engine: Engine,
+    /// The state machine's database, synced before a purge.
+    state: Engine,
+    pending: Pending,
+    hint: Hint,
+}
+
+impl Io {
+    /// Writes `ops` and the pending hint as one synced batch, then fires their callbacks.
+    /// Returns whether one of them was [`Op::Stop`].
+    fn write(&self, ops: Vec<Op>) -> bool {
+        let (engine, state, pending) = (&self.engine, &self.state, &self.pending);
         let mut batch = WriteBatch::default();
+        if let Some(h) = self.hint.lock().take() {
+            batch.put(Cf::RaftState, COMMITTED, h);
+        }
         let mut written: Vec<LogId> = Vec::new();
         let mut callbacks = Vec::new();
         let mut dones = Vec::new();
         let mut purging = false;
         let mut stopping = false;
-        let mut sync = false;
         let mut failed: Option<String> = None;
         for op in ops {
             match op {
-                Op::Stop => {
-                    stopping = true;
-                    sync = true;
-                }
-                Op::Hint(key, value) => batch.put(Cf::RaftState, key, value),
+                Op::Stop => stopping = true,
                 Op::Append(entries, cb) => {
-                    sync = true;
                     for e in entries {
                         match encode(&e) {
                             Ok(bytes) => batch.put(Cf::RaftLog, index_key(e.log_id.index).to_vec(), bytes),
@@ -108,13 +164,11 @@ fn writer_loop(engine: Engine, state: Engine, pending: Pending, rx: mpsc::Receiv
                     callbacks.push(cb);
                 }
                 Op::Truncate(from, done) => {
-                    sync = true;
                     batch.delete_range(Cf::RaftLog, index_key(from).to_vec(), index_key(u64::MAX).to_vec());
                     batch.delete(Cf::RaftLog, index_key(u64::MAX).to_vec());
                     dones.push(done);
                 }
                 Op::Purge(upto, done) => {
-                    sync = true;
                     match encode(&upto) {
                         Ok(bytes) => batch.put(Cf::RaftState, LAST_PURGED, bytes),
                         Err(err) => failed = Some(err.to_string()),
@@ -124,7 +178,6 @@ fn writer_loop(engine: Engine, state: Engine, pending: Pending, rx: mpsc::Receiv
                     dones.push(done);
                 }
                 Op::Put(key, value, done) => {
-                    sync = true;
                     batch.put(Cf::RaftState, key, value);
                     dones.push(done);
                 }
@@ -140,10 +193,10 @@ fn writer_loop(engine: Engine, state: Engine, pending: Pending, rx: mpsc::Receiv
         let started = std::time::Instant::now();
         let entries = written.len();
         if result.is_ok() {
-            result = engine.write(batch, sync).map_err(|e: EngineError| e.to_string());
+            result = engine.write(batch, true).map_err(|e: EngineError| e.to_string());
         }
-        tracing::debug!(target: "keel_store::raft::rpc", entries, sync, micros = started.elapsed().as_micros() as u64, "log write");
-        if result.is_ok() {
+        tracing::debug!(target: "keel_store::raft::rpc", entries, micros = started.elapsed().as_micros() as u64, "log write");
+        if result.is_ok() && !written.is_empty() {
             let mut p = pending.write();
             for id in &written {
                 if p.get(&id.index).is_some_and(|e| e.log_id == *id) {
@@ -157,9 +210,7 @@ fn writer_loop(engine: Engine, state: Engine, pending: Pending, rx: mpsc::Receiv
         for d in dones {
             let _ = d.send(result.clone());
         }
-        if stopping {
-            return;
-        }
+        stopping
     }
 }
 
@@ -167,20 +218,49 @@ impl LogStore {
     /// `engine` is the log database; `state` the state machine's, synced before a purge.
     pub fn new(engine: Engine, state: Engine) -> Result<LogStore, std::io::Error> {
         let (tx, rx) = mpsc::channel::<Op>();
+        let tx_stop = tx.clone();
         let pending: Pending = Arc::default();
-        let (e, p) = (engine.clone(), pending.clone());
-        let thread =
-            std::thread::Builder::new().name("keel-log-writer".into()).spawn(move || writer_loop(e, state, p, rx))?;
-        Ok(LogStore { engine, pending, writer: tx, thread: Arc::new(parking_lot::Mutex::new(Some(thread))) })
+        let queued = Arc::new(AtomicUsize::new(0));
+        let io = Io { engine: engine.clone(), state, pending: pending.clone(), hint: Hint::default() };
+        let (w, q) = (io.clone(), queued.clone());
+        let thread = std::thread::Builder::new().name("keel-log-writer".into()).spawn(move || writer_loop(w, q, rx))?;
+        Ok(LogStore {
+            engine,
+            pending,
+            io,
+            writer: tx,
+            queued,
+            following: Arc::new(AtomicBool::new(false)),
+            thread: Arc::new(WriterThread { tx: tx_stop, handle: parking_lot::Mutex::new(Some(thread)) }),
+        })
+    }
+
+    /// Tells the store whether this member follows. A follower writes appends on Raft's own
+    /// task instead of handing them to the writer thread: it has nothing to do meanwhile but
+    /// wait for the disk (its answer to the leader waits for the write), and the two thread
+    /// hand-offs cost more than the fsync on a fast disk. The leader keeps the writer, so its
+    /// own fsync overlaps replication. Only speed depends on this being current.
+    pub fn set_following(&self, following: bool) {
+        self.following.store(following, Ordering::Release);
+    }
+
+    /// Whether a write may be made here and now rather than by the writer thread.
+    fn inline(&self) -> bool {
+        self.following.load(Ordering::Acquire) && self.queued.load(Ordering::Acquire) == 0
+    }
+
+    /// Hands `op` to the writer thread.
+    fn send(&self, op: Op) -> Result<(), StorageError> {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        self.writer.send(op).map_err(|_| {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            write_err(std::io::Error::other("the log writer has stopped"))
+        })
     }
 
     /// Writes what is queued and stops the writer thread, waiting for it. Later writes fail.
     pub fn close(&self) {
-        let _ = self.writer.send(Op::Stop);
-        let handle = self.thread.lock().take();
-        if let Some(h) = handle {
-            let _ = h.join();
-        }
+        self.thread.stop();
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
@@ -194,7 +274,7 @@ impl LogStore {
     async fn submit(&self, op: impl FnOnce(Done) -> Op) -> Result<(), StorageError> {
         let stopped = || write_err(std::io::Error::other("the log writer has stopped"));
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.writer.send(op(tx)).map_err(|_| stopped())?;
+        self.send(op(tx))?;
         rx.await.map_err(|_| stopped())?.map_err(|e| write_err(std::io::Error::other(e)))
     }
 
@@ -261,12 +341,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     /// The committed id is a restart hint (openraft re-derives commitment otherwise): it is
-    /// queued with the next batch, not waited for, so commits never stall Raft's task.
+    /// written with the next write, not waited for, so commits never stall Raft's task and
+    /// never wake the writer of their own.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         let bytes = encode(&committed).map_err(write_err)?;
-        self.writer
-            .send(Op::Hint(COMMITTED, bytes))
-            .map_err(|_| write_err(std::io::Error::other("the log writer has stopped")))
+        *self.io.hint.lock() = Some(bytes);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -279,15 +359,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
+        if self.inline() {
+            self.io.write(vec![Op::Append(entries, callback)]);
+            return Ok(());
+        }
         {
             let mut p = self.pending.write();
             for e in &entries {
                 p.insert(e.log_id.index, e.clone());
             }
         }
-        self.writer
-            .send(Op::Append(entries, callback))
-            .map_err(|_| write_err(std::io::Error::other("the log writer has stopped")))
+        self.send(Op::Append(entries, callback))
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
