@@ -171,6 +171,7 @@ pub async fn run(
     let applied = sm.applied();
     let log = LogStore::new(log_engine, engine.clone()).map_err(|e| StartError::Raft(e.to_string()))?;
     let log_writer = log.clone();
+    log.send_early(network.early_appends());
     let raft =
         Raft::new(who.id, raft_config(&cfg)?, network, log, sm).await.map_err(|e| StartError::Raft(e.to_string()))?;
     if who.first_boot && !cfg.joining()? {

@@ -5,14 +5,15 @@
 //! only once they are durable.
 //!
 //! On the leader, writes go through one writer thread, in order. `append` puts the entries
-//! in an in-memory map (so readers, replication above all, see them at once) and queues
+//! in an in-memory map (so readers see them at once), sends them to the followers ahead of
+//! time (see [`super::early`]: openraft 0.9 replicates only once the leader's own write is
+//! durable, so this is what overlaps the leader's fsync with the followers') and queues
 //! them; the writer takes everything queued, writes it as one *synced* batch (group commit:
 //! one fsync for every append that arrived meanwhile), drops the written entries from the
-//! map and fires the callbacks. So the leader's Raft task never waits on the disk and its
-//! own fsync overlaps replication. A follower writes on Raft's task instead, once the
-//! writer has nothing queued (so writes stay in order): its answer to the leader waits for
-//! the write anyway, and handing it to a thread and back costs two context switches, more
-//! than the fsync itself on a fast disk. Nothing else shares this WAL.
+//! map and fires the callbacks. A follower writes on Raft's task instead, once the writer
+//! has nothing queued (so writes stay in order): its answer to the leader waits for the
+//! write anyway, and handing it to a thread and back costs two context switches, more than
+//! the fsync itself on a fast disk. Nothing else shares this WAL.
 //!
 //! The committed log id is a restart hint: it rides along with the next write.
 //!
@@ -32,6 +33,7 @@ use openraft::StorageIOError;
 use openraft::{LogState, RaftLogReader};
 use parking_lot::RwLock;
 
+use super::early::EarlyAppends;
 use super::{decode, encode, Entry, LogId, StorageError, TypeConfig, Vote};
 use crate::engine::{Cf, Engine, EngineError, WriteBatch};
 
@@ -72,6 +74,11 @@ pub struct LogStore {
     queued: Arc<AtomicUsize>,
     /// This member follows (is not the leader): see [`LogStore::set_following`].
     following: Arc<AtomicBool>,
+    /// The last entry appended (`None` after a truncation, until the next append): what new
+    /// entries follow, for early appends.
+    last: Arc<parking_lot::Mutex<Option<LogId>>>,
+    /// Where the leader sends new entries ahead of its own fsync (see [`super::early`]).
+    early: Arc<std::sync::OnceLock<EarlyAppends>>,
     thread: Arc<WriterThread>,
 }
 
@@ -231,6 +238,8 @@ impl LogStore {
             writer: tx,
             queued,
             following: Arc::new(AtomicBool::new(false)),
+            last: Arc::default(),
+            early: Arc::default(),
             thread: Arc::new(WriterThread { tx: tx_stop, handle: parking_lot::Mutex::new(Some(thread)) }),
         })
     }
@@ -242,6 +251,11 @@ impl LogStore {
     /// own fsync overlaps replication. Only speed depends on this being current.
     pub fn set_following(&self, following: bool) {
         self.following.store(following, Ordering::Release);
+    }
+
+    /// Sends new entries to the followers ahead of the leader's own write from now on.
+    pub fn send_early(&self, early: EarlyAppends) {
+        let _ = self.early.set(early);
     }
 
     /// Whether a write may be made here and now rather than by the writer thread.
@@ -359,6 +373,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
+        let prev = std::mem::replace(&mut *self.last.lock(), entries.last().map(|e| e.log_id));
+        if let (Some(early), Some(prev), Some(first)) = (self.early.get(), prev, entries.first()) {
+            if !self.following.load(Ordering::Acquire) && first.log_id.index == prev.index + 1 {
+                early.send(prev, &entries);
+            }
+        }
         if self.inline() {
             self.io.write(vec![Op::Append(entries, callback)]);
             return Ok(());
@@ -373,6 +393,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        *self.last.lock() = None;
         self.pending.write().retain(|i, _| *i < log_id.index);
         self.submit(|done| Op::Truncate(log_id.index, done)).await
     }

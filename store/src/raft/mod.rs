@@ -7,11 +7,13 @@
 //! - [`snapshot`]: the snapshot file format, streamed from a RocksDB checkpoint.
 //! - [`network`], [`peer_server`]: the peer transport (HTTP + bincode) on
 //!   `--listen-peer-urls`, also used to forward writes and read-index requests to the leader.
+//! - [`early`]: the leader sends new entries to its followers while its own fsync runs.
 //! - [`ids`]: member and cluster ids, derived from the bootstrap configuration as etcd does.
 
 // openraft's `StorageError` is large and is the error type its storage traits require.
 #![allow(clippy::result_large_err)]
 
+pub mod early;
 pub mod ids;
 pub mod log_store;
 pub mod network;

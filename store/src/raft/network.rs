@@ -49,6 +49,7 @@ pub const MAX_PEER_REQUEST_BYTES: usize = 64 << 20;
 #[derive(Clone)]
 pub struct Network {
     http: reqwest::Client,
+    early: super::early::EarlyAppends,
 }
 
 impl Network {
@@ -59,7 +60,13 @@ impl Network {
             .connect_timeout(Duration::from_secs(1))
             .build()
             .unwrap_or_default();
-        Network { http }
+        let early = super::early::EarlyAppends::new(http.clone());
+        Network { http, early }
+    }
+
+    /// Where the leader's log store sends entries ahead of its own fsync.
+    pub fn early_appends(&self) -> super::early::EarlyAppends {
+        self.early.clone()
     }
 
     pub fn http(&self) -> &reqwest::Client {
@@ -78,6 +85,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
     async fn new_client(&mut self, target: NodeId, node: &Member) -> PeerClient {
         let base = node.peer_urls.first().cloned().unwrap_or_default().trim_end_matches('/').to_string();
+        self.early.target(target, &base);
         PeerClient { target, base, http: self.http.clone(), stream: tokio::sync::Mutex::new(None), http_only: false }
     }
 }
@@ -87,7 +95,27 @@ pub fn frame_codec() -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder().max_frame_length(MAX_PEER_REQUEST_BYTES).new_codec()
 }
 
-type RaftStream = Framed<reqwest::Upgraded, LengthDelimitedCodec>;
+pub(crate) type RaftStream = Framed<reqwest::Upgraded, LengthDelimitedCodec>;
+
+/// Opens a stream to the member whose peer URL is `base`: an HTTP request upgraded to
+/// [`STREAM_PROTOCOL`]. `None` if the member has no stream route.
+pub(crate) async fn open_stream(http: &reqwest::Client, base: &str) -> Result<Option<RaftStream>, String> {
+    let resp = http
+        .post(format!("{base}{STREAM_PATH}"))
+        .header(reqwest::header::CONNECTION, "upgrade")
+        .header(reqwest::header::UPGRADE, STREAM_PROTOCOL)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    match resp.status() {
+        reqwest::StatusCode::SWITCHING_PROTOCOLS => {
+            let io = resp.upgrade().await.map_err(|e| e.to_string())?;
+            Ok(Some(Framed::new(io, frame_codec())))
+        }
+        reqwest::StatusCode::NOT_FOUND => Ok(None),
+        s => Err(format!("peer answered {s} to a stream upgrade")),
+    }
+}
 
 /// The encoded size of an entry's payload (close enough to its share of the request).
 fn entry_size(e: &super::Entry) -> usize {
@@ -151,31 +179,11 @@ impl PeerClient {
         res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 
-    /// Opens the stream: an HTTP request upgraded to [`STREAM_PROTOCOL`].
-    async fn open_stream(&self) -> Result<Option<RaftStream>, String> {
-        let resp = self
-            .http
-            .post(format!("{}{}", self.base, STREAM_PATH))
-            .header(reqwest::header::CONNECTION, "upgrade")
-            .header(reqwest::header::UPGRADE, STREAM_PROTOCOL)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        match resp.status() {
-            reqwest::StatusCode::SWITCHING_PROTOCOLS => {
-                let io = resp.upgrade().await.map_err(|e| e.to_string())?;
-                Ok(Some(Framed::new(io, frame_codec())))
-            }
-            reqwest::StatusCode::NOT_FOUND => Ok(None),
-            s => Err(format!("peer answered {s} to a stream upgrade")),
-        }
-    }
-
     /// Sends one frame on the stream (opening it first if needed) and reads the reply.
     async fn exchange(&self, frame: bytes::Bytes) -> Result<Exchanged, String> {
         let mut slot = self.stream.lock().await;
         if slot.is_none() {
-            match self.open_stream().await? {
+            match open_stream(&self.http, &self.base).await? {
                 Some(s) => *slot = Some(s),
                 None => return Ok(Exchanged::NoStream),
             }
