@@ -195,6 +195,7 @@ pub async fn run(
         store,
         applied,
         limits,
+        forwarder: crate::node::forward::Forwarder::new(http.clone()),
         http,
         cluster_token: cfg.initial_cluster_token.clone(),
         expiry: Arc::new(crate::lease::Expiry::default()),

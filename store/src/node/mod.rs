@@ -10,11 +10,13 @@
 //! - [`Node::header`] fills the etcd response header.
 
 mod batcher;
+pub(crate) mod forward;
 mod lease;
 mod membership;
 mod transfer;
 
 pub use batcher::Batcher;
+pub use forward::{FORWARD_PATH, FORWARD_PROTOCOL};
 pub use lease::{LEASE_RENEW_PATH, LEASE_TTL_PATH};
 pub use membership::{MemberChange, MEMBER_PATH};
 pub use transfer::{CAMPAIGN_PATH, HOLD_ELECTION_PATH};
@@ -55,6 +57,8 @@ pub struct Node {
     pub limits: Limits,
     /// The peer transport's connection pool, for forwarding to the leader.
     pub http: reqwest::Client,
+    /// Streams to the leader that forwarded writes go over.
+    pub(crate) forwarder: forward::Forwarder,
     /// `--initial-cluster-token`, mixed into the ids of members added later.
     pub cluster_token: String,
     /// Lease deadlines (tracked while this member leads).
@@ -179,6 +183,13 @@ impl Node {
         deadline: Instant,
     ) -> Result<Option<RaftResponse>, EtcdError> {
         let Some(url) = self.peer_url_of(leader) else { return Ok(None) };
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, self.forwarder.propose(&url, req)).await {
+            Ok(forward::Forwarded::Applied(r)) => return Ok(Some(r)),
+            Ok(forward::Forwarded::Retry) | Err(_) => return Ok(None),
+            Ok(forward::Forwarded::Failed(e)) => return Err(e),
+            Ok(forward::Forwarded::NoStream) => {}
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         let sent = self.http.post(format!("{url}{PROPOSE_PATH}")).timeout(left).body(req.encode_to_vec()).send().await;
         let Ok(resp) = sent else { return Ok(None) };

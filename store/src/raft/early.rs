@@ -121,3 +121,110 @@ async fn send_loop(http: reqwest::Client, base: String, mut rx: mpsc::Receiver<B
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{header, StatusCode};
+    use axum::response::Response;
+    use openraft::raft::AppendEntriesResponse;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+    use crate::raft::network::{frame_codec, STREAM_PATH, STREAM_PROTOCOL};
+
+    /// A follower that records the AppendEntries requests it gets on Raft streams and
+    /// answers each with success.
+    async fn follower() -> (String, mpsc::UnboundedReceiver<AppendEntriesRequest<TypeConfig>>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let app = axum::Router::new().route(
+            STREAM_PATH,
+            axum::routing::post(move |mut req: axum::extract::Request| {
+                let tx = tx.clone();
+                async move {
+                    let upgrade = hyper::upgrade::on(&mut req);
+                    tokio::spawn(async move {
+                        let Ok(io) = upgrade.await else { return };
+                        let mut framed =
+                            tokio_util::codec::Framed::new(hyper_util::rt::TokioIo::new(io), frame_codec());
+                        while let Some(Ok(frame)) = framed.next().await {
+                            let Some((&FRAME_APPEND, body)) = frame.split_first() else { return };
+                            let Ok(req) = super::super::decode::<AppendEntriesRequest<TypeConfig>>(body) else {
+                                return;
+                            };
+                            let _ = tx.send(req);
+                            let ok: Result<AppendEntriesResponse<NodeId>, openraft::error::RaftError<NodeId>> =
+                                Ok(AppendEntriesResponse::Success);
+                            let Ok(answer) = encode(&ok) else { return };
+                            if framed.send(Bytes::from(answer)).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    let mut resp = Response::new(Body::empty());
+                    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                    resp.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("upgrade"));
+                    resp.headers_mut().insert(header::UPGRADE, header::HeaderValue::from_static(STREAM_PROTOCOL));
+                    resp
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{addr}"), rx)
+    }
+
+    fn entry(term: u64, leader: NodeId, index: u64) -> Entry {
+        Entry { log_id: LogId::new(CommittedLeaderId::new(term, leader), index), payload: EntryPayload::Blank }
+    }
+
+    async fn next(
+        rx: &mut mpsc::UnboundedReceiver<AppendEntriesRequest<TypeConfig>>,
+    ) -> AppendEntriesRequest<TypeConfig> {
+        tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("an early request in time").expect("open")
+    }
+
+    #[tokio::test]
+    async fn early_requests_are_the_leaders_own_and_arrive_in_order() {
+        let (url, mut rx) = follower().await;
+        let early = EarlyAppends::new(reqwest::Client::new());
+        early.target(2, &url);
+        // The leader itself is never a target, even if openraft made a client for it.
+        let (own_url, mut own_rx) = follower().await;
+        early.target(1, &own_url);
+
+        let prev = entry(3, 1, 9).log_id;
+        early.send(prev, &[entry(3, 1, 10), entry(3, 1, 11)]);
+        early.send(entry(3, 1, 11).log_id, &[entry(3, 1, 12)]);
+
+        let first = next(&mut rx).await;
+        assert_eq!(first.vote, Vote::new_committed(3, 1));
+        assert_eq!(first.prev_log_id, Some(prev));
+        assert_eq!(first.entries.iter().map(|e| e.log_id.index).collect::<Vec<_>>(), vec![10, 11]);
+        assert_eq!(first.leader_commit, None, "an early request never moves the commit index");
+        let second = next(&mut rx).await;
+        assert_eq!(second.prev_log_id, Some(entry(3, 1, 11).log_id));
+        assert_eq!(second.entries.iter().map(|e| e.log_id.index).collect::<Vec<_>>(), vec![12]);
+        assert!(own_rx.try_recv().is_err(), "the leader sent an early request to itself");
+    }
+
+    #[tokio::test]
+    async fn a_follower_that_cannot_be_reached_does_not_hold_up_the_others() {
+        // Nothing listens on the first target's port.
+        let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let dead_url = format!("http://{}", dead.local_addr().expect("addr"));
+        drop(dead);
+        let (url, mut rx) = follower().await;
+        let early = EarlyAppends::new(reqwest::Client::new());
+        early.target(2, &dead_url);
+        early.target(3, &url);
+        for i in 0..QUEUE as u64 {
+            early.send(entry(1, 1, i + 1).log_id, &[entry(1, 1, i + 2)]);
+        }
+        for i in 0..QUEUE as u64 {
+            let req = next(&mut rx).await;
+            assert_eq!(req.entries[0].log_id.index, i + 2);
+        }
+    }
+}

@@ -1,7 +1,9 @@
 //! The peer transport, server side: the routes other members call on `--listen-peer-urls`.
 //!
-//! `/raft/*` carry openraft's RPCs (bincode); `/keel/propose` and `/keel/read-index` let a
-//! follower hand a client's write or linearizable read to the leader. A member that is not
+//! `/raft/*` carry openraft's RPCs (bincode); `/keel/forward` (a stream, see
+//! `node::forward`), `/keel/propose` (one write per request, for members without the
+//! stream) and `/keel/read-index` let a follower hand a client's write or linearizable read
+//! to the leader. A member that is not
 //! the leader answers `421 Misdirected Request` so the caller looks for the new leader.
 
 use std::sync::Arc;
@@ -27,8 +29,8 @@ use super::network::{
 use super::snapshot::SnapshotFile;
 use super::{decode, encode, NodeId, SnapshotMeta, TypeConfig, Vote};
 use crate::node::{
-    LocalError, MemberChange, Node, CAMPAIGN_PATH, HOLD_ELECTION_PATH, LEASE_RENEW_PATH, LEASE_TTL_PATH, MEMBER_PATH,
-    PROPOSE_PATH, READ_INDEX_PATH,
+    LocalError, MemberChange, Node, CAMPAIGN_PATH, FORWARD_PATH, FORWARD_PROTOCOL, HOLD_ELECTION_PATH,
+    LEASE_RENEW_PATH, LEASE_TTL_PATH, MEMBER_PATH, PROPOSE_PATH, READ_INDEX_PATH,
 };
 use crate::proto::keelpb::RaftRequest;
 
@@ -45,6 +47,7 @@ pub fn router(state: PeerState) -> Router {
     Router::new()
         .route(APPEND_PATH, post(append))
         .route(STREAM_PATH, post(stream))
+        .route(FORWARD_PATH, post(forward_stream))
         .route(VOTE_PATH, post(vote))
         .route(SNAPSHOT_PATH, post(snapshot))
         .route(PROPOSE_PATH, post(propose))
@@ -91,10 +94,31 @@ async fn stream(State(s): State<PeerState>, mut req: axum::extract::Request) -> 
             Err(e) => tracing::debug!(error = %e, "raft stream upgrade failed"),
         }
     });
+    switching_to(STREAM_PROTOCOL)
+}
+
+/// Upgrades the request to a stream of forwarded writes (see `node::forward`).
+async fn forward_stream(State(s): State<PeerState>, mut req: axum::extract::Request) -> Response {
+    let asked = req.headers().get(header::UPGRADE).is_some_and(|v| v.as_bytes() == FORWARD_PROTOCOL.as_bytes());
+    if !asked {
+        return (StatusCode::BAD_REQUEST, format!("expected Upgrade: {FORWARD_PROTOCOL}")).into_response();
+    }
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(io) => crate::node::forward::serve(s.node, hyper_util::rt::TokioIo::new(io), s.stop).await,
+            Err(e) => tracing::debug!(error = %e, "forward stream upgrade failed"),
+        }
+    });
+    switching_to(FORWARD_PROTOCOL)
+}
+
+/// A `101 Switching Protocols` answer naming `protocol`.
+fn switching_to(protocol: &'static str) -> Response {
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     resp.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("upgrade"));
-    resp.headers_mut().insert(header::UPGRADE, header::HeaderValue::from_static(STREAM_PROTOCOL));
+    resp.headers_mut().insert(header::UPGRADE, header::HeaderValue::from_static(protocol));
     resp
 }
 
