@@ -50,7 +50,16 @@ pub const MAX_PEER_REQUEST_BYTES: usize = 64 << 20;
 pub struct Network {
     http: reqwest::Client,
     early: super::early::EarlyAppends,
+    idle: IdleStreams,
 }
+
+/// Streams whose client went away, by target, for the next client to take over. openraft
+/// makes a client per replication stream but also one per leadership check (a
+/// linearizable read), and opening a stream per check cost a connection and an upgrade.
+type IdleStreams = std::sync::Arc<parking_lot::Mutex<std::collections::HashMap<NodeId, Vec<RaftStream>>>>;
+
+/// Idle streams kept per target at most.
+const IDLE_PER_TARGET: usize = 4;
 
 impl Network {
     pub fn new() -> Network {
@@ -61,7 +70,7 @@ impl Network {
             .build()
             .unwrap_or_default();
         let early = super::early::EarlyAppends::new(http.clone());
-        Network { http, early }
+        Network { http, early, idle: IdleStreams::default() }
     }
 
     /// Where the leader's log store sends entries ahead of its own fsync.
@@ -86,7 +95,14 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &Member) -> PeerClient {
         let base = node.peer_urls.first().cloned().unwrap_or_default().trim_end_matches('/').to_string();
         self.early.target(target, &base);
-        PeerClient { target, base, http: self.http.clone(), stream: tokio::sync::Mutex::new(None), http_only: false }
+        PeerClient {
+            target,
+            base,
+            http: self.http.clone(),
+            stream: tokio::sync::Mutex::new(None),
+            http_only: false,
+            idle: self.idle.clone(),
+        }
     }
 }
 
@@ -135,6 +151,21 @@ pub struct PeerClient {
     stream: tokio::sync::Mutex<Option<RaftStream>>,
     /// The target does not serve streams: one HTTP request per RPC.
     http_only: bool,
+    /// Where the stream goes when this client does, and where it may come from.
+    idle: IdleStreams,
+}
+
+impl Drop for PeerClient {
+    fn drop(&mut self) {
+        // Only a stream in step (no exchange cut short) is ever left in the slot.
+        if let Some(stream) = self.stream.get_mut().take() {
+            let mut idle = self.idle.lock();
+            let streams = idle.entry(self.target).or_default();
+            if streams.len() < IDLE_PER_TARGET {
+                streams.push(stream);
+            }
+        }
+    }
 }
 
 /// What a stream exchange came to.
@@ -179,21 +210,44 @@ impl PeerClient {
         res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 
-    /// Sends one frame on the stream (opening it first if needed) and reads the reply.
+    /// Sends one frame on the stream (opening it first if needed) and reads the reply. The
+    /// stream is out of its slot while in use, so an exchange cut short (an error, or the
+    /// caller giving up) drops it instead of leaving a reply unread for the next one. A stream
+    /// taken over from an earlier client may have died meanwhile: then the frame goes once more
+    /// on a fresh one (a Raft RPC may be delivered twice; AppendEntries and Vote are
+    /// idempotent).
     async fn exchange(&self, frame: bytes::Bytes) -> Result<Exchanged, String> {
         let mut slot = self.stream.lock().await;
-        if slot.is_none() {
-            match open_stream(&self.http, &self.base).await? {
-                Some(s) => *slot = Some(s),
-                None => return Ok(Exchanged::NoStream),
-            }
+        let mut current = slot.take();
+        let mut reused = false;
+        if current.is_none() {
+            current = self.idle.lock().get_mut(&self.target).and_then(|s| s.pop());
+            reused = current.is_some();
         }
-        let Some(stream) = slot.as_mut() else { return Err("no stream".into()) };
-        stream.send(frame).await.map_err(|e| e.to_string())?;
-        match stream.next().await {
-            Some(Ok(reply)) => Ok(Exchanged::Reply(reply)),
-            Some(Err(e)) => Err(e.to_string()),
-            None => Err("the peer closed the stream".into()),
+        loop {
+            let mut stream = match current.take() {
+                Some(s) => s,
+                None => match open_stream(&self.http, &self.base).await? {
+                    Some(s) => s,
+                    None => return Ok(Exchanged::NoStream),
+                },
+            };
+            let reply = match stream.send(frame.clone()).await {
+                Ok(()) => match stream.next().await {
+                    Some(Ok(reply)) => Ok(reply),
+                    Some(Err(e)) => Err(e.to_string()),
+                    None => Err("the peer closed the stream".into()),
+                },
+                Err(e) => Err(e.to_string()),
+            };
+            match reply {
+                Ok(reply) => {
+                    *slot = Some(stream);
+                    return Ok(Exchanged::Reply(reply));
+                }
+                Err(_) if reused => reused = false,
+                Err(e) => return Err(e),
+            }
         }
     }
 
