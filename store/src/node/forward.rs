@@ -23,7 +23,7 @@ use tokio_util::codec::Framed;
 use super::{LocalError, Node};
 use crate::error::EtcdError;
 use crate::proto::keelpb::{RaftRequest, RaftResponse};
-use crate::raft::network::frame_codec;
+use crate::raft::network::{frame_codec, open_upgraded};
 use crate::raft::{decode, encode};
 
 pub const FORWARD_PATH: &str = "/keel/forward";
@@ -105,30 +105,9 @@ impl Forwarder {
     }
 }
 
-async fn open(
-    http: &reqwest::Client,
-    base: &str,
-) -> Result<Option<Framed<reqwest::Upgraded, tokio_util::codec::LengthDelimitedCodec>>, ()> {
-    let resp = http
-        .post(format!("{base}{FORWARD_PATH}"))
-        .header(reqwest::header::CONNECTION, "upgrade")
-        .header(reqwest::header::UPGRADE, FORWARD_PROTOCOL)
-        .send()
-        .await
-        .map_err(|_| ())?;
-    match resp.status() {
-        reqwest::StatusCode::SWITCHING_PROTOCOLS => {
-            let io = resp.upgrade().await.map_err(|_| ())?;
-            Ok(Some(Framed::new(io, frame_codec())))
-        }
-        reqwest::StatusCode::NOT_FOUND => Ok(None),
-        _ => Err(()),
-    }
-}
-
 /// One stream to a leader: writes calls as they come, matches answers to them by id.
 async fn run_stream(http: reqwest::Client, base: String, mut calls: mpsc::UnboundedReceiver<Call>) {
-    let stream = match open(&http, &base).await {
+    let stream = match open_upgraded(&http, &base, FORWARD_PATH, FORWARD_PROTOCOL).await {
         Ok(Some(s)) => s,
         failed => {
             let no_route = failed.is_ok();

@@ -113,13 +113,24 @@ pub fn frame_codec() -> LengthDelimitedCodec {
 
 pub(crate) type RaftStream = Framed<reqwest::Upgraded, LengthDelimitedCodec>;
 
-/// Opens a stream to the member whose peer URL is `base`: an HTTP request upgraded to
-/// [`STREAM_PROTOCOL`]. `None` if the member has no stream route.
+/// Opens a Raft stream to the member whose peer URL is `base`. `None` if the member has no
+/// stream route.
 pub(crate) async fn open_stream(http: &reqwest::Client, base: &str) -> Result<Option<RaftStream>, String> {
+    open_upgraded(http, base, STREAM_PATH, STREAM_PROTOCOL).await
+}
+
+/// Opens a framed stream to a member: an HTTP request to `path` at peer URL `base`, upgraded
+/// to `protocol`. `None` if the member has no such route (404).
+pub(crate) async fn open_upgraded(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    protocol: &'static str,
+) -> Result<Option<RaftStream>, String> {
     let resp = http
-        .post(format!("{base}{STREAM_PATH}"))
+        .post(format!("{base}{path}"))
         .header(reqwest::header::CONNECTION, "upgrade")
-        .header(reqwest::header::UPGRADE, STREAM_PROTOCOL)
+        .header(reqwest::header::UPGRADE, protocol)
         .send()
         .await
         .map_err(|e| e.to_string())?;
@@ -272,13 +283,9 @@ impl PeerClient {
                 self.http_only = true;
                 return self.call(path, req, ttl).await;
             }
-            Ok(Err(e)) => {
-                *self.stream.get_mut() = None;
-                return Err(RPCError::Unreachable(Unreachable::new(&TransportError(e))));
-            }
+            // A failed or abandoned exchange has dropped its stream already (see `exchange`).
+            Ok(Err(e)) => return Err(RPCError::Unreachable(Unreachable::new(&TransportError(e)))),
             Err(_) => {
-                // The reply may still come: the stream is out of step, so drop it.
-                *self.stream.get_mut() = None;
                 let e = TransportError(format!("no reply within {ttl:?}"));
                 return Err(RPCError::Unreachable(Unreachable::new(&e)));
             }

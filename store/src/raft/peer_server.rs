@@ -82,35 +82,36 @@ async fn append(State(s): State<PeerState>, body: Bytes) -> Response {
 }
 
 /// Upgrades the request to a Raft stream (see `network`) and serves it on its own task.
-async fn stream(State(s): State<PeerState>, mut req: axum::extract::Request) -> Response {
-    let asked = req.headers().get(header::UPGRADE).is_some_and(|v| v.as_bytes() == STREAM_PROTOCOL.as_bytes());
-    if !asked {
-        return (StatusCode::BAD_REQUEST, format!("expected Upgrade: {STREAM_PROTOCOL}")).into_response();
-    }
-    let upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        match upgrade.await {
-            Ok(io) => serve_stream(s.node, hyper_util::rt::TokioIo::new(io), s.stop).await,
-            Err(e) => tracing::debug!(error = %e, "raft stream upgrade failed"),
-        }
-    });
-    switching_to(STREAM_PROTOCOL)
+async fn stream(State(s): State<PeerState>, req: axum::extract::Request) -> Response {
+    upgrade_to(req, STREAM_PROTOCOL, move |io| serve_stream(s.node, io, s.stop))
 }
 
 /// Upgrades the request to a stream of forwarded writes (see `node::forward`).
-async fn forward_stream(State(s): State<PeerState>, mut req: axum::extract::Request) -> Response {
-    let asked = req.headers().get(header::UPGRADE).is_some_and(|v| v.as_bytes() == FORWARD_PROTOCOL.as_bytes());
+async fn forward_stream(State(s): State<PeerState>, req: axum::extract::Request) -> Response {
+    upgrade_to(req, FORWARD_PROTOCOL, move |io| crate::node::forward::serve(s.node, io, s.stop))
+}
+
+type UpgradedIo = hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>;
+
+/// Answers a request asking to upgrade to `protocol` with `101 Switching Protocols` and
+/// serves the upgraded connection with `serve` on a task of its own.
+fn upgrade_to<F, Fut>(mut req: axum::extract::Request, protocol: &'static str, serve: F) -> Response
+where
+    F: FnOnce(UpgradedIo) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let asked = req.headers().get(header::UPGRADE).is_some_and(|v| v.as_bytes() == protocol.as_bytes());
     if !asked {
-        return (StatusCode::BAD_REQUEST, format!("expected Upgrade: {FORWARD_PROTOCOL}")).into_response();
+        return (StatusCode::BAD_REQUEST, format!("expected Upgrade: {protocol}")).into_response();
     }
     let upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         match upgrade.await {
-            Ok(io) => crate::node::forward::serve(s.node, hyper_util::rt::TokioIo::new(io), s.stop).await,
-            Err(e) => tracing::debug!(error = %e, "forward stream upgrade failed"),
+            Ok(io) => serve(hyper_util::rt::TokioIo::new(io)).await,
+            Err(e) => tracing::debug!(error = %e, protocol, "stream upgrade failed"),
         }
     });
-    switching_to(FORWARD_PROTOCOL)
+    switching_to(protocol)
 }
 
 /// A `101 Switching Protocols` answer naming `protocol`.
