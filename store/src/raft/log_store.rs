@@ -12,8 +12,9 @@
 //! one fsync for every append that arrived meanwhile), drops the written entries from the
 //! map and fires the callbacks. A follower writes on Raft's task instead, once the writer
 //! has nothing queued (so writes stay in order): its answer to the leader waits for the
-//! write anyway, and handing it to a thread and back costs two context switches, more than
-//! the fsync itself on a fast disk. Nothing else shares this WAL.
+//! write anyway, and handing it to a thread and back cost two context switches per write
+//! (about 50 µs of the follower's answer, p50 0.38 → 0.33 ms when removed). Nothing else
+//! shares this WAL.
 //!
 //! The committed log id is a restart hint: it rides along with the next write.
 //!
@@ -247,8 +248,8 @@ impl LogStore {
     /// Tells the store whether this member follows. A follower writes appends on Raft's own
     /// task instead of handing them to the writer thread: it has nothing to do meanwhile but
     /// wait for the disk (its answer to the leader waits for the write), and the two thread
-    /// hand-offs cost more than the fsync on a fast disk. The leader keeps the writer, so its
-    /// own fsync overlaps replication. Only speed depends on this being current.
+    /// hand-offs cost it time. The leader keeps the writer (group commit) and sends new
+    /// entries early (see [`super::early`]). Only speed depends on this being current.
     pub fn set_following(&self, following: bool) {
         self.following.store(following, Ordering::Release);
     }
