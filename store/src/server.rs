@@ -169,7 +169,7 @@ pub async fn run(
     let store = MvccStore::open(engine.clone(), cfg.min_lease_ttl())?;
     let sm = StateMachine::open(store.clone(), snap_dir.clone()).map_err(|e| StartError::Raft(e.to_string()))?;
     let applied = sm.applied();
-    let log = LogStore::new(log_engine, engine.clone()).map_err(|e| StartError::Raft(e.to_string()))?;
+    let log = LogStore::new(log_engine, sm.state_sync()).map_err(|e| StartError::Raft(e.to_string()))?;
     let log_writer = log.clone();
     log.send_early(network.early_appends());
     let raft =

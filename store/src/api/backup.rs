@@ -2,7 +2,7 @@
 //! saved snapshot into a fresh data directory (`keel snapshot restore`, etcdutl's job).
 //!
 //! A backup is the state machine (keys with their history, leases, compaction point) in
-//! the same record format Raft snapshots use, taken from a RocksDB checkpoint so the member
+//! the same record format Raft snapshots use, taken from a RocksDB snapshot so the member
 //! keeps serving while it streams. Restoring keeps the data and drops the old cluster's
 //! identity (membership, applied position), so the restored members form a new cluster
 //! that continues from the saved revision.
@@ -30,11 +30,9 @@ pub type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, ton
 /// Writes a backup file of the member's state machine into `dir`; returns its path.
 pub async fn save(node: &Node, dir: &Path) -> Result<PathBuf, EtcdError> {
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    let ckpt = dir.join(format!("backup-checkpoint-{stamp}"));
     let out = dir.join(format!("backup-{stamp}.snap"));
-    node.store.engine().checkpoint(&ckpt)?;
-    let file = out.clone();
-    tokio::task::spawn_blocking(move || snapshot::write_from_checkpoint(&ckpt, &file))
+    let (engine, file) = (node.store.engine().clone(), out.clone());
+    tokio::task::spawn_blocking(move || snapshot::write_view(&engine, &file, None, || ()))
         .await
         .map_err(|e| EtcdError::Internal(e.to_string()))?
         .map_err(|e| EtcdError::Internal(e.to_string()))?;

@@ -21,7 +21,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Roc
         let store = MvccStore::open(engine.clone(), 2).map_err(|e| io(&e))?;
         let sm = StateMachine::open(store, dir.path().join("snap"))?;
         let log_engine = Engine::open_log(&dir.path().join("wal")).map_err(|e| io(&e))?;
-        let log = LogStore::new(log_engine, engine).map_err(|e| io(&e))?;
+        let log = LogStore::new(log_engine, sm.state_sync()).map_err(|e| io(&e))?;
         Ok((dir, log, sm))
     }
 }

@@ -18,9 +18,10 @@
 //!
 //! The committed log id is a restart hint: it rides along with the next write.
 //!
-//! Purging log entries first syncs the state machine's WAL: entries are only purged once
-//! a snapshot covers them, and the applied state must be at least as durable as the log it
-//! replaces.
+//! Purging log entries first makes sure the applied state is on disk through them (see
+//! [`StateSync`]; building the snapshot that allows the purge has usually done it already):
+//! entries are only purged once a snapshot covers them, and the applied state must be at
+//! least as durable as the log it replaces.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -35,10 +36,13 @@ use openraft::{LogState, RaftLogReader};
 use parking_lot::RwLock;
 
 use super::early::EarlyAppends;
+use super::state_machine::StateSync;
 use super::{decode, encode, Entry, LogId, StorageError, TypeConfig, Vote};
 use crate::engine::{Cf, Engine, EngineError, WriteBatch};
 
 const VOTE: &[u8] = b"vote";
+/// A synced log write taking this long is logged (etcd warns of slow fdatasyncs too).
+const SLOW_WRITE: std::time::Duration = std::time::Duration::from_millis(100);
 const COMMITTED: &[u8] = b"committed";
 const LAST_PURGED: &[u8] = b"last_purged";
 
@@ -137,8 +141,8 @@ fn writer_loop(io: Io, queued: Arc<AtomicUsize>, rx: mpsc::Receiver<Op>) {
 #[derive(Clone)]
 struct Io {
     engine: Engine,
-    /// The state machine's database, synced before a purge.
-    state: Engine,
+    /// The applied state's durability, ensured before a purge.
+    state: Arc<StateSync>,
     pending: Pending,
     hint: Hint,
 }
@@ -155,7 +159,7 @@ impl Io {
         let mut written: Vec<LogId> = Vec::new();
         let mut callbacks = Vec::new();
         let mut dones = Vec::new();
-        let mut purging = false;
+        let mut purging: Option<u64> = None;
         let mut stopping = false;
         let mut failed: Option<String> = None;
         for op in ops {
@@ -182,7 +186,7 @@ impl Io {
                         Err(err) => failed = Some(err.to_string()),
                     }
                     batch.delete_range(Cf::RaftLog, index_key(0).to_vec(), index_key(upto.index + 1).to_vec());
-                    purging = true;
+                    purging = purging.max(Some(upto.index));
                     dones.push(done);
                 }
                 Op::Put(key, value, done) => {
@@ -195,8 +199,8 @@ impl Io {
             Some(e) => Err(e),
             None => Ok(()),
         };
-        if purging && result.is_ok() {
-            result = state.sync_wal().map_err(|e| e.to_string());
+        if let (Some(upto), true) = (purging, result.is_ok()) {
+            result = state.ensure(upto).map_err(|e| e.to_string());
         }
         let started = std::time::Instant::now();
         let entries = written.len();
@@ -204,6 +208,9 @@ impl Io {
             result = engine.write(batch, true).map_err(|e: EngineError| e.to_string());
         }
         tracing::debug!(target: "keel_store::raft::rpc", entries, micros = started.elapsed().as_micros() as u64, "log write");
+        if started.elapsed() >= SLOW_WRITE {
+            tracing::warn!(entries, ms = started.elapsed().as_millis() as u64, "slow log write (fsync)");
+        }
         if result.is_ok() && !written.is_empty() {
             let mut p = pending.write();
             for id in &written {
@@ -223,8 +230,8 @@ impl Io {
 }
 
 impl LogStore {
-    /// `engine` is the log database; `state` the state machine's, synced before a purge.
-    pub fn new(engine: Engine, state: Engine) -> Result<LogStore, std::io::Error> {
+    /// `engine` is the log database; `state` what must be durable before a purge.
+    pub fn new(engine: Engine, state: Arc<StateSync>) -> Result<LogStore, std::io::Error> {
         let (tx, rx) = mpsc::channel::<Op>();
         let tx_stop = tx.clone();
         let pending: Pending = Arc::default();
