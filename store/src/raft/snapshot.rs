@@ -137,3 +137,43 @@ fn read_chunk(r: &mut impl Read) -> Result<Vec<u8>, SnapshotError> {
     r.read_exact(&mut buf)?;
     Ok(buf)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contents(engine: &Engine) -> Vec<(Cf, KvPairs)> {
+        Cf::STATE_MACHINE
+            .into_iter()
+            .map(|cf| (cf, engine.scan(cf, b"", None).expect("scan").map(|r| r.expect("item")).collect()))
+            .collect()
+    }
+
+    type KvPairs = Vec<crate::engine::KvPair>;
+
+    #[test]
+    fn a_snapshot_written_over_a_larger_spare_file_is_exact_and_installs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let source = Engine::open(&dir.path().join("a")).expect("engine");
+        let mut batch = WriteBatch::default();
+        for i in 0..100u32 {
+            batch.put(Cf::Kv, i.to_be_bytes().to_vec(), vec![b'v'; 50]);
+        }
+        batch.put(Cf::Meta, b"m".to_vec(), b"1".to_vec());
+        source.write(batch, true).expect("write");
+
+        let spare = dir.path().join("spare");
+        std::fs::write(&spare, vec![0xAB; 1 << 20]).expect("spare");
+        let out = dir.path().join("s.snap");
+        let mut taken = false;
+        let size = write_view(&source, &out, Some(&spare), || taken = true).expect("write_view");
+        assert!(taken);
+        assert!(!spare.exists(), "the spare file is consumed");
+        assert_eq!(std::fs::metadata(&out).expect("meta").len(), size, "no stale bytes past the end");
+        assert!(size < 1 << 20);
+
+        let target = Engine::open(&dir.path().join("b")).expect("engine");
+        install(&target, &out).expect("install");
+        assert_eq!(contents(&target), contents(&source));
+    }
+}
