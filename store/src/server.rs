@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::authority::AuthorityFix;
 use crate::auto_compact;
 use crate::config::{ConfigError, StoreConfig};
-use crate::engine::{Cf, Engine, EngineError, WriteBatch};
+use crate::engine::{Engine, EngineError};
 use crate::mvcc::MvccStore;
 use crate::node::{Limits, Node};
 use crate::proto::keelpb::raft_request::Command;
@@ -25,6 +25,7 @@ use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
 use crate::raft::peer_server::{self, PeerState};
 use crate::raft::state_machine::StateMachine;
+use crate::raft::wal::{Record, Wal, WalOptions};
 use crate::raft::{ids, Member, NodeId, Raft};
 use crate::watch::WatchHub;
 
@@ -40,6 +41,8 @@ pub enum StartError {
     Engine(#[from] EngineError),
     #[error("raft: {0}")]
     Raft(String),
+    #[error("the Raft log in {path:?}: {source}")]
+    Log { path: PathBuf, source: std::io::Error },
     #[error("cannot join the existing cluster: {0}")]
     Join(String),
 }
@@ -76,9 +79,6 @@ fn prepare_dir(path: &Path) -> Result<(), StartError> {
     Ok(())
 }
 
-const MEMBER_ID: &[u8] = b"member_id";
-const CLUSTER_ID: &[u8] = b"cluster_id";
-
 /// This member's id, the cluster id, the initial members, and whether this is a first boot.
 struct Identity {
     id: NodeId,
@@ -87,7 +87,7 @@ struct Identity {
     first_boot: bool,
 }
 
-async fn identity(engine: &Engine, cfg: &StoreConfig, http: &reqwest::Client) -> Result<Identity, StartError> {
+async fn identity(wal: &Wal, cfg: &StoreConfig, http: &reqwest::Client) -> Result<Identity, StartError> {
     let members = cfg.initial_members()?;
     let token = &cfg.initial_cluster_token;
     let initial: BTreeMap<NodeId, Member> = members
@@ -96,10 +96,7 @@ async fn identity(engine: &Engine, cfg: &StoreConfig, http: &reqwest::Client) ->
             (ids::member_id(&m.peer_urls, token, None), Member { name: m.name.clone(), peer_urls: m.peer_urls.clone() })
         })
         .collect();
-    let stored = |k: &[u8]| -> Result<Option<u64>, StartError> {
-        Ok(engine.get(Cf::RaftState, k)?.and_then(|v| v.try_into().ok().map(u64::from_be_bytes)))
-    };
-    if let (Some(id), Some(cluster_id)) = (stored(MEMBER_ID)?, stored(CLUSTER_ID)?) {
+    if let Some((id, cluster_id)) = wal.meta().identity {
         return Ok(Identity { id, cluster_id, initial, first_boot: false });
     }
     let (id, cluster_id) = if cfg.joining()? {
@@ -108,11 +105,25 @@ async fn identity(engine: &Engine, cfg: &StoreConfig, http: &reqwest::Client) ->
         let id = ids::member_id(&cfg.advertise_peer_urls()?, token, None);
         (id, ids::cluster_id(&initial.keys().copied().collect::<Vec<_>>()))
     };
-    let mut b = WriteBatch::default();
-    b.put(Cf::RaftState, MEMBER_ID, id.to_be_bytes().to_vec());
-    b.put(Cf::RaftState, CLUSTER_ID, cluster_id.to_be_bytes().to_vec());
-    engine.write(b, true)?;
+    wal.write(&[Record::Identity(id, cluster_id)]).map_err(|source| StartError::Log { path: wal_dir(cfg), source })?;
     Ok(Identity { id, cluster_id, initial, first_boot: true })
+}
+
+fn wal_dir(cfg: &StoreConfig) -> PathBuf {
+    cfg.data_dir().join("member").join("wal")
+}
+
+/// Opens the member's Raft log, refusing one written by an older Keel (a RocksDB database).
+fn open_wal(cfg: &StoreConfig) -> Result<Arc<Wal>, StartError> {
+    let path = wal_dir(cfg);
+    if path.join("CURRENT").exists() {
+        let source = std::io::Error::other(
+            "this data directory was written by an older Keel, whose Raft log was a RocksDB database; \
+             this version cannot read it (restore a snapshot into a new data directory instead)",
+        );
+        return Err(StartError::Log { path, source });
+    }
+    Wal::open(&path, WalOptions::default()).map(Arc::new).map_err(|source| StartError::Log { path, source })
 }
 
 /// A member joining a running cluster learns the id `member add` gave it (and the
@@ -162,14 +173,14 @@ pub async fn run(
     let snap_dir = member_dir.join("snap");
     prepare_dir(&snap_dir)?;
     let engine = Engine::open(&member_dir.join("db"))?;
-    let log_engine = Engine::open_log(&member_dir.join("wal"))?;
+    let wal = open_wal(&cfg)?;
     let network = Network::new();
     let http = network.http().clone();
-    let who = identity(&log_engine, &cfg, &http).await?;
+    let who = identity(&wal, &cfg, &http).await?;
     let store = MvccStore::open(engine.clone(), cfg.min_lease_ttl())?;
     let sm = StateMachine::open(store.clone(), snap_dir.clone()).map_err(|e| StartError::Raft(e.to_string()))?;
     let applied = sm.applied();
-    let log = LogStore::new(log_engine, sm.state_sync()).map_err(|e| StartError::Raft(e.to_string()))?;
+    let log = LogStore::new(wal, sm.state_sync()).map_err(|e| StartError::Raft(e.to_string()))?;
     let log_writer = log.clone();
     log.send_early(network.early_appends());
     let raft =

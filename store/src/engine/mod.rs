@@ -6,10 +6,9 @@
 //! them in isolation and swap the engine without touching them (TiKV's `engine_traits`
 //! lesson).
 //!
-//! A member has two RocksDB instances: the Raft log ([`Cf::LOG`], written only by the log
-//! writer thread, every batch synced) and the state machine ([`Cf::STATE_MACHINE`], written
-//! unsynced by the apply path, which Raft can replay). Separate WALs keep applies from
-//! queueing behind log fsyncs.
+//! A member's RocksDB instance holds the state machine ([`Cf::STATE_MACHINE`]), written
+//! unsynced by the apply path, which Raft can replay. The Raft log is not here: it has a
+//! file format of its own (`raft::wal`), so applies never queue behind log fsyncs.
 
 mod snapshot;
 
@@ -24,10 +23,6 @@ pub type KvPair = (Box<[u8]>, Box<[u8]>);
 /// A column family: one keyspace with its own purpose.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Cf {
-    /// Raft log entries, keyed by big-endian log index.
-    RaftLog,
-    /// Raft's own durable state: vote, committed, last purged.
-    RaftState,
     /// MVCC history: revision (+ tombstone mark) → encoded `mvccpb.KeyValue`.
     Kv,
     /// State-machine metadata: last applied log id, membership, compaction marks.
@@ -37,27 +32,20 @@ pub enum Cf {
 }
 
 impl Cf {
-    pub const ALL: [Cf; 5] = [Cf::RaftLog, Cf::RaftState, Cf::Kv, Cf::Meta, Cf::Lease];
     /// The column families that make up the replicated state machine (what a snapshot holds).
     pub const STATE_MACHINE: [Cf; 3] = [Cf::Kv, Cf::Meta, Cf::Lease];
-    /// The column families of the Raft log database.
-    pub const LOG: [Cf; 2] = [Cf::RaftLog, Cf::RaftState];
 
     fn name(self) -> &'static str {
         match self {
-            Cf::RaftLog => "raft_log",
-            Cf::RaftState => "raft_state",
             Cf::Kv => "kv",
             Cf::Meta => "meta",
             Cf::Lease => "lease",
         }
     }
 
-    /// A stable one-byte tag, used in snapshot files.
+    /// A stable one-byte tag, used in snapshot files (0 and 1 were the Raft log's).
     pub fn tag(self) -> u8 {
         match self {
-            Cf::RaftLog => 0,
-            Cf::RaftState => 1,
             Cf::Kv => 2,
             Cf::Meta => 3,
             Cf::Lease => 4,
@@ -65,7 +53,7 @@ impl Cf {
     }
 
     pub fn from_tag(tag: u8) -> Option<Cf> {
-        Cf::ALL.into_iter().find(|cf| cf.tag() == tag)
+        Cf::STATE_MACHINE.into_iter().find(|cf| cf.tag() == tag)
     }
 }
 
@@ -121,11 +109,6 @@ impl Engine {
     /// Opens (creating if needed) the state-machine database in `path`.
     pub fn open(path: &Path) -> Result<Engine, EngineError> {
         Self::open_with(path, &Cf::STATE_MACHINE)
-    }
-
-    /// Opens (creating if needed) the Raft log database in `path`.
-    pub fn open_log(path: &Path) -> Result<Engine, EngineError> {
-        Self::open_with(path, &Cf::LOG)
     }
 
     fn open_with(path: &Path, cfs: &'static [Cf]) -> Result<Engine, EngineError> {

@@ -1,4 +1,4 @@
-//! The Raft log and vote, in their own RocksDB instance (`RaftLog`, `RaftState`).
+//! The Raft log and vote, in the member's log file ([`super::wal`]).
 //!
 //! Contract (openraft `RaftLogStorage`): the vote is durable before `save_vote` returns;
 //! appended entries are readable as soon as `append` returns, and its flush callback fires
@@ -14,7 +14,7 @@
 //! has nothing queued (so writes stay in order): its answer to the leader waits for the
 //! write anyway, and handing it to a thread and back cost two context switches per write
 //! (about 50 µs of the follower's answer, p50 0.38 → 0.33 ms when removed). Nothing else
-//! shares this WAL.
+//! shares this log.
 //!
 //! The committed log id is a restart hint: it rides along with the next write.
 //!
@@ -37,14 +37,11 @@ use parking_lot::RwLock;
 
 use super::early::EarlyAppends;
 use super::state_machine::StateSync;
+use super::wal::{Record, Wal};
 use super::{decode, encode, Entry, LogId, StorageError, TypeConfig, Vote};
-use crate::engine::{Cf, Engine, EngineError, WriteBatch};
 
-const VOTE: &[u8] = b"vote";
 /// A synced log write taking this long is logged (etcd warns of slow fdatasyncs too).
 const SLOW_WRITE: std::time::Duration = std::time::Duration::from_millis(100);
-const COMMITTED: &[u8] = b"committed";
-const LAST_PURGED: &[u8] = b"last_purged";
 
 /// Work for the writer thread, applied in queue order.
 enum Op {
@@ -53,8 +50,8 @@ enum Op {
     Truncate(u64, Done),
     /// Delete entries up to and including this log id, and remember it.
     Purge(LogId, Done),
-    /// A raft-state key and its encoded value.
-    Put(&'static [u8], Vec<u8>, Done),
+    /// The encoded vote.
+    Vote(Vec<u8>, Done),
     /// Write what came before, then end the writer thread.
     Stop,
 }
@@ -70,7 +67,7 @@ type Hint = Arc<parking_lot::Mutex<Option<Vec<u8>>>>;
 
 #[derive(Clone)]
 pub struct LogStore {
-    engine: Engine,
+    wal: Arc<Wal>,
     pending: Pending,
     io: Io,
     writer: mpsc::Sender<Op>,
@@ -88,7 +85,7 @@ pub struct LogStore {
 }
 
 /// The writer thread, stopped and joined by [`LogStore::close`] or when the last clone of
-/// the store goes, so that no RocksDB work is still running when the process exits.
+/// the store goes, so that no log write is still running when the process exits.
 struct WriterThread {
     tx: mpsc::Sender<Op>,
     handle: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -108,10 +105,6 @@ impl Drop for WriterThread {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn index_key(i: u64) -> [u8; 8] {
-    i.to_be_bytes()
 }
 
 fn read_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -140,7 +133,7 @@ fn writer_loop(io: Io, queued: Arc<AtomicUsize>, rx: mpsc::Receiver<Op>) {
 /// What a write needs: shared by the writer thread and [`LogStore`]'s own writes.
 #[derive(Clone)]
 struct Io {
-    engine: Engine,
+    wal: Arc<Wal>,
     /// The applied state's durability, ensured before a purge.
     state: Arc<StateSync>,
     pending: Pending,
@@ -148,13 +141,20 @@ struct Io {
 }
 
 impl Io {
-    /// Writes `ops` and the pending hint as one synced batch, then fires their callbacks.
-    /// Returns whether one of them was [`Op::Stop`].
+    /// Writes `ops` and the pending hint as one synced log write, then fires their
+    /// callbacks. Returns whether one of them was [`Op::Stop`].
     fn write(&self, ops: Vec<Op>) -> bool {
-        let (engine, state, pending) = (&self.engine, &self.state, &self.pending);
-        let mut batch = WriteBatch::default();
+        /// A record's owned parts, until the write borrows them.
+        enum Owned {
+            Entry(u64, Vec<u8>),
+            Vote(Vec<u8>),
+            Committed(Vec<u8>),
+            Truncate(u64),
+            Purge(u64, Vec<u8>),
+        }
+        let mut owned = Vec::with_capacity(ops.len() + 1);
         if let Some(h) = self.hint.lock().take() {
-            batch.put(Cf::RaftState, COMMITTED, h);
+            owned.push(Owned::Committed(h));
         }
         let mut written: Vec<LogId> = Vec::new();
         let mut callbacks = Vec::new();
@@ -168,7 +168,7 @@ impl Io {
                 Op::Append(entries, cb) => {
                     for e in entries {
                         match encode(&e) {
-                            Ok(bytes) => batch.put(Cf::RaftLog, index_key(e.log_id.index).to_vec(), bytes),
+                            Ok(bytes) => owned.push(Owned::Entry(e.log_id.index, bytes)),
                             Err(err) => failed = Some(err.to_string()),
                         }
                         written.push(e.log_id);
@@ -176,21 +176,19 @@ impl Io {
                     callbacks.push(cb);
                 }
                 Op::Truncate(from, done) => {
-                    batch.delete_range(Cf::RaftLog, index_key(from).to_vec(), index_key(u64::MAX).to_vec());
-                    batch.delete(Cf::RaftLog, index_key(u64::MAX).to_vec());
+                    owned.push(Owned::Truncate(from));
                     dones.push(done);
                 }
                 Op::Purge(upto, done) => {
                     match encode(&upto) {
-                        Ok(bytes) => batch.put(Cf::RaftState, LAST_PURGED, bytes),
+                        Ok(bytes) => owned.push(Owned::Purge(upto.index, bytes)),
                         Err(err) => failed = Some(err.to_string()),
                     }
-                    batch.delete_range(Cf::RaftLog, index_key(0).to_vec(), index_key(upto.index + 1).to_vec());
                     purging = purging.max(Some(upto.index));
                     dones.push(done);
                 }
-                Op::Put(key, value, done) => {
-                    batch.put(Cf::RaftState, key, value);
+                Op::Vote(v, done) => {
+                    owned.push(Owned::Vote(v));
                     dones.push(done);
                 }
             }
@@ -200,19 +198,29 @@ impl Io {
             None => Ok(()),
         };
         if let (Some(upto), true) = (purging, result.is_ok()) {
-            result = state.ensure(upto).map_err(|e| e.to_string());
+            result = self.state.ensure(upto).map_err(|e| e.to_string());
         }
         let started = std::time::Instant::now();
         let entries = written.len();
-        if result.is_ok() {
-            result = engine.write(batch, true).map_err(|e: EngineError| e.to_string());
+        if result.is_ok() && !owned.is_empty() {
+            let records: Vec<Record<'_>> = owned
+                .iter()
+                .map(|o| match o {
+                    Owned::Entry(i, b) => Record::Entry(*i, b),
+                    Owned::Vote(v) => Record::Vote(v),
+                    Owned::Committed(c) => Record::Committed(c),
+                    Owned::Truncate(i) => Record::Truncate(*i),
+                    Owned::Purge(i, id) => Record::Purge(*i, id),
+                })
+                .collect();
+            result = self.wal.write(&records).map_err(|e| e.to_string());
         }
         tracing::debug!(target: "keel_store::raft::rpc", entries, micros = started.elapsed().as_micros() as u64, "log write");
         if started.elapsed() >= SLOW_WRITE {
             tracing::warn!(entries, ms = started.elapsed().as_millis() as u64, "slow log write (fsync)");
         }
         if result.is_ok() && !written.is_empty() {
-            let mut p = pending.write();
+            let mut p = self.pending.write();
             for id in &written {
                 if p.get(&id.index).is_some_and(|e| e.log_id == *id) {
                     p.remove(&id.index);
@@ -230,17 +238,17 @@ impl Io {
 }
 
 impl LogStore {
-    /// `engine` is the log database; `state` what must be durable before a purge.
-    pub fn new(engine: Engine, state: Arc<StateSync>) -> Result<LogStore, std::io::Error> {
+    /// `wal` is the member's log; `state` what must be durable before a purge.
+    pub fn new(wal: Arc<Wal>, state: Arc<StateSync>) -> Result<LogStore, std::io::Error> {
         let (tx, rx) = mpsc::channel::<Op>();
         let tx_stop = tx.clone();
         let pending: Pending = Arc::default();
         let queued = Arc::new(AtomicUsize::new(0));
-        let io = Io { engine: engine.clone(), state, pending: pending.clone(), hint: Hint::default() };
+        let io = Io { wal: wal.clone(), state, pending: pending.clone(), hint: Hint::default() };
         let (w, q) = (io.clone(), queued.clone());
         let thread = std::thread::Builder::new().name("keel-log-writer".into()).spawn(move || writer_loop(w, q, rx))?;
         Ok(LogStore {
-            engine,
+            wal,
             pending,
             io,
             writer: tx,
@@ -283,11 +291,14 @@ impl LogStore {
     /// Writes what is queued and stops the writer thread, waiting for it. Later writes fail.
     pub fn close(&self) {
         self.thread.stop();
+        self.wal.close();
     }
 
-    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
-        match self.engine.get(Cf::RaftState, key).map_err(read_err)? {
-            Some(v) => Ok(Some(decode(&v).map_err(read_err)?)),
+    /// The last entry written, if any.
+    fn last_written(&self) -> Result<Option<LogId>, StorageError> {
+        let Some(last) = self.wal.last_index() else { return Ok(None) };
+        match self.wal.read(last, last.saturating_add(1)).map_err(read_err)?.pop() {
+            Some((_, bytes)) => Ok(Some(decode::<Entry>(&bytes).map_err(read_err)?.log_id)),
             None => Ok(None),
         }
     }
@@ -298,11 +309,6 @@ impl LogStore {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.send(op(tx))?;
         rx.await.map_err(|_| stopped())?.map_err(|e| write_err(std::io::Error::other(e)))
-    }
-
-    async fn put_state<T: serde::Serialize>(&self, key: &'static [u8], v: &T) -> Result<(), StorageError> {
-        let bytes = encode(v).map_err(write_err)?;
-        self.submit(|done| Op::Put(key, bytes, done)).await
     }
 }
 
@@ -321,16 +327,13 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => Some(*i),
             Bound::Unbounded => None,
         };
-        // Entries still on their way to disk first; they win over older stored ones.
+        // Entries still on their way to disk first; they win over older written ones.
         let mut out: BTreeMap<u64, Entry> =
             self.pending.read().range(start..end.unwrap_or(u64::MAX)).map(|(i, e)| (*i, e.clone())).collect();
-        let end_key = end.map(index_key);
-        for item in
-            self.engine.scan(Cf::RaftLog, &index_key(start), end_key.as_ref().map(|k| &k[..])).map_err(read_err)?
-        {
-            let (_, v) = item.map_err(read_err)?;
-            let e = decode::<Entry>(&v).map_err(read_err)?;
-            out.entry(e.log_id.index).or_insert(e);
+        for (i, bytes) in self.wal.read(start, end.unwrap_or(u64::MAX)).map_err(read_err)? {
+            if let std::collections::btree_map::Entry::Vacant(slot) = out.entry(i) {
+                slot.insert(decode::<Entry>(&bytes).map_err(read_err)?);
+            }
         }
         Ok(out.into_values().collect())
     }
@@ -340,13 +343,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged_log_id: Option<LogId> = self.get_meta(LAST_PURGED)?;
-        let pending_last = self.pending.read().values().next_back().map(|e| e.log_id);
-        let stored_last = match self.engine.last(Cf::RaftLog).map_err(read_err)? {
-            Some((_, v)) => Some(decode::<Entry>(&v).map_err(read_err)?.log_id),
+        let last_purged_log_id: Option<LogId> = match self.wal.meta().purged {
+            Some((_, id)) => Some(decode(&id).map_err(read_err)?),
             None => None,
         };
-        let last = pending_last.or(stored_last).or(last_purged_log_id);
+        let pending_last = self.pending.read().values().next_back().map(|e| e.log_id);
+        let last = match pending_last {
+            Some(id) => Some(id),
+            None => self.last_written()?.or(last_purged_log_id),
+        };
         Ok(LogState { last_purged_log_id, last_log_id: last })
     }
 
@@ -355,11 +360,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        self.put_state(VOTE, vote).await.map_err(|e| StorageError::from(StorageIOError::write_vote(&e)))
+        let bytes = encode(vote).map_err(write_err)?;
+        self.submit(|done| Op::Vote(bytes, done)).await.map_err(|e| StorageError::from(StorageIOError::write_vote(&e)))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        self.get_meta(VOTE)
+        match self.wal.meta().vote {
+            Some(v) => Ok(Some(decode(&v).map_err(read_err)?)),
+            None => Ok(None),
+        }
     }
 
     /// The committed id is a restart hint (openraft re-derives commitment otherwise): it is
@@ -372,7 +381,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self.get_meta::<Option<LogId>>(COMMITTED)?.flatten())
+        match self.wal.meta().committed {
+            Some(c) => Ok(decode::<Option<LogId>>(&c).map_err(read_err)?),
+            None => Ok(None),
+        }
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>

@@ -299,16 +299,6 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     }
 }
 
-/// Lowers the calling thread's CPU priority (nice 10). Snapshot files are background work:
-/// on a two-core machine the three members writing theirs at once (the same log index) took
-/// the CPU from their log writers and Raft tasks, and log writes that take 0.15 ms took
-/// 10–30 ms.
-fn background_priority() {
-    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10) {
-        tracing::debug!(error = %e, "could not lower the snapshot thread's priority");
-    }
-}
-
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
@@ -348,7 +338,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .spawn(move || {
                 let taken = || {
                     let _ = taken_tx.send(());
-                    background_priority();
+                    super::background_priority();
                 };
                 let written = snapshot::write_view(&engine, &file, Some(&spare), taken)
                     .and_then(|size| sync.sync_through(index).map(|_| size).map_err(Into::into));
