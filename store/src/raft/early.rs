@@ -1,38 +1,51 @@
-//! Early appends: the leader sends new entries to its followers while its own fsync runs.
+//! Early appends: the leader sends new entries to its followers while its own fsync runs,
+//! and their answers stand in for openraft's own request for the same entries.
 //!
 //! openraft 0.9 writes the leader's new entries and waits for that write to be durable
 //! before it starts replicating them (`append_to_log` awaits the flush callback), so every
-//! write pays for two fsyncs one after the other: the leader's, then a follower's. etcd's
-//! leader sends its `MsgApp`s while it writes its own WAL, and the two overlap.
+//! write would pay for two fsyncs one after the other: the leader's, then a follower's, and
+//! two round trips to the follower. etcd's leader sends its `MsgApp`s while it writes its
+//! own WAL, and counts the answers.
 //!
-//! Keel gets the overlap without changing openraft: when the leader's log store is handed
-//! new entries it also sends them, as the AppendEntries request openraft itself will send
-//! for them a moment later (the leader's committed vote, the previous entry's log id, no
-//! commit index), over a stream of its own to each follower. A follower takes it like any
-//! AppendEntries from its leader and starts its fsync at once; when openraft's own request
-//! arrives, the entries are already there and durable, and the answer comes back without a
-//! second disk wait. Answers to early requests are read and dropped: openraft still decides
-//! what is replicated and committed from its own requests' answers, so commitment still
-//! means durable on a majority.
+//! Keel gets the same without changing openraft: when the leader's log store is handed new
+//! entries it also sends them, as the AppendEntries request openraft itself will send for
+//! them a moment later (the leader's committed vote, the previous entry's log id, no commit
+//! index), over a stream of its own to each follower. A follower takes it like any
+//! AppendEntries from its leader: it writes the entries, fsyncs, and answers. The answers
+//! are read in order: a success for entries up to log id L under vote V means the
+//! follower's log matches the leader's through L, durably (Raft's log matching: the
+//! follower checked the entry before the first one). When openraft, its own write done,
+//! asks the network to send a request with vote V whose entries end at or before L, the
+//! request is answered with that success instead of being sent again (see
+//! [`EarlyAppends::covered`]); if the answer is not in yet, the request waits for it, and
+//! if none can come (the early request was dropped, failed, or the stream broke), the
+//! request goes out as usual. Such an answer claims no more than the follower said, so
+//! commitment still means durable on a majority.
+//!
+//! The request that is not sent would also have told the follower the commit index, so
+//! when it is new the network sends the follower a commit notice on the early stream: an
+//! AppendEntries with no entries whose previous entry is the request's last one, which the
+//! follower has. Requests with no entries (heartbeats, leadership checks) always go out.
 //!
 //! It is safe because an early request is exactly a request the leader may send: it carries
 //! the leader's vote (a follower that has moved on to a newer term rejects it, as it would a
 //! late request), and entries that are in the leader's log after an entry that is too (a
 //! follower whose log differs at that point reports a conflict, as Raft has it). Early
 //! requests are best effort: dropped when a follower's stream cannot be opened or its queue
-//! is full.
+//! is full, and then openraft's own requests do the work.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
-use openraft::raft::AppendEntriesRequest;
-use tokio::sync::mpsc;
+use openraft::error::RaftError;
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
+use tokio::sync::{mpsc, watch};
 
 use super::network::{open_stream, FRAME_APPEND};
-use super::{encode, Entry, LogId, NodeId, TypeConfig, Vote};
+use super::{decode, encode, Entry, LogId, NodeId, TypeConfig, Vote};
 
 /// Early requests queued per follower at most; more are dropped.
 const QUEUE: usize = 64;
@@ -48,7 +61,38 @@ pub struct EarlyAppends {
 
 struct Target {
     base: String,
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Frame>,
+    acks: Arc<watch::Sender<Acks>>,
+}
+
+/// An encoded request, its vote, and the log id its answer would confirm.
+struct Frame {
+    bytes: Bytes,
+    vote: Vote,
+    upto: LogId,
+}
+
+/// What a follower has confirmed through early requests, and what is still on its way.
+#[derive(Clone, Debug, Default)]
+struct Acks {
+    /// The vote of the requests below (a new vote starts over).
+    vote: Option<Vote>,
+    /// The highest log id the follower has confirmed it holds, durably, under `vote`.
+    matched: Option<LogId>,
+    /// The highest log id sent under `vote`.
+    pending: Option<LogId>,
+    /// The highest log id sent under `vote` whose answer came, whatever it said.
+    answered: Option<LogId>,
+    /// The highest commit index told to the follower on the early stream.
+    commit_told: Option<LogId>,
+}
+
+/// Whether openraft's request can be answered from early answers.
+pub enum Covered {
+    /// The follower confirmed the request's entries: answer it with success.
+    Yes,
+    /// Send it.
+    No,
 }
 
 impl EarlyAppends {
@@ -64,62 +108,191 @@ impl EarlyAppends {
             return;
         }
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(send_loop(self.http.clone(), base.to_string(), rx));
-        targets.insert(id, Target { base: base.to_string(), tx });
+        let acks = Arc::new(watch::Sender::new(Acks::default()));
+        tokio::spawn(send_loop(self.http.clone(), base.to_string(), rx, acks.clone()));
+        targets.insert(id, Target { base: base.to_string(), tx, acks });
     }
 
     /// Sends `entries`, which follow `prev` in the leader's log, to every follower.
     pub fn send(&self, prev: LogId, entries: &[Entry]) {
-        let Some(first) = entries.first() else { return };
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else { return };
         let leader = first.log_id.leader_id;
+        let vote = Vote::new_committed(leader.term, leader.node_id);
         let req = AppendEntriesRequest::<TypeConfig> {
-            vote: Vote::new_committed(leader.term, leader.node_id),
+            vote,
             prev_log_id: Some(prev),
             entries: entries.to_vec(),
             leader_commit: None,
         };
-        let Ok(body) = encode(&req) else { return };
-        let mut frame = BytesMut::with_capacity(body.len() + 1);
-        frame.put_u8(FRAME_APPEND);
-        frame.extend_from_slice(&body);
-        let frame = frame.freeze();
+        let Some(bytes) = frame_of(&req) else { return };
         for (id, t) in self.targets.lock().iter() {
-            if *id != leader.node_id {
-                let _ = t.tx.try_send(frame.clone());
+            if *id != leader.node_id && t.tx.try_send(Frame { bytes: bytes.clone(), vote, upto: last.log_id }).is_ok() {
+                // Recorded here rather than by the sender task, so that openraft's request,
+                // made right after, waits for the answer even if the task has not run yet.
+                t.acks.send_if_modified(|a| {
+                    if a.vote != Some(vote) {
+                        *a = Acks { vote: Some(vote), ..Acks::default() };
+                    }
+                    a.pending = a.pending.max(Some(last.log_id));
+                    false
+                });
+            }
+        }
+    }
+
+    /// Whether `target` has confirmed, under `vote`, holding entries through `last`: at once
+    /// if it has, else once the answer to an early request that covers them comes in, for
+    /// at most `wait`. When it has and `commit` is news to it, a commit notice goes out.
+    pub async fn covered(
+        &self,
+        target: NodeId,
+        vote: &Vote,
+        last: LogId,
+        commit: Option<LogId>,
+        wait: Duration,
+    ) -> Covered {
+        let Some((acks, tx)) = self.targets.lock().get(&target).map(|t| (t.acks.clone(), t.tx.clone())) else {
+            return Covered::No;
+        };
+        let mut rx = acks.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            {
+                let a = rx.borrow_and_update();
+                if a.vote.as_ref() != Some(vote) {
+                    return Covered::No;
+                }
+                if a.matched.is_some_and(|m| m.index >= last.index) {
+                    break;
+                }
+                let coming = a.pending.is_some_and(|p| p.index >= last.index);
+                let came = a.answered.is_some_and(|p| p.index >= last.index);
+                if !coming || came {
+                    return Covered::No;
+                }
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return Covered::No,
+            }
+        }
+        let mut tell = false;
+        acks.send_if_modified(|a| {
+            tell = commit > a.commit_told;
+            if tell {
+                a.commit_told = commit;
+            }
+            tell
+        });
+        if tell {
+            let req = AppendEntriesRequest::<TypeConfig> {
+                vote: *vote,
+                prev_log_id: Some(last),
+                entries: Vec::new(),
+                leader_commit: commit,
+            };
+            if let Some(bytes) = frame_of(&req) {
+                let _ = tx.try_send(Frame { bytes, vote: *vote, upto: last });
+            }
+            // (The notice's answer confirms no more than the follower already has.)
+        }
+        Covered::Yes
+    }
+
+    /// Notes that openraft's own request told `target` the commit index `commit`.
+    pub fn told_commit(&self, target: NodeId, commit: Option<LogId>) {
+        if let Some(t) = self.targets.lock().get(&target) {
+            t.acks.send_if_modified(|a| {
+                let newer = commit > a.commit_told;
+                if newer {
+                    a.commit_told = commit;
+                }
+                false
+            });
+        }
+    }
+}
+
+fn frame_of(req: &AppendEntriesRequest<TypeConfig>) -> Option<Bytes> {
+    let body = encode(req).ok()?;
+    let mut frame = BytesMut::with_capacity(body.len() + 1);
+    frame.put_u8(FRAME_APPEND);
+    frame.extend_from_slice(&body);
+    Some(frame.freeze())
+}
+
+/// Requests sent on one stream whose answers have not come back, in order.
+type InFlight = Arc<parking_lot::Mutex<VecDeque<(Vote, LogId)>>>;
+
+/// Writes early requests to one follower's stream, opening it when needed; a task of its
+/// own reads the answers (see [`read_answers`]).
+async fn send_loop(http: reqwest::Client, base: String, mut rx: mpsc::Receiver<Frame>, acks: Arc<watch::Sender<Acks>>) {
+    let mut sink = None;
+    let mut failed_at: Option<Instant> = None;
+    // A request that will never be answered: nobody should wait for its answer.
+    let dropped = |frame: &Frame| {
+        acks.send_modify(|a| {
+            if a.vote == Some(frame.vote) {
+                a.answered = a.answered.max(Some(frame.upto));
+            }
+        })
+    };
+    while let Some(frame) = rx.recv().await {
+        if sink.is_none() {
+            if failed_at.is_some_and(|t| t.elapsed() < RETRY) {
+                dropped(&frame);
+                continue;
+            }
+            match open_stream(&http, &base).await {
+                Ok(Some(stream)) => {
+                    let (si, answers) = stream.split();
+                    let in_flight = InFlight::default();
+                    tokio::spawn(read_answers(answers, in_flight.clone(), acks.clone()));
+                    sink = Some((si, in_flight));
+                    failed_at = None;
+                }
+                Ok(None) | Err(_) => {
+                    failed_at = Some(Instant::now());
+                    dropped(&frame);
+                    continue;
+                }
+            }
+        }
+        if let Some((si, in_flight)) = sink.as_mut() {
+            in_flight.lock().push_back((frame.vote, frame.upto));
+            if si.send(frame.bytes).await.is_err() {
+                sink = None;
             }
         }
     }
 }
 
-/// Writes early requests to one follower's stream, opening it when needed; a task of its
-/// own reads and drops the answers.
-async fn send_loop(http: reqwest::Client, base: String, mut rx: mpsc::Receiver<Bytes>) {
-    let mut sink = None;
-    let mut failed_at: Option<Instant> = None;
-    while let Some(frame) = rx.recv().await {
-        if sink.is_none() {
-            if failed_at.is_some_and(|t| t.elapsed() < RETRY) {
-                continue;
+/// Reads one stream's answers, in the order its requests went out, and records what they
+/// confirm. When the stream ends, nothing more is pending on it.
+async fn read_answers<S>(mut answers: S, in_flight: InFlight, acks: Arc<watch::Sender<Acks>>)
+where
+    S: futures::Stream<Item = Result<BytesMut, std::io::Error>> + Unpin,
+{
+    while let Some(Ok(answer)) = answers.next().await {
+        let Some((vote, upto)) = in_flight.lock().pop_front() else { break };
+        let confirmed = match decode::<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>>(&answer) {
+            Ok(Ok(AppendEntriesResponse::Success)) => Some(upto),
+            Ok(Ok(AppendEntriesResponse::PartialSuccess(m))) => m,
+            _ => None,
+        };
+        acks.send_modify(|a| {
+            if a.vote == Some(vote) {
+                a.matched = a.matched.max(confirmed);
+                a.answered = a.answered.max(Some(upto));
             }
-            match open_stream(&http, &base).await {
-                Ok(Some(stream)) => {
-                    let (si, mut answers) = stream.split();
-                    tokio::spawn(async move { while let Some(Ok(_)) = answers.next().await {} });
-                    sink = Some(si);
-                    failed_at = None;
-                }
-                Ok(None) | Err(_) => {
-                    failed_at = Some(Instant::now());
-                    continue;
-                }
-            }
-        }
-        if let Some(si) = sink.as_mut() {
-            if si.send(frame).await.is_err() {
-                sink = None;
-            }
-        }
+        });
     }
+    // Whatever was sent on this stream and not answered never will be.
+    in_flight.lock().clear();
+    acks.send_modify(|a| {
+        a.pending = a.matched;
+        a.answered = a.matched;
+    });
 }
 
 #[cfg(test)]
@@ -136,11 +309,21 @@ mod tests {
     /// A follower that records the AppendEntries requests it gets on Raft streams and
     /// answers each with success.
     async fn follower() -> (String, mpsc::UnboundedReceiver<AppendEntriesRequest<TypeConfig>>) {
+        follower_answering(AppendEntriesResponse::Success).await
+    }
+
+    /// A follower that records the AppendEntries requests it gets and answers each with
+    /// `answer`.
+    async fn follower_answering(
+        answer: AppendEntriesResponse<NodeId>,
+    ) -> (String, mpsc::UnboundedReceiver<AppendEntriesRequest<TypeConfig>>) {
         let (tx, rx) = mpsc::unbounded_channel();
+        let answer: Result<AppendEntriesResponse<NodeId>, openraft::error::RaftError<NodeId>> = Ok(answer);
+        let answer = Bytes::from(encode(&answer).expect("an answer encodes"));
         let app = axum::Router::new().route(
             STREAM_PATH,
             axum::routing::post(move |mut req: axum::extract::Request| {
-                let tx = tx.clone();
+                let (tx, answer) = (tx.clone(), answer.clone());
                 async move {
                     let upgrade = hyper::upgrade::on(&mut req);
                     tokio::spawn(async move {
@@ -153,10 +336,7 @@ mod tests {
                                 return;
                             };
                             let _ = tx.send(req);
-                            let ok: Result<AppendEntriesResponse<NodeId>, openraft::error::RaftError<NodeId>> =
-                                Ok(AppendEntriesResponse::Success);
-                            let Ok(answer) = encode(&ok) else { return };
-                            if framed.send(Bytes::from(answer)).await.is_err() {
+                            if framed.send(answer.clone()).await.is_err() {
                                 return;
                             }
                         }
@@ -226,5 +406,47 @@ mod tests {
             let req = next(&mut rx).await;
             assert_eq!(req.entries[0].log_id.index, i + 2);
         }
+    }
+
+    #[tokio::test]
+    async fn answers_stand_in_for_openraft_requests_and_the_commit_is_told_once() {
+        let (url, mut rx) = follower().await;
+        let early = EarlyAppends::new(reqwest::Client::new());
+        early.target(2, &url);
+        let vote = Vote::new_committed(3, 1);
+        let (id, wait) = (|i| entry(3, 1, i).log_id, Duration::from_secs(10));
+        early.send(id(9), &[entry(3, 1, 10), entry(3, 1, 11)]);
+        // openraft's request for entries through 11 is answered from the early answer.
+        assert!(matches!(early.covered(2, &vote, id(11), Some(id(9)), wait).await, Covered::Yes));
+        assert_eq!(next(&mut rx).await.entries.len(), 2, "the early request");
+        // The commit index that request would have carried goes in a notice of its own.
+        let notice = next(&mut rx).await;
+        assert!(notice.entries.is_empty());
+        assert_eq!((notice.prev_log_id, notice.leader_commit), (Some(id(11)), Some(id(9))));
+        // A request for fewer entries is covered too; the same commit is not told again.
+        assert!(matches!(early.covered(2, &vote, id(10), Some(id(9)), wait).await, Covered::Yes));
+        early.send(id(11), &[entry(3, 1, 12)]);
+        assert_eq!(next(&mut rx).await.entries.len(), 1, "the next early request, no second notice");
+        // Entries never sent early, another vote, a target with no early stream: sent as usual.
+        let short = Duration::from_millis(1);
+        assert!(matches!(early.covered(2, &vote, id(13), None, short).await, Covered::No));
+        assert!(matches!(early.covered(2, &Vote::new_committed(4, 1), id(11), None, short).await, Covered::No));
+        assert!(matches!(early.covered(5, &vote, id(11), None, short).await, Covered::No));
+    }
+
+    #[tokio::test]
+    async fn a_refused_early_request_covers_nothing_and_is_not_waited_for() {
+        let (url, mut rx) = follower_answering(AppendEntriesResponse::Conflict).await;
+        let early = EarlyAppends::new(reqwest::Client::new());
+        early.target(2, &url);
+        let vote = Vote::new_committed(3, 1);
+        early.send(entry(3, 1, 9).log_id, &[entry(3, 1, 10)]);
+        // The answer is awaited, and once it is in (a conflict), the request must go out:
+        // the call returns long before its hour is up.
+        let started = Instant::now();
+        let got = early.covered(2, &vote, entry(3, 1, 10).log_id, None, Duration::from_secs(3600)).await;
+        assert!(matches!(got, Covered::No));
+        assert!(started.elapsed() < Duration::from_secs(60));
+        assert_eq!(next(&mut rx).await.entries.len(), 1);
     }
 }

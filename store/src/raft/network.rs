@@ -28,6 +28,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
+use super::early::Covered;
 use super::{decode, encode, Member, NodeId, TypeConfig, Vote};
 
 pub const APPEND_PATH: &str = "/raft/append";
@@ -99,6 +100,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             base,
             http: self.http.clone(),
+            early: self.early.clone(),
             stream: tokio::sync::Mutex::new(None),
             http_only: false,
             idle: self.idle.clone(),
@@ -157,6 +159,8 @@ pub struct PeerClient {
     target: NodeId,
     base: String,
     http: reqwest::Client,
+    /// Answers to early requests, which can stand in for an append (see [`super::early`]).
+    early: super::early::EarlyAppends,
     /// The open stream to the target, if any (behind a lock only because openraft wants the
     /// client `Sync`, which the upgraded connection is not; there is never contention).
     stream: tokio::sync::Mutex<Option<RaftStream>>,
@@ -312,7 +316,18 @@ impl RaftNetwork<TypeConfig> for PeerClient {
                 return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(fit)));
             }
         }
-        self.rpc(FRAME_APPEND, APPEND_PATH, &rpc, option.hard_ttl()).await
+        if let Some(last) = rpc.entries.last().map(|e| e.log_id) {
+            let wait = option.hard_ttl() / 2;
+            if let Covered::Yes = self.early.covered(self.target, &rpc.vote, last, rpc.leader_commit, wait).await {
+                return Ok(AppendEntriesResponse::Success);
+            }
+        }
+        let commit = rpc.leader_commit;
+        let res = self.rpc(FRAME_APPEND, APPEND_PATH, &rpc, option.hard_ttl()).await;
+        if res.is_ok() {
+            self.early.told_commit(self.target, commit);
+        }
+        res
     }
 
     async fn vote(
