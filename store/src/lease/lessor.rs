@@ -35,6 +35,11 @@ impl Lessor {
         self.leases.contains_key(&id)
     }
 
+    /// The lease `key` is attached to (0 for none).
+    pub fn lease_of(&self, key: &Bytes) -> i64 {
+        self.items.get(key).copied().unwrap_or(0)
+    }
+
     pub fn insert(&mut self, lease: Lease) {
         self.leases.insert(lease.id, lease);
     }

@@ -24,5 +24,5 @@ mod model_tests;
 
 pub use key_range::KeyRange;
 pub use revision::Revision;
-pub use store::{CommitListener, HistoryError, HistoryEvent, MvccStore};
+pub use store::{CommitListener, HistoryError, HistoryEvent, MvccStore, StoredValues};
 pub use txn::Change;

@@ -38,10 +38,15 @@ use crate::proto::mvccpb::KeyValue;
 const META_COMPACT_REV: &[u8] = b"compact_rev";
 use super::compactor::META_COMPACT_DONE;
 
+/// Reads the stored versions at these revisions: the values changes left out (see
+/// [`Change::prev_stored`]); `None` where one cannot be read.
+pub type StoredValues<'a> = &'a dyn Fn(&[Revision]) -> Vec<Option<KeyValue>>;
+
 /// Told about every committed revision, in order, while the index write lock is held
 /// (so a listener that reads the index afterwards never misses or sees ahead of a change).
 pub trait CommitListener: Send + Sync {
-    fn committed(&self, revision: i64, changes: &[Change]);
+    /// `stored` reads previous values the changes left out, for a listener that needs them.
+    fn committed(&self, revision: i64, changes: &[Change], stored: StoredValues<'_>);
     /// The whole state was replaced (a snapshot was installed): history may have jumped.
     fn reloaded(&self, _revision: i64) {}
 }
@@ -107,6 +112,9 @@ impl TxnView for View<'_> {
     }
     fn lease_exists(&self, id: i64) -> bool {
         self.state.lessor.contains(id)
+    }
+    fn lease_of(&self, key: &Bytes) -> i64 {
+        self.state.lessor.lease_of(key)
     }
 }
 
@@ -434,7 +442,16 @@ impl MvccStore {
         }
         st.rev = rev;
         if let Some(l) = self.listener.read().as_ref() {
-            l.committed(rev, changes);
+            let stored = |revs: &[Revision]| -> Vec<Option<KeyValue>> {
+                let keys: Vec<Vec<u8>> = revs.iter().map(|r| r.to_key(false)).collect();
+                match self.engine.multi_get(Cf::Kv, &keys) {
+                    Ok(values) => {
+                        values.into_iter().map(|v| v.and_then(|v| KeyValue::decode(v.as_slice()).ok())).collect()
+                    }
+                    Err(_) => vec![None; revs.len()],
+                }
+            };
+            l.committed(rev, changes, &stored);
         }
     }
 

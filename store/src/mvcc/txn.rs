@@ -31,6 +31,8 @@ pub trait TxnView: IndexView {
     /// The stored values of these revisions, in order.
     fn fetch(&self, revs: &[Revision]) -> Result<Vec<KeyValue>, EtcdError>;
     fn lease_exists(&self, id: i64) -> bool;
+    /// The lease `key` is attached to (0 for none).
+    fn lease_of(&self, key: &Bytes) -> i64;
 }
 
 /// One key changed by a command. `kv` is the new value for a put, `None` for a delete;
@@ -40,6 +42,10 @@ pub struct Change {
     pub key: Bytes,
     pub kv: Option<KeyValue>,
     pub prev: Option<KeyValue>,
+    /// When `prev` has everything but its value, where the value is stored: the command did
+    /// not need it (as in etcd, a put or delete reads no old value unless asked to return
+    /// it), and whoever does later (a watcher with prev_kv) reads it from there.
+    pub prev_stored: Option<Revision>,
 }
 
 pub struct Executor<'v, V: TxnView> {
@@ -74,6 +80,31 @@ impl<'v, V: TxnView> Executor<'v, V> {
         range::materialize(sel, |revs| self.view.fetch(revs))
     }
 
+    /// The current version of `key` without reading its value, and where the value is
+    /// stored if it was left out (see [`Change::prev_stored`]).
+    fn latest_meta(&self, key: &Bytes) -> (Option<KeyValue>, Option<Revision>) {
+        if let Some(it) = self.overlay.iter().rev().find(|it| it.key == *key) {
+            return (it.kv.clone(), None);
+        }
+        let (found, _) = self.view.index_range(&KeyRange::Single(key.clone()), self.view.current_revision(), 1);
+        match found.into_iter().next() {
+            Some((key, at)) => (Some(self.meta_of(key, &at)), Some(at.modified)),
+            None => (None, None),
+        }
+    }
+
+    /// A key's version as the index has it, without its value.
+    fn meta_of(&self, key: Bytes, at: &KeyAt) -> KeyValue {
+        KeyValue {
+            create_revision: at.created.main,
+            mod_revision: at.modified.main,
+            version: at.version,
+            lease: self.view.lease_of(&key),
+            key,
+            value: Bytes::new(),
+        }
+    }
+
     /// The current value of `key`, including this command's earlier changes.
     fn latest(&self, key: &Bytes) -> Result<Option<KeyValue>, EtcdError> {
         if let Some(it) = self.overlay.iter().rev().find(|it| it.key == *key) {
@@ -86,7 +117,7 @@ impl<'v, V: TxnView> Executor<'v, V> {
         }
     }
 
-    fn record(&mut self, key: Bytes, kv: Option<KeyValue>, prev: Option<KeyValue>) {
+    fn record(&mut self, key: Bytes, kv: Option<KeyValue>, prev: Option<KeyValue>, prev_stored: Option<Revision>) {
         let sub = self.changes.len() as i64;
         let modified = Revision::new(self.rev, sub);
         let at = match &kv {
@@ -94,7 +125,7 @@ impl<'v, V: TxnView> Executor<'v, V> {
             None => KeyAt { modified, created: modified, version: 0 },
         };
         self.overlay.push(Item { key: key.clone(), at, kv: kv.clone() });
-        self.changes.push(Change { key, kv, prev });
+        self.changes.push(Change { key, kv, prev, prev_stored });
     }
 
     fn check_put(&self, req: &PutRequest) -> Result<(), EtcdError> {
@@ -109,7 +140,8 @@ impl<'v, V: TxnView> Executor<'v, V> {
 
     pub fn put(&mut self, req: &PutRequest) -> Result<PutResponse, EtcdError> {
         self.check_put(req)?;
-        let prev = self.latest(&req.key)?;
+        let (prev, stored) =
+            if req.ignore_value || req.prev_kv { (self.latest(&req.key)?, None) } else { self.latest_meta(&req.key) };
         let value = match (&prev, req.ignore_value) {
             (Some(p), true) => p.value.clone(),
             _ => req.value.clone(),
@@ -127,22 +159,32 @@ impl<'v, V: TxnView> Executor<'v, V> {
             lease,
         };
         let prev_kv = if req.prev_kv { prev.clone() } else { None };
-        self.record(req.key.clone(), Some(kv), prev);
+        self.record(req.key.clone(), Some(kv), prev, stored);
         Ok(PutResponse { header: Some(header(self.rev)), prev_kv })
     }
 
     pub fn delete_range(&mut self, req: &DeleteRangeRequest) -> Result<DeleteRangeResponse, EtcdError> {
         let read = RangeRequest { key: req.key.clone(), range_end: req.range_end.clone(), ..Default::default() };
-        let existing = self.range(&read)?.kvs;
-        let deleted = existing.len() as i64;
-        let mut prev_kvs = Vec::new();
-        for kv in existing {
-            if req.prev_kv {
-                prev_kvs.push(kv.clone());
+        if req.prev_kv {
+            let existing = self.range(&read)?.kvs;
+            let deleted = existing.len() as i64;
+            for kv in &existing {
+                self.record(kv.key.clone(), None, Some(kv.clone()), None);
             }
-            self.record(kv.key.clone(), None, Some(kv));
+            return Ok(DeleteRangeResponse { header: Some(header(self.now())), deleted, prev_kvs: existing });
         }
-        Ok(DeleteRangeResponse { header: Some(header(self.now())), deleted, prev_kvs })
+        // Only the keys are needed: their values are not read (a prefix delete of a few
+        // hundred thousand keys read every value and took seconds).
+        let items = range::select(self.view, &read, self.now(), &self.overlay)?.items;
+        let deleted = items.len() as i64;
+        for it in items {
+            let (prev, stored) = match it.kv {
+                Some(kv) => (kv, None),
+                None => (self.meta_of(it.key.clone(), &it.at), Some(it.at.modified)),
+            };
+            self.record(it.key, None, Some(prev), stored);
+        }
+        Ok(DeleteRangeResponse { header: Some(header(self.now())), deleted, prev_kvs: Vec::new() })
     }
 
     pub fn txn(&mut self, req: &TxnRequest) -> Result<TxnResponse, EtcdError> {

@@ -27,7 +27,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::watcher::{Outbox, WatchKey, Watcher};
-use crate::mvcc::{Change, CommitListener, HistoryError, HistoryEvent, KeyRange, MvccStore};
+use crate::mvcc::{Change, CommitListener, HistoryError, HistoryEvent, KeyRange, MvccStore, StoredValues};
 use crate::proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchResponse};
 
 /// Events read from history per catch-up step (etcd's `watchBatchMaxRevs` is 1000 revisions).
@@ -54,6 +54,8 @@ struct Inner {
     by_key: HashMap<Bytes, HashSet<WatchKey>>,
     /// Synced watchers of a range.
     ranged: HashSet<WatchKey>,
+    /// Synced watchers that asked for previous values.
+    synced_prev_kv: usize,
     unsynced: HashMap<WatchKey, Watcher>,
     /// `created` answers that did not fit their stream's queue; sent before any event.
     pending_created: HashMap<WatchKey, WatchResponse>,
@@ -62,6 +64,7 @@ struct Inner {
 impl Inner {
     fn add_synced(&mut self, w: Watcher) {
         let k = w.key();
+        self.synced_prev_kv += usize::from(w.prev_kv);
         match w.single_key() {
             Some(key) => {
                 self.by_key.entry(key.clone()).or_default().insert(k);
@@ -75,6 +78,7 @@ impl Inner {
 
     fn remove_synced(&mut self, k: &WatchKey) -> Option<Watcher> {
         let w = self.synced.remove(k)?;
+        self.synced_prev_kv -= usize::from(w.prev_kv);
         match w.single_key() {
             Some(key) => {
                 if let Some(set) = self.by_key.get_mut(key) {
@@ -428,13 +432,38 @@ impl WatchHub {
     }
 }
 
+/// `changes` with the previous values they left out read back (see `Change::prev_stored`).
+fn with_stored_values(changes: &[Change], stored: StoredValues<'_>) -> Vec<Change> {
+    let revs: Vec<_> = changes.iter().filter_map(|c| c.prev_stored).collect();
+    let mut values = stored(&revs).into_iter();
+    changes
+        .iter()
+        .map(|c| {
+            let mut c = c.clone();
+            if c.prev_stored.take().is_some() {
+                if let (Some(prev), Some(Some(v))) = (c.prev.as_mut(), values.next()) {
+                    prev.value = v.value;
+                }
+            }
+            c
+        })
+        .collect()
+}
+
 impl CommitListener for WatchHub {
-    fn committed(&self, revision: i64, changes: &[Change]) {
+    fn committed(&self, revision: i64, changes: &[Change], stored: StoredValues<'_>) {
         let mut inner = self.inner.lock();
         inner.last_rev = revision;
         if inner.synced.is_empty() {
             return;
         }
+        let filled;
+        let changes = if inner.synced_prev_kv > 0 && changes.iter().any(|c| c.prev_stored.is_some()) {
+            filled = with_stored_values(changes, stored);
+            &filled[..]
+        } else {
+            changes
+        };
         let mut batches: HashMap<WatchKey, Vec<crate::proto::mvccpb::Event>> = HashMap::new();
         // Room left in each stream's queue, counted as watchers are given events: a watcher
         // whose stream is already full goes straight to the sync loop, before its events
@@ -636,5 +665,42 @@ mod tests {
         assert!(!r.canceled);
         assert_eq!(r.events.len(), 1);
         assert_eq!(r.events[0].r#type, crate::proto::mvccpb::event::EventType::Delete as i32);
+    }
+
+    #[tokio::test]
+    async fn previous_values_the_write_did_not_read_reach_prev_kv_watchers() {
+        let (_dir, store, hub) = open();
+        put(&store, "a", "a1");
+        put(&store, "b", "b1");
+        let (tx, mut rx) = mpsc::channel(16);
+        let stream = hub.open_stream(tx);
+        let prefix = WatchCreateRequest { key: "a".into(), range_end: "c".into(), prev_kv: true, ..Default::default() };
+        hub.create(stream, &prefix);
+        assert!(rx.recv().await.expect("created").created);
+        // A put and a prefix delete that return no previous values, so read none.
+        put(&store, "a", "a2");
+        let del =
+            Command::DeleteRange(DeleteRangeRequest { key: "a".into(), range_end: "c".into(), ..Default::default() });
+        store.apply(&del, WriteBatch::default()).expect("apply");
+        let mut prevs = Vec::new();
+        while prevs.len() < 3 {
+            let r = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+                .await
+                .expect("in time")
+                .expect("open");
+            for e in r.events {
+                let p = e.prev_kv.expect("a previous value");
+                prevs.push((
+                    String::from_utf8_lossy(&p.key).into_owned(),
+                    String::from_utf8_lossy(&p.value).into_owned(),
+                    p.mod_revision,
+                    p.version,
+                ));
+            }
+        }
+        let want = [("a", "a1", 2, 1), ("a", "a2", 4, 2), ("b", "b1", 3, 1)];
+        let want: Vec<(String, String, i64, i64)> =
+            want.iter().map(|(k, v, m, n)| (k.to_string(), v.to_string(), *m, *n)).collect();
+        assert_eq!(prevs, want);
     }
 }
