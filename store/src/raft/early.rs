@@ -259,8 +259,18 @@ async fn send_loop(http: reqwest::Client, base: String, mut rx: mpsc::Receiver<F
             }
         }
         if let Some((si, in_flight)) = sink.as_mut() {
-            in_flight.lock().push_back((frame.vote, frame.upto));
-            if si.send(frame.bytes).await.is_err() {
+            // Everything queued goes out in one write.
+            let mut ok = true;
+            let mut next = Some(frame);
+            while let Some(f) = next.take() {
+                in_flight.lock().push_back((f.vote, f.upto));
+                if si.feed(f.bytes).await.is_err() {
+                    ok = false;
+                    break;
+                }
+                next = rx.try_recv().ok();
+            }
+            if !ok || si.flush().await.is_err() {
                 sink = None;
             }
         }
