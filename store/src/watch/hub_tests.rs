@@ -1,0 +1,139 @@
+//! The watch hub's tests (see `hub.rs`).
+
+use super::*;
+use crate::engine::{Engine, WriteBatch};
+use crate::proto::etcdserverpb::{CompactionRequest, DeleteRangeRequest, PutRequest};
+use crate::proto::keelpb::raft_request::Command;
+use tokio::sync::mpsc;
+
+fn put(store: &MvccStore, k: &str, v: &str) {
+    let cmd = Command::Put(PutRequest { key: k.to_string().into(), value: v.to_string().into(), ..Default::default() });
+    store.apply(&cmd, WriteBatch::default()).expect("apply");
+}
+
+fn open() -> (tempfile::TempDir, Arc<MvccStore>, Arc<WatchHub>) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = MvccStore::open(Engine::open(dir.path()).expect("engine"), 2).expect("store");
+    let hub = WatchHub::attach(&store, 1 << 20);
+    (dir, store, hub)
+}
+
+async fn events(rx: &mut mpsc::Receiver<WatchResponse>, n: usize) -> Vec<(i64, String)> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let r =
+            tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await.expect("in time").expect("open");
+        for e in r.events {
+            let kv = e.kv.unwrap_or_default();
+            out.push((kv.mod_revision, String::from_utf8_lossy(&kv.value).into_owned()));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_watcher_too_slow_for_its_queue_catches_up_from_history_in_order() {
+    let (_dir, store, hub) = open();
+    let (tx, mut rx) = mpsc::channel(2);
+    let stream = hub.open_stream(tx);
+    hub.create(stream, &WatchCreateRequest { key: "k".into(), ..Default::default() });
+    // 50 commits while nobody reads a queue of 2: the watcher falls behind.
+    for i in 0..50 {
+        put(&store, "k", &format!("v{i}"));
+    }
+    let created = rx.recv().await.expect("created");
+    assert!(created.created);
+    let got = events(&mut rx, 50).await;
+    let want: Vec<(i64, String)> = (0..50).map(|i| (i + 2, format!("v{i}"))).collect();
+    assert_eq!(got, want);
+    // ...and is synced again afterwards: a new commit arrives directly.
+    put(&store, "k", "live");
+    assert_eq!(events(&mut rx, 1).await, vec![(52, "live".to_string())]);
+}
+
+#[tokio::test]
+async fn watchers_created_on_a_full_stream_get_created_first_then_every_event() {
+    let (_dir, store, hub) = open();
+    // A queue of one: the second and third `created` answers do not fit and wait in the
+    // sync loop, which must still send each before any of that watcher's events.
+    let (tx, mut rx) = mpsc::channel(1);
+    let stream = hub.open_stream(tx);
+    for _ in 0..3 {
+        hub.create(stream, &WatchCreateRequest { key: "k".into(), ..Default::default() });
+    }
+    for i in 0..20 {
+        put(&store, "k", &format!("v{i}"));
+    }
+    let mut created: HashSet<i64> = HashSet::new();
+    let mut seen: HashMap<i64, Vec<i64>> = HashMap::new();
+    while seen.values().map(Vec::len).sum::<usize>() < 60 {
+        let r =
+            tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await.expect("in time").expect("open");
+        if r.created {
+            assert!(created.insert(r.watch_id), "created twice: {}", r.watch_id);
+            continue;
+        }
+        assert!(created.contains(&r.watch_id), "events for watcher {} before its created", r.watch_id);
+        seen.entry(r.watch_id)
+            .or_default()
+            .extend(r.events.iter().filter_map(|e| e.kv.as_ref()).map(|kv| kv.mod_revision));
+    }
+    assert_eq!(created.len(), 3);
+    for (id, revs) in seen {
+        assert_eq!(revs, (2..=21).collect::<Vec<i64>>(), "watcher {id} got every revision once, in order");
+    }
+}
+
+#[tokio::test]
+async fn a_delete_at_the_compaction_revision_is_still_delivered() {
+    // Regression: compaction used to drop a tombstone at exactly its revision, so a watch
+    // resumed from that revision missed the delete (etcd issue 19179).
+    let (_dir, store, hub) = open();
+    put(&store, "k", "v");
+    let del = Command::DeleteRange(DeleteRangeRequest { key: "k".into(), ..Default::default() });
+    store.apply(&del, WriteBatch::default()).expect("delete");
+    let compact = Command::Compaction(CompactionRequest { revision: 3, physical: false });
+    store.apply(&compact, WriteBatch::default()).expect("compact");
+    let (tx, mut rx) = mpsc::channel(16);
+    let stream = hub.open_stream(tx);
+    hub.create(stream, &WatchCreateRequest { key: "k".into(), start_revision: 3, ..Default::default() });
+    assert!(rx.recv().await.expect("created").created);
+    let r = rx.recv().await.expect("events");
+    assert!(!r.canceled);
+    assert_eq!(r.events.len(), 1);
+    assert_eq!(r.events[0].r#type, crate::proto::mvccpb::event::EventType::Delete as i32);
+}
+
+#[tokio::test]
+async fn previous_values_the_write_did_not_read_reach_prev_kv_watchers() {
+    let (_dir, store, hub) = open();
+    put(&store, "a", "a1");
+    put(&store, "b", "b1");
+    let (tx, mut rx) = mpsc::channel(16);
+    let stream = hub.open_stream(tx);
+    let prefix = WatchCreateRequest { key: "a".into(), range_end: "c".into(), prev_kv: true, ..Default::default() };
+    hub.create(stream, &prefix);
+    assert!(rx.recv().await.expect("created").created);
+    // A put and a prefix delete that return no previous values, so read none.
+    put(&store, "a", "a2");
+    let del = Command::DeleteRange(DeleteRangeRequest { key: "a".into(), range_end: "c".into(), ..Default::default() });
+    store.apply(&del, WriteBatch::default()).expect("apply");
+    let mut prevs = Vec::new();
+    while prevs.len() < 3 {
+        let r =
+            tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await.expect("in time").expect("open");
+        for e in r.events {
+            let p = e.prev_kv.expect("a previous value");
+            prevs.push((
+                String::from_utf8_lossy(&p.key).into_owned(),
+                String::from_utf8_lossy(&p.value).into_owned(),
+                p.mod_revision,
+                p.version,
+            ));
+        }
+    }
+    let want = [("a", "a1", 2, 1), ("a", "a2", 4, 2), ("b", "b1", 3, 1)];
+    let want: Vec<(String, String, i64, i64)> =
+        want.iter().map(|(k, v, m, n)| (k.to_string(), v.to_string(), *m, *n)).collect();
+    assert_eq!(prevs, want);
+}
