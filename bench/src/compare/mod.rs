@@ -193,7 +193,14 @@ pub async fn run(o: &CompareOpts) -> anyhow::Result<()> {
                 let label = if round == rounds { "once".to_string() } else { format!("round {}/{rounds}", round + 1) };
                 eprintln!("{label}: {} on {}", w.id, c.flavor.name());
                 match run_one(w, c).await {
-                    Ok(s) => results[wi][ci].push(s),
+                    Ok(s) => {
+                        // Each run's own figures, so the spread behind the medians can be seen.
+                        eprintln!(
+                            "  {:.0} ops/s, p50 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3} ms",
+                            s.throughput, s.p50_ms, s.p99_ms, s.p999_ms, s.max_ms
+                        );
+                        results[wi][ci].push(s)
+                    }
                     Err(e) => eprintln!("  {} failed on {}: {e:#}", w.id, c.flavor.name()),
                 }
             }

@@ -348,7 +348,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         let unreachable =
             |e: &dyn std::fmt::Display| StreamingError::Unreachable(Unreachable::new(&TransportError(e.to_string())));
         let head = encode(&(vote, snapshot.meta.clone())).map_err(|e| unreachable(&e))?;
-        let file = tokio::fs::File::open(&snapshot.snapshot.path).await.map_err(|e| unreachable(&e))?;
+        // A deferred view is written out now, on its own thread (the only time a snapshot's
+        // file is written on this member).
+        let mut data = snapshot.snapshot;
+        data.ready().await.map_err(|e| unreachable(&format!("writing the snapshot: {e}")))?;
+        let file = tokio::fs::File::open(&data.path).await.map_err(|e| unreachable(&e))?;
         let prefix = futures::stream::once(async move {
             let mut b = (head.len() as u32).to_be_bytes().to_vec();
             b.extend_from_slice(&head);

@@ -227,7 +227,7 @@ async fn receive_snapshot(s: &PeerState, body: Body) -> Result<(Vote, SnapshotMe
         f.write_all(&chunk).await.map_err(|e| e.to_string())?;
     }
     f.sync_all().await.map_err(|e| e.to_string())?;
-    Ok((vote, meta, SnapshotFile { path }))
+    Ok((vote, meta, SnapshotFile::at(path)))
 }
 
 async fn propose(State(s): State<PeerState>, body: Bytes) -> Response {

@@ -1,12 +1,16 @@
 //! Snapshots: the state machine's column families as one streamable file.
 //!
-//! Building never blocks applying: a blocking thread takes a RocksDB snapshot (a pinned
-//! sequence number: no copy and no flush) while the state machine waits, which takes
-//! microseconds, then streams the `Kv`, `Meta` and `Lease` families as of that snapshot into
-//! a file of length-prefixed records, synced every few megabytes. (A checkpoint, used before,
-//! flushes the memtables first: 20–170 ms with applying stopped on all three members at once.) Sending reads
-//! that file in chunks, and installing writes it back in bounded batches, so no snapshot is
-//! ever held in memory whole.
+//! The state machine lives in RocksDB, which is durable on its own, so taking a Raft snapshot
+//! (to purge the log) writes no file at all: the state is synced and the snapshot's meta
+//! recorded. A file is written only when a follower needs one: [`SnapshotFile::deferred`]
+//! takes a RocksDB snapshot (a pinned sequence number: no copy and no flush) while the state
+//! machine waits, which takes microseconds, and [`SnapshotFile::ready`] later streams the
+//! `Kv`, `Meta` and `Lease` families as of that view into a file of length-prefixed records,
+//! synced every few megabytes, on a thread of lower priority. (Writing the whole state every
+//! `--snapshot-count` entries, as before, put tens of megabytes per member on the shared disk
+//! each time, and one-client put tails rose with the state's size.) Sending reads the file in
+//! chunks, and installing writes it back in bounded batches, so no snapshot is ever held in
+//! memory whole.
 //!
 //! File: `KEELSNP1`, then records `[cf tag u8][key len u32 BE][key][value len u32 BE][value]`,
 //! then a final `0xFF`.
@@ -15,16 +19,84 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::engine::{Cf, Engine, EngineError, WriteBatch};
+use crate::engine::{Cf, Engine, EngineError, EngineSnapshot, WriteBatch};
 
 const MAGIC: &[u8; 8] = b"KEELSNP1";
 const END: u8 = 0xFF;
 const INSTALL_BATCH_BYTES: usize = 4 << 20;
 
-/// A snapshot's data: a file on local disk.
+/// A snapshot's data: a file on local disk, or a view of the state taken already whose file
+/// is written when first wanted ([`SnapshotFile::ready`]).
 #[derive(Debug)]
 pub struct SnapshotFile {
     pub path: PathBuf,
+    pending: Option<Pending>,
+    /// Written here for one use (a send): retired when dropped.
+    transient: Option<Retire>,
+}
+
+/// A view held by a thread that writes it out once told to; dropping `go` releases it.
+#[derive(Debug)]
+struct Pending {
+    go: std::sync::mpsc::Sender<()>,
+    done: tokio::sync::oneshot::Receiver<Result<u64, SnapshotError>>,
+}
+
+/// Where a transient file goes when done with: kept as the spare if there is none, so the
+/// next file overwrites it instead of allocating (freeing tens of megabytes on a filesystem
+/// mounted with `discard` stalls every other fsync), else removed.
+#[derive(Debug)]
+struct Retire {
+    spare: PathBuf,
+}
+
+impl SnapshotFile {
+    /// A file that exists (or is being received).
+    pub fn at(path: PathBuf) -> SnapshotFile {
+        SnapshotFile { path, pending: None, transient: None }
+    }
+
+    /// Takes a view of `engine` now, to be written to `out` (over `spare` if there is one)
+    /// when [`ready`](Self::ready) is first awaited; dropped unwritten, it writes nothing.
+    /// Returns once the view is fixed (microseconds): from then on the database may change
+    /// without affecting the file.
+    pub async fn deferred(engine: Engine, out: PathBuf, spare: PathBuf) -> Result<SnapshotFile, SnapshotError> {
+        let (taken_tx, taken_rx) = tokio::sync::oneshot::channel();
+        let (go, go_rx) = std::sync::mpsc::channel::<()>();
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let (file, spare_file) = (out.clone(), spare.clone());
+        std::thread::Builder::new().name("keel-snapshot".into()).spawn(move || {
+            let view = engine.snapshot();
+            let _ = taken_tx.send(());
+            if go_rx.recv().is_err() {
+                return;
+            }
+            super::background_priority();
+            let _ = done_tx.send(write_snapshot(&view, &file, Some(&spare_file)));
+        })?;
+        taken_rx.await.map_err(|_| SnapshotError::Malformed("the snapshot thread ended before taking its view"))?;
+        Ok(SnapshotFile { path: out, pending: Some(Pending { go, done }), transient: Some(Retire { spare }) })
+    }
+
+    /// Waits until the file is complete, writing it first if it is a deferred view.
+    pub async fn ready(&mut self) -> Result<(), SnapshotError> {
+        let Some(p) = self.pending.take() else { return Ok(()) };
+        let _ = p.go.send(());
+        p.done.await.map_err(|_| SnapshotError::Malformed("the snapshot thread ended without writing"))??;
+        Ok(())
+    }
+}
+
+impl Drop for SnapshotFile {
+    fn drop(&mut self) {
+        let Some(r) = &self.transient else { return };
+        if self.pending.is_some() {
+            return; // never written
+        }
+        if r.spare.exists() || std::fs::rename(&self.path, &r.spare).is_err() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +126,11 @@ pub fn write_view(
 ) -> Result<u64, SnapshotError> {
     let snap = engine.snapshot();
     taken();
+    write_snapshot(&snap, out, spare)
+}
+
+/// Writes `snap` to `out` (see [`write_view`]).
+fn write_snapshot(snap: &EngineSnapshot<'_>, out: &Path, spare: Option<&Path>) -> Result<u64, SnapshotError> {
     let tmp = out.with_extension("tmp");
     let recycled = spare.is_some_and(|s| std::fs::rename(s, &tmp).is_ok());
     let file = if recycled { OpenOptions::new().write(true).open(&tmp)? } else { File::create(&tmp)? };
@@ -78,7 +155,6 @@ pub fn write_view(
             }
         }
     }
-    drop(snap);
     w.write_all(&[END])?;
     let f = w.into_inner().map_err(|e| e.into_error())?;
     f.set_len(size + 1)?;
@@ -175,5 +251,35 @@ mod tests {
         let target = Engine::open(&dir.path().join("b")).expect("engine");
         install(&target, &out).expect("install");
         assert_eq!(contents(&target), contents(&source));
+    }
+
+    #[tokio::test]
+    async fn a_deferred_view_writes_the_state_it_was_taken_at_and_only_when_asked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let source = Engine::open(&dir.path().join("a")).expect("engine");
+        let put = |k: &[u8], v: &[u8]| {
+            let mut batch = WriteBatch::default();
+            batch.put(Cf::Kv, k.to_vec(), v.to_vec());
+            source.write(batch, false).expect("write");
+        };
+        put(b"k1", b"before");
+        let expected = contents(&source);
+        let (out, spare) = (dir.path().join("v.send"), dir.path().join("spare"));
+
+        let unwanted = SnapshotFile::deferred(source.clone(), out.clone(), spare.clone()).await.expect("view");
+        drop(unwanted);
+        assert!(!out.exists() && !spare.exists(), "a view never asked for writes nothing");
+
+        let mut view = SnapshotFile::deferred(source.clone(), out.clone(), spare.clone()).await.expect("view");
+        put(b"k1", b"after");
+        put(b"k2", b"new");
+        assert!(!out.exists(), "nothing is written before it is wanted");
+        view.ready().await.expect("ready");
+        let target = Engine::open(&dir.path().join("b")).expect("engine");
+        install(&target, &view.path).expect("install");
+        assert_eq!(contents(&target), expected, "the file holds the state when the view was taken");
+
+        drop(view);
+        assert!(!out.exists() && spare.exists(), "a sent file is kept as the spare");
     }
 }

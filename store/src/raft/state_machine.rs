@@ -133,6 +133,9 @@ impl StateMachine {
             index_tx,
         });
         let sync = Arc::new(StateSync { engine: engine.clone(), through: AtomicU64::new(0) });
+        for ext in [SENDING_EXT, "tmp"] {
+            remove_files(&snap_dir, ext);
+        }
         let sm = StateMachine { store, engine, applied, sync, snap_dir };
         sm.load_meta()?;
         Ok(sm)
@@ -257,45 +260,86 @@ impl StateMachine {
     fn snapshot_path(&self, id: &str) -> PathBuf {
         self.snap_dir.join(format!("{id}.snap"))
     }
+
+    /// The meta of a snapshot of the state as applied now.
+    fn applied_meta(&self) -> SnapshotMeta {
+        let last = self.applied.last_applied();
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let id = match last {
+            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, nanos),
+            None => format!("0-0-{nanos}"),
+        };
+        SnapshotMeta { last_log_id: last, last_membership: self.applied.membership.read().clone(), snapshot_id: id }
+    }
+
+    /// A deferred view of the state as applied now, for the snapshot `meta` (see
+    /// [`SnapshotFile::deferred`]). Each has a file name of its own: two followers may be
+    /// sent the same snapshot at once.
+    async fn view(&self, meta: &SnapshotMeta) -> Result<SnapshotFile, snapshot::SnapshotError> {
+        let n = NEXT_VIEW.fetch_add(1, Ordering::Relaxed);
+        let out = self.snap_dir.join(format!("{}-{n}.{SENDING_EXT}", meta.snapshot_id));
+        SnapshotFile::deferred(self.engine.clone(), out, self.snap_dir.join(SPARE_SNAPSHOT)).await
+    }
 }
 
-/// Records `meta` as the current snapshot (atomically) and retires older snapshot files:
-/// one is kept as [`SPARE_SNAPSHOT`] for the next snapshot to overwrite, the rest removed.
-fn set_current(snap_dir: &std::path::Path, meta: &SnapshotMeta, keep: &std::path::Path) -> Result<(), StorageError> {
+/// Numbers deferred snapshot files, so no two share a name.
+static NEXT_VIEW: AtomicU64 = AtomicU64::new(0);
+/// Snapshot files written for one send; any left by a crash are removed at start.
+const SENDING_EXT: &str = "send";
+
+/// Records `meta` as the current snapshot (atomically). Files of whole snapshots kept by
+/// earlier versions (`*.snap`) are retired: one is kept as [`SPARE_SNAPSHOT`] for the next
+/// file to overwrite, the rest removed.
+fn set_current(snap_dir: &std::path::Path, meta: &SnapshotMeta) -> Result<(), StorageError> {
     let tmp = snap_dir.join(format!("{CURRENT_SNAPSHOT}.tmp"));
     std::fs::write(&tmp, encode(meta).map_err(snap_err)?).map_err(snap_err)?;
     std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(snap_err)?;
     std::fs::rename(&tmp, snap_dir.join(CURRENT_SNAPSHOT)).map_err(snap_err)?;
-    if let Ok(dir) = std::fs::read_dir(snap_dir) {
-        for e in dir.flatten() {
-            let p = e.path();
-            if p.extension().is_some_and(|x| x == "snap") && p != keep {
-                let spare = snap_dir.join(SPARE_SNAPSHOT);
-                if spare.exists() || std::fs::rename(&p, &spare).is_err() {
-                    let _ = std::fs::remove_file(p);
-                }
-            }
-        }
-    }
+    retire_files(snap_dir, "snap");
     Ok(())
 }
 
+/// Removes the files in `snap_dir` ending in `.ext`.
+fn remove_files(snap_dir: &std::path::Path, ext: &str) {
+    let Ok(dir) = std::fs::read_dir(snap_dir) else { return };
+    for e in dir.flatten() {
+        if e.path().extension().is_some_and(|x| x == ext) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Retires the files in `snap_dir` ending in `.ext` (see [`set_current`]).
+fn retire_files(snap_dir: &std::path::Path, ext: &str) {
+    let Ok(dir) = std::fs::read_dir(snap_dir) else { return };
+    let spare = snap_dir.join(SPARE_SNAPSHOT);
+    for e in dir.flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == ext) && (spare.exists() || std::fs::rename(&p, &spare).is_err()) {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Taking a snapshot makes the applied state durable through the snapshot's last entry and
+/// records its meta: RocksDB holds the state, so no file is written (a follower that needs
+/// one gets it from [`RaftStateMachine::get_current_snapshot`]). The data returned is a
+/// deferred view of that same state, written only if someone asks for it.
 pub struct SnapshotBuilder {
-    /// The file being written (on its own thread) from a view taken when the builder was made.
-    job: Result<tokio::sync::oneshot::Receiver<Result<u64, snapshot::SnapshotError>>, String>,
-    out: PathBuf,
+    view: Option<SnapshotFile>,
     meta: SnapshotMeta,
+    sync: Arc<StateSync>,
     snap_dir: PathBuf,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let job = std::mem::replace(&mut self.job, Err("snapshot already built".into()));
-        let done = job.map_err(|e| snap_err(std::io::Error::other(e)))?;
-        let size = done.await.map_err(snap_err)?.map_err(snap_err)?;
-        set_current(&self.snap_dir, &self.meta, &self.out)?;
-        tracing::info!(id = %self.meta.snapshot_id, bytes = size, "snapshot built");
-        Ok(Snapshot { meta: self.meta.clone(), snapshot: Box::new(SnapshotFile { path: self.out.clone() }) })
+        let view = self.view.take().ok_or_else(|| snap_err(std::io::Error::other("snapshot already built")))?;
+        let (sync, index) = (self.sync.clone(), self.meta.last_log_id.map_or(0, |l| l.index));
+        tokio::task::spawn_blocking(move || sync.sync_through(index)).await.map_err(snap_err)?.map_err(snap_err)?;
+        set_current(&self.snap_dir, &self.meta)?;
+        tracing::info!(id = %self.meta.snapshot_id, "snapshot taken");
+        Ok(Snapshot { meta: self.meta.clone(), snapshot: Box::new(view) })
     }
 }
 
@@ -321,53 +365,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        let last = self.applied.last_applied();
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let id = match last {
-            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, nanos),
-            None => format!("0-0-{nanos}"),
-        };
-        let out = self.snapshot_path(&id);
-        let (engine, file, sync) = (self.engine.clone(), out.clone(), self.sync.clone());
-        let spare = self.snap_dir.join(SPARE_SNAPSHOT);
-        let index = last.map_or(0, |l| l.index);
-        let (taken_tx, taken_rx) = tokio::sync::oneshot::channel();
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        let job = std::thread::Builder::new()
-            .name("keel-snapshot".into())
-            .spawn(move || {
-                let taken = || {
-                    let _ = taken_tx.send(());
-                    super::background_priority();
-                };
-                let written = snapshot::write_view(&engine, &file, Some(&spare), taken)
-                    .and_then(|size| sync.sync_through(index).map(|_| size).map_err(Into::into));
-                let _ = done_tx.send(written);
-            })
-            .map(|_| done_rx)
-            .map_err(|e| e.to_string());
+        let meta = self.applied_meta();
         // The view must be the applied state exactly, and applying happens on this task:
-        // wait here until the thread has taken it (microseconds). If it failed first,
-        // `build_snapshot` returns its error.
-        let _ = taken_rx.await;
-        SnapshotBuilder {
-            job,
-            out,
-            meta: SnapshotMeta {
-                last_log_id: last,
-                last_membership: self.applied.membership.read().clone(),
-                snapshot_id: id,
-            },
-            snap_dir: self.snap_dir.clone(),
-        }
+        // it is taken before this returns. If it cannot be, `build_snapshot` fails.
+        let view = self.view(&meta).await.map_err(|e| tracing::warn!(error = %e, "snapshot view")).ok();
+        SnapshotBuilder { view, meta, sync: self.sync.clone(), snap_dir: self.snap_dir.clone() }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, StorageError> {
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        Ok(Box::new(SnapshotFile { path: self.snap_dir.join(format!("incoming-{nanos}.part")) }))
+        Ok(Box::new(SnapshotFile::at(self.snap_dir.join(format!("incoming-{nanos}.part")))))
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snap: Box<SnapshotFile>) -> Result<(), StorageError> {
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, mut snap: Box<SnapshotFile>) -> Result<(), StorageError> {
+        snap.ready().await.map_err(snap_err)?;
         let dest = self.snapshot_path(&meta.snapshot_id);
         if snap.path != dest {
             std::fs::rename(&snap.path, &dest)
@@ -388,18 +399,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.engine.write(batch, true).map_err(sm_write)?;
         self.store.reload().map_err(sm_write)?;
         self.load_meta()?;
-        set_current(&self.snap_dir, meta, &dest)?;
+        // The state is in RocksDB now (synced by the install's last write): the file has served.
+        set_current(&self.snap_dir, meta)?;
         tracing::info!(id = %meta.snapshot_id, "snapshot installed");
         Ok(())
     }
 
+    /// The current state as a snapshot, its file written only when the caller asks
+    /// ([`SnapshotFile::ready`]): a replication stream sending it to a follower does, while
+    /// openraft's start-up, which wants only the meta, does not. The state has usually moved
+    /// past the last snapshot taken; the meta is then that of the applied state (a later
+    /// committed entry, which is what a follower installing it needs).
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
         let Ok(bytes) = std::fs::read(self.current_meta_path()) else { return Ok(None) };
-        let meta: SnapshotMeta = decode(&bytes).map_err(sm_read)?;
-        let path = self.snapshot_path(&meta.snapshot_id);
-        if !path.exists() {
-            return Ok(None);
-        }
-        Ok(Some(Snapshot { meta, snapshot: Box::new(SnapshotFile { path }) }))
+        let taken: SnapshotMeta = decode(&bytes).map_err(sm_read)?;
+        let meta = match self.applied.last_applied() {
+            last if last == taken.last_log_id => taken,
+            _ => self.applied_meta(),
+        };
+        let data = self.view(&meta).await.map_err(sm_read)?;
+        Ok(Some(Snapshot { meta, snapshot: Box::new(data) }))
     }
 }
