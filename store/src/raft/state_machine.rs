@@ -32,9 +32,9 @@ const MEMBERSHIP: &[u8] = b"membership";
 const PARTIAL: &[u8] = b"partial_batch";
 const ATTRS_PREFIX: &[u8] = b"member_attrs/";
 const CURRENT_SNAPSHOT: &str = "current.meta";
-/// A retired snapshot file that the next snapshot overwrites in place instead of creating a
-/// file: freeing tens of megabytes (on a filesystem mounted with `discard`, as here) stalled
-/// every member's log fsyncs for 30–100 ms after each snapshot.
+/// A retired snapshot file that the next one written overwrites in place instead of
+/// creating a file: freeing tens of megabytes (on a filesystem mounted with `discard`, as
+/// here) stalled every member's log fsyncs for 30–100 ms.
 const SPARE_SNAPSHOT: &str = "spare";
 /// Applying a batch of entries taking this long is logged (etcd's "apply request took too
 /// long" uses the same threshold).
