@@ -182,7 +182,7 @@ pub async fn run(
     let applied = sm.applied();
     let log = LogStore::new(wal, sm.state_sync()).map_err(|e| StartError::Raft(e.to_string()))?;
     let log_writer = log.clone();
-    log.send_early(network.early_appends());
+    log.send_early(network.early_appends(), who.id);
     let raft =
         Raft::new(who.id, raft_config(&cfg)?, network, log, sm).await.map_err(|e| StartError::Raft(e.to_string()))?;
     if who.first_boot && !cfg.joining()? {

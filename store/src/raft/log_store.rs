@@ -38,7 +38,7 @@ use parking_lot::RwLock;
 use super::early::EarlyAppends;
 use super::state_machine::StateSync;
 use super::wal::{Record, Wal};
-use super::{decode, encode, Entry, LogId, StorageError, TypeConfig, Vote};
+use super::{decode, encode, Entry, LogId, NodeId, StorageError, TypeConfig, Vote};
 
 /// A synced log write taking this long is logged (etcd warns of slow fdatasyncs too).
 const SLOW_WRITE: std::time::Duration = std::time::Duration::from_millis(100);
@@ -79,8 +79,9 @@ pub struct LogStore {
     /// The last entry appended (`None` after a truncation, until the next append): what new
     /// entries follow, for early appends.
     last: Arc<parking_lot::Mutex<Option<LogId>>>,
-    /// Where the leader sends new entries ahead of its own fsync (see [`super::early`]).
-    early: Arc<std::sync::OnceLock<EarlyAppends>>,
+    /// Where the leader sends new entries ahead of its own fsync (see [`super::early`]), and
+    /// this member's id.
+    early: Arc<std::sync::OnceLock<(EarlyAppends, NodeId)>>,
     thread: Arc<WriterThread>,
 }
 
@@ -269,9 +270,10 @@ impl LogStore {
         self.following.store(following, Ordering::Release);
     }
 
-    /// Sends new entries to the followers ahead of the leader's own write from now on.
-    pub fn send_early(&self, early: EarlyAppends) {
-        let _ = self.early.set(early);
+    /// Sends new entries to the followers ahead of the leader's own write from now on; `me`
+    /// is this member's id (see [`RaftLogStorage::read_vote`] below for why it is needed).
+    pub fn send_early(&self, early: EarlyAppends, me: NodeId) {
+        let _ = self.early.set((early, me));
     }
 
     /// Whether a write may be made here and now rather than by the writer thread.
@@ -364,10 +366,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.submit(|done| Op::Vote(bytes, done)).await.map_err(|e| StorageError::from(StorageIOError::write_vote(&e)))
     }
 
+    /// The vote saved, except that a member that was the leader comes back as a candidate
+    /// of that term rather than its leader. openraft 0.9 restores a restarted leader as
+    /// leader of the same term, and early appends make that unsafe: the leader sent its last
+    /// entries to the followers before they were in its own log, so after a crash the
+    /// followers may hold entries under this leader's ids (term, this member, index) that
+    /// its log no longer has, and a restored leader would give those same ids to new,
+    /// different entries. Raft's log matching rests on one id naming one entry: a follower
+    /// would then take the new entry for the old one (found by the crash test: a write
+    /// acknowledged by the restarted member, applied there, and missing on the others). As
+    /// a candidate, the member leads again only after winning a later term (etcd's raft
+    /// restarts every member as a follower, for the same reason). Giving up the commit mark
+    /// of one's own vote changes no comparison with another member's vote.
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        match self.wal.meta().vote {
-            Some(v) => Ok(Some(decode(&v).map_err(read_err)?)),
-            None => Ok(None),
+        let Some(v) = self.wal.meta().vote else { return Ok(None) };
+        let vote: Vote = decode(&v).map_err(read_err)?;
+        match self.early.get() {
+            Some((_, me)) if vote.committed && vote.leader_id.node_id == *me => {
+                Ok(Some(Vote::new(vote.leader_id.term, vote.leader_id.node_id)))
+            }
+            _ => Ok(Some(vote)),
         }
     }
 
@@ -394,7 +412,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let prev = std::mem::replace(&mut *self.last.lock(), entries.last().map(|e| e.log_id));
-        if let (Some(early), Some(prev), Some(first)) = (self.early.get(), prev, entries.first()) {
+        if let (Some((early, _)), Some(prev), Some(first)) = (self.early.get(), prev, entries.first()) {
             if !self.following.load(Ordering::Acquire) && first.log_id.index == prev.index + 1 {
                 early.send(prev, &entries);
             }
@@ -420,5 +438,38 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.submit(|done| Op::Purge(log_id, done)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Engine;
+    use crate::mvcc::MvccStore;
+    use crate::raft::state_machine::StateMachine;
+    use crate::raft::wal::WalOptions;
+
+    #[tokio::test]
+    async fn a_member_that_led_comes_back_as_a_candidate_of_its_term() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let engine = Engine::open(&dir.path().join("db"))?;
+        let sm = StateMachine::open(MvccStore::open(engine, 2)?, dir.path().join("snap"))?;
+        let opts = WalOptions { first_segment: 64 << 10, max_segment: 256 << 10 };
+        let open = || Wal::open(&dir.path().join("wal"), opts).map(Arc::new);
+
+        let mut log = LogStore::new(open()?, sm.state_sync())?;
+        log.save_vote(&Vote::new_committed(3, 7)).await?;
+        assert_eq!(log.read_vote().await?, Some(Vote::new_committed(3, 7)), "without early appends, as saved");
+        log.close();
+
+        let mut log = LogStore::new(open()?, sm.state_sync())?;
+        log.send_early(EarlyAppends::new(reqwest::Client::new()), 7);
+        assert_eq!(log.read_vote().await?, Some(Vote::new(3, 7)), "its own leadership is not restored");
+        log.close();
+
+        let mut log = LogStore::new(open()?, sm.state_sync())?;
+        log.send_early(EarlyAppends::new(reqwest::Client::new()), 8);
+        assert_eq!(log.read_vote().await?, Some(Vote::new_committed(3, 7)), "another leader's vote stands");
+        Ok(())
     }
 }
