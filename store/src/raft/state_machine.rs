@@ -134,7 +134,7 @@ impl StateMachine {
         });
         let sync = Arc::new(StateSync { engine: engine.clone(), through: AtomicU64::new(0) });
         for ext in [SENDING_EXT, "tmp"] {
-            remove_files(&snap_dir, ext);
+            clear_files(&snap_dir, ext, false);
         }
         let sm = StateMachine { store, engine, applied, sync, snap_dir };
         sm.load_meta()?;
@@ -287,35 +287,29 @@ static NEXT_VIEW: AtomicU64 = AtomicU64::new(0);
 /// Snapshot files written for one send; any left by a crash are removed at start.
 const SENDING_EXT: &str = "send";
 
-/// Records `meta` as the current snapshot (atomically). Files of whole snapshots kept by
-/// earlier versions (`*.snap`) are retired: one is kept as [`SPARE_SNAPSHOT`] for the next
-/// file to overwrite, the rest removed.
+/// Records `meta` as the current snapshot (atomically). Snapshot files no longer needed
+/// (`*.snap`: one just installed, or whole snapshots kept by earlier versions) are retired:
+/// one is kept as [`SPARE_SNAPSHOT`] for the next file to overwrite, the rest removed.
 fn set_current(snap_dir: &std::path::Path, meta: &SnapshotMeta) -> Result<(), StorageError> {
     let tmp = snap_dir.join(format!("{CURRENT_SNAPSHOT}.tmp"));
     std::fs::write(&tmp, encode(meta).map_err(snap_err)?).map_err(snap_err)?;
     std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(snap_err)?;
     std::fs::rename(&tmp, snap_dir.join(CURRENT_SNAPSHOT)).map_err(snap_err)?;
-    retire_files(snap_dir, "snap");
+    clear_files(snap_dir, "snap", true);
     Ok(())
 }
 
-/// Removes the files in `snap_dir` ending in `.ext`.
-fn remove_files(snap_dir: &std::path::Path, ext: &str) {
-    let Ok(dir) = std::fs::read_dir(snap_dir) else { return };
-    for e in dir.flatten() {
-        if e.path().extension().is_some_and(|x| x == ext) {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-}
-
-/// Retires the files in `snap_dir` ending in `.ext` (see [`set_current`]).
-fn retire_files(snap_dir: &std::path::Path, ext: &str) {
+/// Removes the files in `snap_dir` ending in `.ext`; with `keep_spare`, the first becomes
+/// [`SPARE_SNAPSHOT`] instead if there is none yet.
+fn clear_files(snap_dir: &std::path::Path, ext: &str, keep_spare: bool) {
     let Ok(dir) = std::fs::read_dir(snap_dir) else { return };
     let spare = snap_dir.join(SPARE_SNAPSHOT);
     for e in dir.flatten() {
         let p = e.path();
-        if p.extension().is_some_and(|x| x == ext) && (spare.exists() || std::fs::rename(&p, &spare).is_err()) {
+        if p.extension().is_none_or(|x| x != ext) {
+            continue;
+        }
+        if !keep_spare || spare.exists() || std::fs::rename(&p, &spare).is_err() {
             let _ = std::fs::remove_file(p);
         }
     }
