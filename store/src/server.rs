@@ -264,11 +264,16 @@ async fn progress_notifications(hub: Arc<WatchHub>, every: std::time::Duration, 
     }
 }
 
-/// Keeps the log store told whether this member follows (see `LogStore::set_following`).
+/// Keeps the log store told whether this member follows (see `LogStore::set_following`)
+/// and which membership openraft takes as effective (see `LogStore::effective_membership`).
 async fn track_role(raft: crate::raft::Raft, log: LogStore) {
     let mut rx = raft.server_metrics();
     loop {
-        let following = rx.borrow().state != openraft::ServerState::Leader;
+        let (following, membership) = {
+            let m = rx.borrow();
+            (m.state != openraft::ServerState::Leader, m.membership_config.clone())
+        };
+        log.effective_membership(&membership);
         log.set_following(following);
         if rx.changed().await.is_err() {
             return;

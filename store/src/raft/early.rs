@@ -35,7 +35,7 @@
 //! is full, and then openraft's own requests do the work.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -44,6 +44,7 @@ use openraft::error::RaftError;
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
 use tokio::sync::{mpsc, watch};
 
+use super::flush::Flushes;
 use super::network::{open_stream, FRAME_APPEND};
 use super::{decode, encode, Entry, LogId, NodeId, TypeConfig, Vote};
 
@@ -57,6 +58,8 @@ const RETRY: Duration = Duration::from_secs(1);
 pub struct EarlyAppends {
     http: reqwest::Client,
     targets: Arc<parking_lot::Mutex<HashMap<NodeId, Target>>>,
+    /// Told of every confirmation (see [`super::flush`]).
+    flushes: Arc<OnceLock<Arc<Flushes>>>,
 }
 
 struct Target {
@@ -97,7 +100,12 @@ pub enum Covered {
 
 impl EarlyAppends {
     pub fn new(http: reqwest::Client) -> EarlyAppends {
-        EarlyAppends { http, targets: Arc::default() }
+        EarlyAppends { http, targets: Arc::default(), flushes: Arc::default() }
+    }
+
+    /// Tells `flushes` of every entry a follower confirms holding from now on.
+    pub fn report_to(&self, flushes: Arc<Flushes>) {
+        let _ = self.flushes.set(flushes);
     }
 
     /// Starts sending early requests to `id` at peer URL `base` (called whenever openraft
@@ -109,7 +117,8 @@ impl EarlyAppends {
         }
         let (tx, rx) = mpsc::channel(QUEUE);
         let acks = Arc::new(watch::Sender::new(Acks::default()));
-        tokio::spawn(send_loop(self.http.clone(), base.to_string(), rx, acks.clone()));
+        let report = Report { target: id, flushes: self.flushes.clone() };
+        tokio::spawn(send_loop(self.http.clone(), base.to_string(), rx, acks.clone(), report));
         targets.insert(id, Target { base: base.to_string(), tx, acks });
     }
 
@@ -221,12 +230,25 @@ fn frame_of(req: &AppendEntriesRequest<TypeConfig>) -> Option<Bytes> {
     Some(frame.freeze())
 }
 
+/// Where a follower's confirmations are reported, besides its [`Acks`].
+#[derive(Clone)]
+struct Report {
+    target: NodeId,
+    flushes: Arc<OnceLock<Arc<Flushes>>>,
+}
+
 /// Requests sent on one stream whose answers have not come back, in order.
 type InFlight = Arc<parking_lot::Mutex<VecDeque<(Vote, LogId)>>>;
 
 /// Writes early requests to one follower's stream, opening it when needed; a task of its
 /// own reads the answers (see [`read_answers`]).
-async fn send_loop(http: reqwest::Client, base: String, mut rx: mpsc::Receiver<Frame>, acks: Arc<watch::Sender<Acks>>) {
+async fn send_loop(
+    http: reqwest::Client,
+    base: String,
+    mut rx: mpsc::Receiver<Frame>,
+    acks: Arc<watch::Sender<Acks>>,
+    report: Report,
+) {
     let mut sink = None;
     let mut failed_at: Option<Instant> = None;
     // A request that will never be answered: nobody should wait for its answer.
@@ -247,7 +269,7 @@ async fn send_loop(http: reqwest::Client, base: String, mut rx: mpsc::Receiver<F
                 Ok(Some(stream)) => {
                     let (si, answers) = stream.split();
                     let in_flight = InFlight::default();
-                    tokio::spawn(read_answers(answers, in_flight.clone(), acks.clone()));
+                    tokio::spawn(read_answers(answers, in_flight.clone(), acks.clone(), report.clone()));
                     sink = Some((si, in_flight));
                     failed_at = None;
                 }
@@ -279,7 +301,7 @@ async fn send_loop(http: reqwest::Client, base: String, mut rx: mpsc::Receiver<F
 
 /// Reads one stream's answers, in the order its requests went out, and records what they
 /// confirm. When the stream ends, nothing more is pending on it.
-async fn read_answers<S>(mut answers: S, in_flight: InFlight, acks: Arc<watch::Sender<Acks>>)
+async fn read_answers<S>(mut answers: S, in_flight: InFlight, acks: Arc<watch::Sender<Acks>>, report: Report)
 where
     S: futures::Stream<Item = Result<BytesMut, std::io::Error>> + Unpin,
 {
@@ -296,6 +318,9 @@ where
                 a.answered = a.answered.max(Some(upto));
             }
         });
+        if let (Some(m), Some(f)) = (confirmed, report.flushes.get()) {
+            f.acked(report.target, vote, m);
+        }
     }
     // Whatever was sent on this stream and not answered never will be.
     in_flight.lock().clear();

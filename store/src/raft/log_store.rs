@@ -36,6 +36,7 @@ use openraft::{LogState, RaftLogReader};
 use parking_lot::RwLock;
 
 use super::early::EarlyAppends;
+use super::flush::Flushes;
 use super::state_machine::StateSync;
 use super::wal::{Record, Wal};
 use super::{decode, encode, Entry, LogId, NodeId, StorageError, TypeConfig, Vote};
@@ -45,7 +46,8 @@ const SLOW_WRITE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Work for the writer thread, applied in queue order.
 enum Op {
-    Append(Vec<Entry>, LogFlushed<TypeConfig>),
+    /// Entries and their flush callback; `None` when it waits in [`Flushes`] instead.
+    Append(Vec<Entry>, Option<LogFlushed<TypeConfig>>),
     /// Delete entries from this index on.
     Truncate(u64, Done),
     /// Delete entries up to and including this log id, and remember it.
@@ -82,6 +84,8 @@ pub struct LogStore {
     /// Where the leader sends new entries ahead of its own fsync (see [`super::early`]), and
     /// this member's id.
     early: Arc<std::sync::OnceLock<(EarlyAppends, NodeId)>>,
+    /// Where the leader's flush callbacks wait when early appends are on (see [`super::flush`]).
+    flushes: Arc<std::sync::OnceLock<Arc<Flushes>>>,
     thread: Arc<WriterThread>,
 }
 
@@ -139,6 +143,7 @@ struct Io {
     state: Arc<StateSync>,
     pending: Pending,
     hint: Hint,
+    flushes: Arc<std::sync::OnceLock<Arc<Flushes>>>,
 }
 
 impl Io {
@@ -159,6 +164,8 @@ impl Io {
         }
         let mut written: Vec<LogId> = Vec::new();
         let mut callbacks = Vec::new();
+        // The last entry of appends whose callbacks wait in `flushes`.
+        let mut waiting: Option<u64> = None;
         let mut dones = Vec::new();
         let mut purging: Option<u64> = None;
         let mut stopping = false;
@@ -174,7 +181,10 @@ impl Io {
                         }
                         written.push(e.log_id);
                     }
-                    callbacks.push(cb);
+                    match cb {
+                        Some(cb) => callbacks.push(cb),
+                        None => waiting = waiting.max(written.last().map(|id| id.index)),
+                    }
                 }
                 Op::Truncate(from, done) => {
                     owned.push(Owned::Truncate(from));
@@ -228,6 +238,9 @@ impl Io {
                 }
             }
         }
+        if let (Some(upto), Some(f)) = (waiting, self.flushes.get()) {
+            f.written(upto, &result);
+        }
         for cb in callbacks {
             cb.log_io_completed(result.clone().map_err(std::io::Error::other));
         }
@@ -245,7 +258,9 @@ impl LogStore {
         let tx_stop = tx.clone();
         let pending: Pending = Arc::default();
         let queued = Arc::new(AtomicUsize::new(0));
-        let io = Io { wal: wal.clone(), state, pending: pending.clone(), hint: Hint::default() };
+        let flushes: Arc<std::sync::OnceLock<Arc<Flushes>>> = Arc::default();
+        let io =
+            Io { wal: wal.clone(), state, pending: pending.clone(), hint: Hint::default(), flushes: flushes.clone() };
         let (w, q) = (io.clone(), queued.clone());
         let thread = std::thread::Builder::new().name("keel-log-writer".into()).spawn(move || writer_loop(w, q, rx))?;
         Ok(LogStore {
@@ -257,6 +272,7 @@ impl LogStore {
             following: Arc::new(AtomicBool::new(false)),
             last: Arc::default(),
             early: Arc::default(),
+            flushes,
             thread: Arc::new(WriterThread { tx: tx_stop, handle: parking_lot::Mutex::new(Some(thread)) }),
         })
     }
@@ -272,8 +288,22 @@ impl LogStore {
 
     /// Sends new entries to the followers ahead of the leader's own write from now on; `me`
     /// is this member's id (see [`RaftLogStorage::read_vote`] below for why it is needed).
+    /// The leader's flush callbacks then also fire once followers that form a majority
+    /// hold the entries (see [`super::flush`]).
     pub fn send_early(&self, early: EarlyAppends, me: NodeId) {
+        let flushes = Arc::new(Flushes::new(me));
+        if self.flushes.set(flushes.clone()).is_ok() {
+            early.report_to(flushes);
+        }
         let _ = self.early.set((early, me));
+    }
+
+    /// openraft's effective membership (from its metrics), for the majority of
+    /// [`super::flush`].
+    pub fn effective_membership(&self, membership: &openraft::StoredMembership<NodeId, super::Member>) {
+        if let Some(f) = self.flushes.get() {
+            f.effective(*membership.log_id(), membership.membership());
+        }
     }
 
     /// Whether a write may be made here and now rather than by the writer thread.
@@ -292,6 +322,10 @@ impl LogStore {
 
     /// Writes what is queued and stops the writer thread, waiting for it. Later writes fail.
     pub fn close(&self) {
+        if let Some(f) = self.flushes.get() {
+            let (stood_in, own) = f.counts();
+            tracing::debug!(stood_in, own, "leader log flushes: for followers' copies, for its own write");
+        }
         self.thread.stop();
         self.wal.close();
     }
@@ -411,6 +445,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
+        let flushes = self.flushes.get();
+        if let Some(f) = flushes {
+            for e in &entries {
+                if let openraft::EntryPayload::Membership(m) = &e.payload {
+                    f.appended_membership(e.log_id, m);
+                }
+            }
+        }
         let prev = std::mem::replace(&mut *self.last.lock(), entries.last().map(|e| e.log_id));
         if let (Some((early, _)), Some(prev), Some(first)) = (self.early.get(), prev, entries.first()) {
             if !self.following.load(Ordering::Acquire) && first.log_id.index == prev.index + 1 {
@@ -418,7 +460,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
         }
         if self.inline() {
-            self.io.write(vec![Op::Append(entries, callback)]);
+            self.io.write(vec![Op::Append(entries, Some(callback))]);
             return Ok(());
         }
         {
@@ -427,11 +469,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 p.insert(e.log_id.index, e.clone());
             }
         }
-        self.send(Op::Append(entries, callback))
+        match (flushes, entries.last()) {
+            (Some(f), Some(last)) if !self.following.load(Ordering::Acquire) => {
+                // Registered before the writer can have written them.
+                f.wait(last.log_id, callback);
+                self.send(Op::Append(entries, None))
+            }
+            _ => self.send(Op::Append(entries, Some(callback))),
+        }
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         *self.last.lock() = None;
+        if let Some(f) = self.flushes.get() {
+            f.truncated(log_id.index);
+        }
         self.pending.write().retain(|i, _| *i < log_id.index);
         self.submit(|done| Op::Truncate(log_id.index, done)).await
     }

@@ -15,6 +15,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod early;
+pub mod flush;
 pub mod ids;
 pub mod log_store;
 pub mod network;
