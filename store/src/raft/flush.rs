@@ -67,7 +67,9 @@ struct Config {
     /// Its voters, if it is a uniform configuration; `None` for a joint one or none known.
     voters: Option<BTreeSet<NodeId>>,
     /// A truncation removed the configuration above from the log, from this index on: only
-    /// a configuration older than that may be taken from metrics now.
+    /// a configuration older than that may be taken from metrics now (a report could still
+    /// name the deleted one). A newer one comes with the next membership entry appended; a
+    /// snapshot's newer configuration is not taken meanwhile, which costs only speed.
     truncated_from: Option<u64>,
 }
 

@@ -9,6 +9,7 @@
 //! - [`network`], [`peer_server`]: the peer transport (HTTP + bincode) on
 //!   `--listen-peer-urls`, also used to forward writes and read-index requests to the leader.
 //! - [`early`]: the leader sends new entries to its followers while its own fsync runs.
+//! - [`flush`]: a write commits once durable on any majority, the leader's copy or not.
 //! - [`ids`]: member and cluster ids, derived from the bootstrap configuration as etcd does.
 
 // openraft's `StorageError` is large and is the error type its storage traits require.
