@@ -89,6 +89,56 @@ async fn killing_the_leader_during_writes_loses_nothing() {
     }
 }
 
+/// A write commits once it is durable on a majority, whether or not the leader's own copy
+/// is part of it: with the leader's log writes stalled (a failpoint), writes through it are
+/// still acknowledged, on its followers' copies. Killed before any of those writes reached
+/// its own log, the leader comes back without them, and nothing it acknowledged is lost:
+/// the new leader has every write, and the old one catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_commit_on_the_followers_while_the_leaders_disk_stalls_and_survive_its_crash() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let stall = tmp.path().join("stall");
+    let stall_env = stall.display().to_string();
+    let mut c =
+        Cluster::start_with_env(Flavor::Keel, 3, &[], &[("KEEL_FAILPOINT_STALL_LEADER_LOG_WRITES", &stall_env)]);
+    let leader = tokio::task::block_in_place(|| c.leader());
+    let log: load::Log = Arc::new(Mutex::new(Vec::new()));
+    // Writes before the stall open the leader's early streams to its followers.
+    writer(vec![c.members[leader].client_url()], 0, log.clone(), true, 20).await;
+    assert_eq!(log.lock().await.len(), 20, "writes before the stall");
+
+    std::fs::write(&stall, b"").expect("arm the stall");
+    let write = tokio::spawn(writer(vec![c.members[leader].client_url()], 1, log.clone(), true, 50));
+    tokio::time::timeout(Duration::from_secs(60), write)
+        .await
+        .expect("50 writes acknowledged while the leader's own log writes stall")
+        .expect("writer");
+    assert_eq!(log.lock().await.len(), 70, "every write acknowledged");
+    assert!(
+        c.members[leader].log_text().contains("failpoint: the leader's log write stalls"),
+        "the leader's writes stalled: {}",
+        c.members[leader].log_tail()
+    );
+
+    c.members[leader].kill();
+    std::fs::remove_file(&stall).expect("disarm the stall");
+    let new_leader = tokio::task::block_in_place(|| c.leader());
+    assert_ne!(new_leader, leader);
+    let mut via_new = etcd_client::Client::connect([c.members[new_leader].client_url()], None).await.expect("connect");
+    load::verify(&mut via_new, &log, false).await.expect("every acknowledged write survived the leader's crash");
+
+    tokio::task::block_in_place(|| {
+        c.members[leader].start();
+        c.members[leader].wait_ready();
+    });
+    let mut via_old = etcd_client::Client::connect([c.members[leader].client_url()], None).await.expect("connect");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while let Err(e) = load::verify(&mut via_old, &log, true).await {
+        assert!(std::time::Instant::now() < deadline, "the restarted leader did not catch up: {e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replacing_a_member_under_load() {
     let mut c = Cluster::start(Flavor::Keel, 3, &[]);

@@ -55,6 +55,8 @@ pub struct Member {
     pub data_dir: PathBuf,
     pub initial_cluster: String,
     pub extra_args: Vec<String>,
+    /// Environment variables the process gets (failpoints, for one).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
     log: PathBuf,
     _tmp: Option<tempfile::TempDir>,
@@ -120,6 +122,7 @@ impl Member {
             peer_port,
             data_dir: tmp.path().join("data"),
             extra_args,
+            env: Vec::new(),
             child: None,
             log: tmp.path().join("member.log"),
             _tmp: Some(tmp),
@@ -163,6 +166,7 @@ impl Member {
         let child = Command::new(self.flavor.program())
             .args(self.args())
             .env("RUST_LOG", "info,openraft=warn")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)
@@ -238,17 +242,22 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(flavor: Flavor, n: usize, extra: &[&str]) -> Cluster {
+        Self::start_with_env(flavor, n, extra, &[])
+    }
+
+    /// As [`Cluster::start`], every member with the environment variables `env`.
+    pub fn start_with_env(flavor: Flavor, n: usize, extra: &[&str], env: &[(&str, &str)]) -> Cluster {
         // As for single members: a member that lost its free port to a parallel test exits,
         // and the whole cluster starts again on fresh ports.
         for _ in 0..3 {
-            if let Some(c) = Self::try_start(flavor, n, extra) {
+            if let Some(c) = Self::try_start(flavor, n, extra, env) {
                 return c;
             }
         }
         panic!("a {n}-member {flavor:?} cluster never started on free ports");
     }
 
-    fn try_start(flavor: Flavor, n: usize, extra: &[&str]) -> Option<Cluster> {
+    fn try_start(flavor: Flavor, n: usize, extra: &[&str], env: &[(&str, &str)]) -> Option<Cluster> {
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let initial = ports
             .iter()
@@ -262,6 +271,7 @@ impl Cluster {
             .map(|(i, (c, p))| Member::new(flavor, &format!("m{}", i + 1), *c, *p, &initial, "new", extra))
             .collect();
         for m in &mut members {
+            m.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
             m.start();
         }
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -44,6 +44,17 @@ use super::{decode, encode, Entry, LogId, NodeId, StorageError, TypeConfig, Vote
 /// A synced log write taking this long is logged (etcd warns of slow fdatasyncs too).
 const SLOW_WRITE: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// Failpoint for fault-injection tests, naming a file: while that file exists, the
+/// leader's writes of client entries do not start, as on a disk that has stopped answering.
+/// Read once, at start-up; unset in normal use.
+pub const STALL_LEADER_WRITES: &str = "KEEL_FAILPOINT_STALL_LEADER_LOG_WRITES";
+
+fn stall_from_env() -> Option<std::path::PathBuf> {
+    let path = std::path::PathBuf::from(std::env::var_os(STALL_LEADER_WRITES)?);
+    tracing::warn!(path = %path.display(), "failpoint armed: the leader's log writes of client entries stall while this file exists");
+    Some(path)
+}
+
 /// Work for the writer thread, applied in queue order.
 enum Op {
     /// Entries and their flush callback; `None` when it waits in [`Flushes`] instead.
@@ -144,6 +155,8 @@ struct Io {
     pending: Pending,
     hint: Hint,
     flushes: Arc<std::sync::OnceLock<Arc<Flushes>>>,
+    /// See [`STALL_LEADER_WRITES`].
+    stall: Option<std::path::PathBuf>,
 }
 
 impl Io {
@@ -166,6 +179,7 @@ impl Io {
         let mut callbacks = Vec::new();
         // The last entry of appends whose callbacks wait in `flushes`.
         let mut waiting: Option<u64> = None;
+        let mut client_entries = false;
         let mut dones = Vec::new();
         let mut purging: Option<u64> = None;
         let mut stopping = false;
@@ -174,6 +188,7 @@ impl Io {
             match op {
                 Op::Stop => stopping = true,
                 Op::Append(entries, cb) => {
+                    let normal = entries.iter().any(|e| matches!(e.payload, openraft::EntryPayload::Normal(_)));
                     for e in entries {
                         match encode(&e) {
                             Ok(bytes) => owned.push(Owned::Entry(e.log_id.index, bytes)),
@@ -183,7 +198,10 @@ impl Io {
                     }
                     match cb {
                         Some(cb) => callbacks.push(cb),
-                        None => waiting = waiting.max(written.last().map(|id| id.index)),
+                        None => {
+                            waiting = waiting.max(written.last().map(|id| id.index));
+                            client_entries |= normal;
+                        }
                     }
                 }
                 Op::Truncate(from, done) => {
@@ -210,6 +228,14 @@ impl Io {
         };
         if let (Some(upto), true) = (purging, result.is_ok()) {
             result = self.state.ensure(upto).map_err(|e| e.to_string());
+        }
+        if let (Some(stall), true) = (self.stall.as_ref(), client_entries) {
+            if stall.exists() {
+                tracing::warn!("failpoint: the leader's log write stalls");
+                while stall.exists() {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
         }
         let started = std::time::Instant::now();
         let entries = written.len();
@@ -259,8 +285,14 @@ impl LogStore {
         let pending: Pending = Arc::default();
         let queued = Arc::new(AtomicUsize::new(0));
         let flushes: Arc<std::sync::OnceLock<Arc<Flushes>>> = Arc::default();
-        let io =
-            Io { wal: wal.clone(), state, pending: pending.clone(), hint: Hint::default(), flushes: flushes.clone() };
+        let io = Io {
+            wal: wal.clone(),
+            state,
+            pending: pending.clone(),
+            hint: Hint::default(),
+            flushes: flushes.clone(),
+            stall: stall_from_env(),
+        };
         let (w, q) = (io.clone(), queued.clone());
         let thread = std::thread::Builder::new().name("keel-log-writer".into()).spawn(move || writer_loop(w, q, rx))?;
         Ok(LogStore {
@@ -432,10 +464,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(())
     }
 
+    /// The committed id saved, but never past the last entry in the log: a leader can learn
+    /// that an entry is committed before its own write of it (see [`super::flush`]), and
+    /// record that with a write of earlier entries; after a crash the record is ahead of
+    /// the log. Commitment covers a prefix, so the last entry the log has is committed.
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        match self.wal.meta().committed {
-            Some(c) => Ok(decode::<Option<LogId>>(&c).map_err(read_err)?),
-            None => Ok(None),
+        let committed = match self.wal.meta().committed {
+            Some(c) => decode::<Option<LogId>>(&c).map_err(read_err)?,
+            None => None,
+        };
+        match (committed, self.last_written()?) {
+            (Some(c), Some(last)) if last.index < c.index => Ok(Some(last)),
+            _ => Ok(committed),
         }
     }
 
@@ -469,8 +509,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 p.insert(e.log_id.index, e.clone());
             }
         }
+        let me = self.early.get().map(|(_, me)| *me);
         match (flushes, entries.last()) {
-            (Some(f), Some(last)) if !self.following.load(Ordering::Acquire) => {
+            // Only the leader's own new entries: a member that has just started or stepped
+            // down may not know yet that it follows.
+            (Some(f), Some(last))
+                if !self.following.load(Ordering::Acquire) && Some(last.log_id.leader_id.node_id) == me =>
+            {
                 // Registered before the writer can have written them.
                 f.wait(last.log_id, callback);
                 self.send(Op::Append(entries, None))
@@ -522,6 +567,35 @@ mod tests {
         let mut log = LogStore::new(open()?, sm.state_sync())?;
         log.send_early(EarlyAppends::new(reqwest::Client::new()), 8);
         assert_eq!(log.read_vote().await?, Some(Vote::new_committed(3, 7)), "another leader's vote stands");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_committed_id_ahead_of_the_log_comes_back_as_its_last_entry() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let engine = Engine::open(&dir.path().join("db"))?;
+        let sm = StateMachine::open(MvccStore::open(engine, 2)?, dir.path().join("snap"))?;
+        let opts = WalOptions { first_segment: 64 << 10, max_segment: 256 << 10 };
+        let open = || Wal::open(&dir.path().join("wal"), opts).map(Arc::new);
+        let id = |i| LogId::new(openraft::CommittedLeaderId::new(3, 7), i);
+        let entry = |i| encode(&Entry { log_id: id(i), payload: openraft::EntryPayload::Blank });
+
+        let wal = open()?;
+        let (one, two) = (entry(1)?, entry(2)?);
+        // Entry 5 was committed on the followers' copies; the leader wrote through 2.
+        let ahead = encode(&Some(id(5)))?;
+        wal.write(&[Record::Entry(1, &one), Record::Entry(2, &two), Record::Committed(&ahead)])?;
+        wal.close();
+        let mut log = LogStore::new(open()?, sm.state_sync())?;
+        assert_eq!(log.read_committed().await?, Some(id(2)));
+        log.close();
+
+        let wal = open()?;
+        let behind = encode(&Some(id(1)))?;
+        wal.write(&[Record::Committed(&behind)])?;
+        wal.close();
+        let mut log = LogStore::new(open()?, sm.state_sync())?;
+        assert_eq!(log.read_committed().await?, Some(id(1)), "a committed id within the log, as saved");
         Ok(())
     }
 }
