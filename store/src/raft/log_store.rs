@@ -546,13 +546,30 @@ mod tests {
     use crate::raft::state_machine::StateMachine;
     use crate::raft::wal::WalOptions;
 
+    /// A state machine and a log directory that a test opens again and again.
+    struct Fixture {
+        dir: tempfile::TempDir,
+        sm: StateMachine,
+    }
+
+    impl Fixture {
+        fn new() -> Result<Fixture, Box<dyn std::error::Error>> {
+            let dir = tempfile::tempdir()?;
+            let engine = Engine::open(&dir.path().join("db"))?;
+            let sm = StateMachine::open(MvccStore::open(engine, 2)?, dir.path().join("snap"))?;
+            Ok(Fixture { dir, sm })
+        }
+
+        fn wal(&self) -> std::io::Result<Arc<Wal>> {
+            let opts = WalOptions { first_segment: 64 << 10, max_segment: 256 << 10 };
+            Wal::open(&self.dir.path().join("wal"), opts).map(Arc::new)
+        }
+    }
+
     #[tokio::test]
     async fn a_member_that_led_comes_back_as_a_candidate_of_its_term() -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let engine = Engine::open(&dir.path().join("db"))?;
-        let sm = StateMachine::open(MvccStore::open(engine, 2)?, dir.path().join("snap"))?;
-        let opts = WalOptions { first_segment: 64 << 10, max_segment: 256 << 10 };
-        let open = || Wal::open(&dir.path().join("wal"), opts).map(Arc::new);
+        let f = Fixture::new()?;
+        let (sm, open) = (&f.sm, || f.wal());
 
         let mut log = LogStore::new(open()?, sm.state_sync())?;
         log.save_vote(&Vote::new_committed(3, 7)).await?;
@@ -572,11 +589,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_committed_id_ahead_of_the_log_comes_back_as_its_last_entry() -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let engine = Engine::open(&dir.path().join("db"))?;
-        let sm = StateMachine::open(MvccStore::open(engine, 2)?, dir.path().join("snap"))?;
-        let opts = WalOptions { first_segment: 64 << 10, max_segment: 256 << 10 };
-        let open = || Wal::open(&dir.path().join("wal"), opts).map(Arc::new);
+        let f = Fixture::new()?;
+        let (sm, open) = (&f.sm, || f.wal());
         let id = |i| LogId::new(openraft::CommittedLeaderId::new(3, 7), i);
         let entry = |i| encode(&Entry { log_id: id(i), payload: openraft::EntryPayload::Blank });
 
