@@ -88,6 +88,11 @@ impl<C: Callback> Flushes<C> {
         Flushes { me, inner: parking_lot::Mutex::new(inner) }
     }
 
+    /// The member this is.
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
     /// Holds the callback of the leader's append ending with `last` until the entries are
     /// durable on a majority. Appends come in log order.
     pub fn wait(&self, last: LogId, callback: C) {

@@ -92,12 +92,17 @@ pub struct LogStore {
     /// The last entry appended (`None` after a truncation, until the next append): what new
     /// entries follow, for early appends.
     last: Arc<parking_lot::Mutex<Option<LogId>>>,
-    /// Where the leader sends new entries ahead of its own fsync (see [`super::early`]), and
-    /// this member's id.
-    early: Arc<std::sync::OnceLock<(EarlyAppends, NodeId)>>,
-    /// Where the leader's flush callbacks wait when early appends are on (see [`super::flush`]).
-    flushes: Arc<std::sync::OnceLock<Arc<Flushes>>>,
+    /// Set when early appends are on (see [`LogStore::send_early`]).
+    early: Arc<std::sync::OnceLock<Early>>,
     thread: Arc<WriterThread>,
+}
+
+/// What early appends need: where the leader sends new entries ahead of its own fsync (see
+/// [`super::early`]), and where its flush callbacks wait for a majority's copies (see
+/// [`super::flush`]), which also knows this member's id.
+struct Early {
+    appends: EarlyAppends,
+    flushes: Arc<Flushes>,
 }
 
 /// The writer thread, stopped and joined by [`LogStore::close`] or when the last clone of
@@ -154,7 +159,8 @@ struct Io {
     state: Arc<StateSync>,
     pending: Pending,
     hint: Hint,
-    flushes: Arc<std::sync::OnceLock<Arc<Flushes>>>,
+    /// Shared with [`LogStore`], for the flush callbacks waiting in [`Flushes`].
+    early: Arc<std::sync::OnceLock<Early>>,
     /// See [`STALL_LEADER_WRITES`].
     stall: Option<std::path::PathBuf>,
 }
@@ -188,7 +194,8 @@ impl Io {
             match op {
                 Op::Stop => stopping = true,
                 Op::Append(entries, cb) => {
-                    let normal = entries.iter().any(|e| matches!(e.payload, openraft::EntryPayload::Normal(_)));
+                    let normal = self.stall.is_some()
+                        && entries.iter().any(|e| matches!(e.payload, openraft::EntryPayload::Normal(_)));
                     for e in entries {
                         match encode(&e) {
                             Ok(bytes) => owned.push(Owned::Entry(e.log_id.index, bytes)),
@@ -264,8 +271,8 @@ impl Io {
                 }
             }
         }
-        if let (Some(upto), Some(f)) = (waiting, self.flushes.get()) {
-            f.written(upto, &result);
+        if let (Some(upto), Some(early)) = (waiting, self.early.get()) {
+            early.flushes.written(upto, &result);
         }
         for cb in callbacks {
             cb.log_io_completed(result.clone().map_err(std::io::Error::other));
@@ -284,13 +291,13 @@ impl LogStore {
         let tx_stop = tx.clone();
         let pending: Pending = Arc::default();
         let queued = Arc::new(AtomicUsize::new(0));
-        let flushes: Arc<std::sync::OnceLock<Arc<Flushes>>> = Arc::default();
+        let early: Arc<std::sync::OnceLock<Early>> = Arc::default();
         let io = Io {
             wal: wal.clone(),
             state,
             pending: pending.clone(),
             hint: Hint::default(),
-            flushes: flushes.clone(),
+            early: early.clone(),
             stall: stall_from_env(),
         };
         let (w, q) = (io.clone(), queued.clone());
@@ -303,8 +310,7 @@ impl LogStore {
             queued,
             following: Arc::new(AtomicBool::new(false)),
             last: Arc::default(),
-            early: Arc::default(),
-            flushes,
+            early,
             thread: Arc::new(WriterThread { tx: tx_stop, handle: parking_lot::Mutex::new(Some(thread)) }),
         })
     }
@@ -322,19 +328,16 @@ impl LogStore {
     /// is this member's id (see [`RaftLogStorage::read_vote`] below for why it is needed).
     /// The leader's flush callbacks then also fire once followers that form a majority
     /// hold the entries (see [`super::flush`]).
-    pub fn send_early(&self, early: EarlyAppends, me: NodeId) {
-        let flushes = Arc::new(Flushes::new(me));
-        if self.flushes.set(flushes.clone()).is_ok() {
-            early.report_to(flushes);
-        }
-        let _ = self.early.set((early, me));
+    pub fn send_early(&self, appends: EarlyAppends, me: NodeId) {
+        let early = self.early.get_or_init(|| Early { appends, flushes: Arc::new(Flushes::new(me)) });
+        early.appends.report_to(early.flushes.clone());
     }
 
     /// openraft's effective membership (from its metrics), for the majority of
     /// [`super::flush`].
     pub fn effective_membership(&self, membership: &openraft::StoredMembership<NodeId, super::Member>) {
-        if let Some(f) = self.flushes.get() {
-            f.effective(*membership.log_id(), membership.membership());
+        if let Some(early) = self.early.get() {
+            early.flushes.effective(*membership.log_id(), membership.membership());
         }
     }
 
@@ -354,8 +357,8 @@ impl LogStore {
 
     /// Writes what is queued and stops the writer thread, waiting for it. Later writes fail.
     pub fn close(&self) {
-        if let Some(f) = self.flushes.get() {
-            let (stood_in, own) = f.counts();
+        if let Some(early) = self.early.get() {
+            let (stood_in, own) = early.flushes.counts();
             tracing::debug!(stood_in, own, "leader log flushes: for followers' copies, for its own write");
         }
         self.thread.stop();
@@ -448,7 +451,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let Some(v) = self.wal.meta().vote else { return Ok(None) };
         let vote: Vote = decode(&v).map_err(read_err)?;
         match self.early.get() {
-            Some((_, me)) if vote.committed && vote.leader_id.node_id == *me => {
+            Some(early) if vote.committed && vote.leader_id.node_id == early.flushes.me() => {
                 Ok(Some(Vote::new(vote.leader_id.term, vote.leader_id.node_id)))
             }
             _ => Ok(Some(vote)),
@@ -485,18 +488,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        let flushes = self.flushes.get();
-        if let Some(f) = flushes {
+        let early = self.early.get();
+        if let Some(early) = early {
             for e in &entries {
                 if let openraft::EntryPayload::Membership(m) = &e.payload {
-                    f.appended_membership(e.log_id, m);
+                    early.flushes.appended_membership(e.log_id, m);
                 }
             }
         }
         let prev = std::mem::replace(&mut *self.last.lock(), entries.last().map(|e| e.log_id));
-        if let (Some((early, _)), Some(prev), Some(first)) = (self.early.get(), prev, entries.first()) {
+        if let (Some(early), Some(prev), Some(first)) = (early, prev, entries.first()) {
             if !self.following.load(Ordering::Acquire) && first.log_id.index == prev.index + 1 {
-                early.send(prev, &entries);
+                early.appends.send(prev, &entries);
             }
         }
         if self.inline() {
@@ -509,15 +512,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 p.insert(e.log_id.index, e.clone());
             }
         }
-        let me = self.early.get().map(|(_, me)| *me);
-        match (flushes, entries.last()) {
+        match (early, entries.last()) {
             // Only the leader's own new entries: a member that has just started or stepped
             // down may not know yet that it follows.
-            (Some(f), Some(last))
-                if !self.following.load(Ordering::Acquire) && Some(last.log_id.leader_id.node_id) == me =>
+            (Some(early), Some(last))
+                if !self.following.load(Ordering::Acquire) && last.log_id.leader_id.node_id == early.flushes.me() =>
             {
                 // Registered before the writer can have written them.
-                f.wait(last.log_id, callback);
+                early.flushes.wait(last.log_id, callback);
                 self.send(Op::Append(entries, None))
             }
             _ => self.send(Op::Append(entries, Some(callback))),
@@ -526,8 +528,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         *self.last.lock() = None;
-        if let Some(f) = self.flushes.get() {
-            f.truncated(log_id.index);
+        if let Some(early) = self.early.get() {
+            early.flushes.truncated(log_id.index);
         }
         self.pending.write().retain(|i, _| *i < log_id.index);
         self.submit(|done| Op::Truncate(log_id.index, done)).await
