@@ -4,9 +4,10 @@
 //! openraft 0.9 counts the leader in every majority it commits with: its replication of an
 //! entry starts only once the leader's own write of it is durable (the flush callback of
 //! [`RaftLogStorage::append`](openraft::storage::RaftLogStorage::append)), so each write
-//! waits for the leader's fsync *and* a follower's. etcd's raft commits on any majority of
-//! durable copies: with three members, the second of three fsyncs, not the slower of the
-//! leader's and the faster follower's.
+//! waits for the leader's fsync *and* a follower's. Raft's commitment asks only for durable
+//! copies on a majority, any majority (the Raft thesis, §10.2.1, has the leader write its
+//! log in parallel with replication): with three members, the second of three fsyncs, not
+//! the slower of the leader's and the faster follower's.
 //!
 //! Keel gets that rule without changing openraft: the leader's flush callbacks wait here,
 //! and one fires when the first of two things happens: the leader's own write of the entry
