@@ -128,6 +128,5 @@ pub fn restore(file: &Path, data_dir: &Path) -> Result<(), RestoreError> {
     }
     b.delete_range(Cf::Meta, b"member_attrs/".to_vec(), b"member_attrs0".to_vec());
     engine.write(b, true)?;
-    engine.sync_wal()?;
     Ok(())
 }

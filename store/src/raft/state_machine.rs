@@ -74,9 +74,9 @@ pub struct StateMachine {
     snap_dir: PathBuf,
 }
 
-/// How far the applied state is known to be on disk. Applying does not sync (the log
-/// replays what a crash loses), so before log entries are purged the state they produced
-/// must be synced. Building a snapshot does that on its own thread; a purge it has not
+/// How far the applied state is known to be on disk. Applying writes only RocksDB's
+/// memtables (the log replays what a crash loses), so before log entries are purged the
+/// state they produced must be flushed. Building a snapshot does that on its own thread; a purge it has not
 /// covered syncs itself.
 pub struct StateSync {
     engine: Engine,
@@ -90,14 +90,14 @@ impl StateSync {
         if self.through.load(Ordering::Acquire) >= index {
             return Ok(());
         }
-        self.engine.sync_wal()?;
+        self.engine.persist()?;
         self.through.fetch_max(index, Ordering::AcqRel);
         Ok(())
     }
 
     /// Syncs what has been applied, which includes everything through `index`.
     fn sync_through(&self, index: u64) -> Result<(), EngineError> {
-        self.engine.sync_wal()?;
+        self.engine.persist()?;
         self.through.fetch_max(index, Ordering::AcqRel);
         Ok(())
     }
