@@ -20,6 +20,20 @@ fn acked_count(log: &load::Log) -> usize {
     log.blocking_lock().len()
 }
 
+/// Starts `n` writers through every member and returns them once `acked` of their puts are
+/// acknowledged, with the log they record into.
+async fn writes_under_way(c: &Cluster, n: usize, acked: usize) -> (Vec<tokio::task::JoinHandle<()>>, load::Log) {
+    let log: load::Log = Arc::new(Mutex::new(Vec::new()));
+    let writers = (0..n).map(|w| tokio::spawn(writer(c.client_urls(), w, log.clone(), false, usize::MAX))).collect();
+    let probe = log.clone();
+    tokio::task::spawn_blocking(move || {
+        wait_for("acknowledged writes", Duration::from_secs(30), || (acked_count(&probe) >= acked).then_some(()))
+    })
+    .await
+    .expect("wait");
+    (writers, log)
+}
+
 #[test]
 fn three_members_replicate_and_serve_reads_everywhere() {
     let c = Cluster::start(Flavor::Keel, 3, &[]);
@@ -47,15 +61,7 @@ fn three_members_replicate_and_serve_reads_everywhere() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_during_writes_loses_nothing() {
     let mut c = Cluster::start(Flavor::Keel, 3, &[]);
-    let log: load::Log = Arc::new(Mutex::new(Vec::new()));
-    let writers: Vec<_> =
-        (0..3).map(|w| tokio::spawn(writer(c.client_urls(), w, log.clone(), false, usize::MAX))).collect();
-    let probe = log.clone();
-    tokio::task::spawn_blocking(move || {
-        wait_for("writes before the kill", Duration::from_secs(30), || (acked_count(&probe) >= 200).then_some(()))
-    })
-    .await
-    .expect("wait");
+    let (writers, log) = writes_under_way(&c, 3, 200).await;
 
     let leader = tokio::task::block_in_place(|| c.leader());
     c.members[leader].kill();
@@ -96,15 +102,7 @@ async fn killing_the_leader_during_writes_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_every_member_at_once_loses_nothing() {
     let mut c = Cluster::start(Flavor::Keel, 3, &["--snapshot-count=50"]);
-    let log: load::Log = Arc::new(Mutex::new(Vec::new()));
-    let writers: Vec<_> =
-        (0..4).map(|w| tokio::spawn(writer(c.client_urls(), w, log.clone(), false, usize::MAX))).collect();
-    let probe = log.clone();
-    tokio::task::spawn_blocking(move || {
-        wait_for("writes before the kill", Duration::from_secs(30), || (acked_count(&probe) >= 600).then_some(()))
-    })
-    .await
-    .expect("wait");
+    let (writers, log) = writes_under_way(&c, 4, 600).await;
     for m in &mut c.members {
         m.kill();
     }
