@@ -34,6 +34,17 @@ async fn writes_under_way(c: &Cluster, n: usize, acked: usize) -> (Vec<tokio::ta
     (writers, log)
 }
 
+/// Waits until `m`'s own serializable reads show every acknowledged write in `log` (a
+/// restarted member catching up), for at most 30 s.
+async fn catches_up(m: &Member, log: &load::Log) {
+    let mut own = etcd_client::Client::connect([m.client_url()], None).await.expect("connect");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while let Err(e) = load::verify(&mut own, log, true).await {
+        assert!(std::time::Instant::now() < deadline, "{} did not catch up: {e}", m.name);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[test]
 fn three_members_replicate_and_serve_reads_everywhere() {
     let c = Cluster::start(Flavor::Keel, 3, &[]);
@@ -87,12 +98,7 @@ async fn killing_the_leader_during_writes_loses_nothing() {
     let mut via_new = etcd_client::Client::connect([c.members[new_leader].client_url()], None).await.expect("connect");
     load::verify(&mut via_new, &log, false).await.expect("every acknowledged write survived");
     // The restarted member catches up: its own (serializable) reads show everything.
-    let mut via_old = etcd_client::Client::connect([c.members[leader].client_url()], None).await.expect("connect");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while let Err(e) = load::verify(&mut via_old, &log, true).await {
-        assert!(std::time::Instant::now() < deadline, "restarted member did not catch up: {e}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    catches_up(&c.members[leader], &log).await;
 }
 
 /// Every member SIGKILLed at once, mid-write: each loses what its state database had not
@@ -120,12 +126,7 @@ async fn killing_every_member_at_once_loses_nothing() {
     let mut any = etcd_client::Client::connect(c.client_urls(), None).await.expect("connect");
     load::verify(&mut any, &log, false).await.expect("every acknowledged write survived");
     for m in &c.members {
-        let mut own = etcd_client::Client::connect([m.client_url()], None).await.expect("connect");
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while let Err(e) = load::verify(&mut own, &log, true).await {
-            assert!(std::time::Instant::now() < deadline, "{} did not catch up: {e}", m.name);
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        catches_up(m, &log).await;
     }
 }
 
@@ -139,8 +140,12 @@ async fn writes_commit_on_the_followers_while_the_leaders_disk_stalls_and_surviv
     let tmp = tempfile::tempdir().expect("temp dir");
     let stall = tmp.path().join("stall");
     let stall_env = stall.display().to_string();
-    let mut c =
-        Cluster::start_with_env(Flavor::Keel, 3, &[], &[("KEEL_FAILPOINT_STALL_LEADER_LOG_WRITES", &stall_env)]);
+    let mut c = Cluster::start_with_env(
+        Flavor::Keel,
+        3,
+        &[],
+        &[(keel_store::raft::log_store::STALL_LEADER_WRITES, &stall_env)],
+    );
     let leader = tokio::task::block_in_place(|| c.leader());
     let log: load::Log = Arc::new(Mutex::new(Vec::new()));
     // Writes before the stall open the leader's early streams to its followers.
@@ -171,12 +176,7 @@ async fn writes_commit_on_the_followers_while_the_leaders_disk_stalls_and_surviv
         c.members[leader].start();
         c.members[leader].wait_ready();
     });
-    let mut via_old = etcd_client::Client::connect([c.members[leader].client_url()], None).await.expect("connect");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while let Err(e) = load::verify(&mut via_old, &log, true).await {
-        assert!(std::time::Instant::now() < deadline, "the restarted leader did not catch up: {e}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    catches_up(&c.members[leader], &log).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

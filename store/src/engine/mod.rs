@@ -140,7 +140,7 @@ impl Engine {
             // Small memtables: without a WAL, a flush is how the state reaches disk, and the
             // flush before a purge must not be a burst of tens of megabytes queued with the
             // log's fsyncs (64 MiB, RocksDB's default, measured worse on the one-client put
-            // tail after heavy load). Room for four, so writes never wait for a flush.
+            // tail after heavy load). Room for four, so writes do not wait for a flush under way.
             o.set_write_buffer_size(MEMTABLE_BYTES);
             o.set_max_write_buffer_number(4);
             o.set_compression_type(rocksdb::DBCompressionType::Lz4);

@@ -76,8 +76,8 @@ pub struct StateMachine {
 
 /// How far the applied state is known to be on disk. Applying writes only RocksDB's
 /// memtables (the log replays what a crash loses), so before log entries are purged the
-/// state they produced must be flushed. Building a snapshot does that on its own thread; a purge it has not
-/// covered syncs itself.
+/// state they produced must be flushed. Building a snapshot does that on its own thread;
+/// a purge it has not covered flushes itself.
 pub struct StateSync {
     engine: Engine,
     through: AtomicU64,
@@ -95,7 +95,7 @@ impl StateSync {
         Ok(())
     }
 
-    /// Syncs what has been applied, which includes everything through `index`.
+    /// Flushes what has been applied, which includes everything through `index`.
     fn sync_through(&self, index: u64) -> Result<(), EngineError> {
         self.engine.persist()?;
         self.through.fetch_max(index, Ordering::AcqRel);
