@@ -1,0 +1,95 @@
+//! A calibration server for `etcdctl check perf`: the etcd KV service on Keel's own serving
+//! stack (tonic routes in axum, TCP_NODELAY), answering every request at once and storing
+//! nothing. What `check perf` reaches against it is the ceiling this machine puts on any
+//! server: the load generator and the gRPC work alone, with no Raft, disk or state.
+//!
+//! `cargo run --release -p keel-store --example null_kv -- 127.0.0.1:28000 127.0.0.1:28010 ...`
+//! (one listener per address, all in one process), then
+//! `etcdctl --endpoints=... check perf --load=l`.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use keel_store::proto::etcdserverpb::kv_server::{Kv, KvServer};
+use keel_store::proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
+};
+use tonic::{Request, Response, Status};
+
+#[derive(Default)]
+struct NullKv {
+    revision: Arc<AtomicI64>,
+}
+
+impl NullKv {
+    fn header(&self, bump: bool) -> Option<ResponseHeader> {
+        let revision = if bump {
+            self.revision.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            self.revision.load(Ordering::Relaxed)
+        };
+        Some(ResponseHeader { cluster_id: 1, member_id: 1, revision, raft_term: 1 })
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for NullKv {
+    async fn range(&self, _: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        Ok(Response::new(RangeResponse { header: self.header(false), ..Default::default() }))
+    }
+
+    async fn put(&self, _: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        Ok(Response::new(PutResponse { header: self.header(true), prev_kv: None }))
+    }
+
+    async fn delete_range(&self, _: Request<DeleteRangeRequest>) -> Result<Response<DeleteRangeResponse>, Status> {
+        Ok(Response::new(DeleteRangeResponse { header: self.header(true), ..Default::default() }))
+    }
+
+    async fn txn(&self, _: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        Err(Status::unimplemented("null server: txn"))
+    }
+
+    async fn compact(&self, _: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
+        Err(Status::unimplemented("null server: compact"))
+    }
+}
+
+struct NoDelay(tokio::net::TcpListener);
+
+impl axum::serve::Listener for NoDelay {
+    type Io = tokio::net::TcpStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            if let Ok((tcp, addr)) = self.0.accept().await {
+                let _ = tcp.set_nodelay(true);
+                return (tcp, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let addrs: Vec<String> = std::env::args().skip(1).collect();
+    anyhow::ensure!(!addrs.is_empty(), "usage: null_kv ADDR...");
+    let kv = NullKv::default();
+    let router = tonic::service::Routes::new(KvServer::new(kv)).into_axum_router();
+    let mut tasks = Vec::new();
+    for a in addrs {
+        let listener = tokio::net::TcpListener::bind(&a).await?;
+        let router = router.clone();
+        tasks.push(tokio::spawn(async move { axum::serve(NoDelay(listener), router).await }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
