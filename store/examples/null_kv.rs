@@ -1,5 +1,5 @@
 //! A calibration server for `etcdctl check perf`: the etcd KV service on Keel's own serving
-//! stack (tonic routes in axum, TCP_NODELAY), answering every request at once and storing
+//! stack (tonic routes in axum, a member's client listener), answering every request at once and storing
 //! nothing. What `check perf` reaches against it is the ceiling this machine puts on any
 //! server: the load generator and the gRPC work alone, with no Raft, disk or state.
 //!
@@ -8,18 +8,18 @@
 //! `etcdctl --endpoints=... check perf --load=l`.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
 
 use keel_store::proto::etcdserverpb::kv_server::{Kv, KvServer};
 use keel_store::proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
     RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
+use keel_store::server::ClientListener;
 use tonic::{Request, Response, Status};
 
 #[derive(Default)]
 struct NullKv {
-    revision: Arc<AtomicI64>,
+    revision: AtomicI64,
 }
 
 impl NullKv {
@@ -56,26 +56,6 @@ impl Kv for NullKv {
     }
 }
 
-struct NoDelay(tokio::net::TcpListener);
-
-impl axum::serve::Listener for NoDelay {
-    type Io = tokio::net::TcpStream;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            if let Ok((tcp, addr)) = self.0.accept().await {
-                let _ = tcp.set_nodelay(true);
-                return (tcp, addr);
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.0.local_addr()
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let addrs: Vec<String> = std::env::args().skip(1).collect();
@@ -86,7 +66,7 @@ async fn main() -> anyhow::Result<()> {
     for a in addrs {
         let listener = tokio::net::TcpListener::bind(&a).await?;
         let router = router.clone();
-        tasks.push(tokio::spawn(async move { axum::serve(NoDelay(listener), router).await }));
+        tasks.push(tokio::spawn(async move { axum::serve(ClientListener(listener), router).await }));
     }
     for t in tasks {
         t.await??;

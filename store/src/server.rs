@@ -321,8 +321,9 @@ async fn serve(listener: TcpListener, router: axum::Router, stop: CancellationTo
     }
 }
 
-/// Accepts connections with TCP_NODELAY, each wrapped in [`AuthorityFix`].
-struct ClientListener(TcpListener);
+/// Accepts connections with TCP_NODELAY, each wrapped in [`AuthorityFix`]: how a member
+/// serves its client port (public for `examples/null_kv.rs`, which measures this stack).
+pub struct ClientListener(pub TcpListener);
 
 impl axum::serve::Listener for ClientListener {
     type Io = AuthorityFix<tokio::net::TcpStream>;
