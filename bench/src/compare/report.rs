@@ -66,6 +66,29 @@ fn kept_reading(path: &Path) -> String {
     }
 }
 
+/// Keel/etcd of each round's pair of runs (`k[i]` and `e[i]`), and in how many rounds that
+/// is at most `max_ratio`: medians taken over each side's rounds apart can meet a target
+/// that most rounds miss, or the other way round. `None` for fewer than two rounds.
+fn by_round(k: &[Summary], e: &[Summary], f: &dyn Fn(&Summary) -> Option<f64>, max_ratio: f64) -> Option<String> {
+    if k.len() < 2 || k.len() != e.len() {
+        return None;
+    }
+    let ratios: Vec<f64> = k
+        .iter()
+        .zip(e)
+        .filter_map(|(a, b)| match (f(a), f(b)) {
+            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+            _ => None,
+        })
+        .collect();
+    if ratios.len() != k.len() {
+        return None;
+    }
+    let met = ratios.iter().filter(|r| **r <= max_ratio).count();
+    let list: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+    Some(format!("round by round {}: met in {met} of {}", list.join(", "), ratios.len()))
+}
+
 fn fmt(v: Option<f64>, digits: usize) -> String {
     v.map_or("–".into(), |v| format!("{v:.digits$}"))
 }
@@ -166,9 +189,20 @@ pub fn write(
         if let Some([k, e]) = find(id) {
             let (kv, ev) = (metric(k, f), metric(e, f));
             let met = matches!((kv, ev), (Some(k), Some(e)) if k <= e * max_ratio);
+            let mut detail: Vec<String> = Vec::new();
+            if let (Some(kv), Some(ev)) = (kv, ev) {
+                if ev > 0.0 {
+                    detail.push(format!("{:.2}×", kv / ev));
+                }
+            }
+            // Only when every round ran on both, so that the i-th runs are one round's pair.
+            if k.len() == rounds && e.len() == rounds {
+                detail.extend(by_round(k, e, f, max_ratio));
+            }
+            let detail = if detail.is_empty() { String::new() } else { format!(" ({})", detail.join("; ")) };
             let _ = writeln!(
                 d,
-                "- {what}: Keel {} vs etcd {} → {}",
+                "- {what}: Keel {} vs etcd {} → {}{detail}",
                 fmt(kv, 3),
                 fmt(ev, 3),
                 if met { "**met**" } else { "**not met**" }
@@ -206,4 +240,35 @@ pub fn write(
     writeln!(d, "\n## Reading\n\n{READING_START}\n{reading}\n{READING_END}")?;
     std::fs::write(out, d)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(p99_ms: f64) -> Summary {
+        let mut s = crate::report::Recorder::default().summary("put", Duration::from_secs(1));
+        s.p99_ms = p99_ms;
+        s
+    }
+
+    #[test]
+    fn a_target_is_judged_round_by_round_as_well() {
+        let p99 = |s: &Summary| Some(s.p99_ms);
+        // The medians (2.3 against 5.1) meet ½; paired by round, one round of three does.
+        let keel = [run(1.9), run(4.7), run(2.3)];
+        let etcd = [run(2.3), run(5.5), run(5.1)];
+        assert_eq!(
+            by_round(&keel, &etcd, &p99, 0.5).as_deref(),
+            Some("round by round 0.83, 0.85, 0.45: met in 1 of 3")
+        );
+        // One round alone, or rounds that do not pair up, give nothing to add.
+        assert_eq!(by_round(&keel[..1], &etcd[..1], &p99, 0.5), None);
+        assert_eq!(by_round(&keel, &etcd[..2], &p99, 0.5), None);
+        // A round without the figure on one side cannot be paired either.
+        assert_eq!(
+            by_round(&keel, &[run(2.3), run(0.0), run(5.1)], &|s| Some(s.p99_ms).filter(|v| *v > 0.0), 0.5),
+            None
+        );
+    }
 }
