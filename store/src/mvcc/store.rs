@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use prost::Message;
 
 use super::compactor;
@@ -84,7 +84,7 @@ pub struct MvccStore {
     min_lease_ttl: i64,
     /// Highest revision whose physical compaction finished.
     compacted_tx: tokio::sync::watch::Sender<i64>,
-    compact_lock: Arc<Mutex<()>>,
+    compactions: compactor::Compactions,
 }
 
 /// The index as it stands under a lock, plus storage to fetch values from.
@@ -145,7 +145,7 @@ impl MvccStore {
             listener: RwLock::new(None),
             min_lease_ttl,
             compacted_tx,
-            compact_lock: Arc::new(Mutex::new(())),
+            compactions: compactor::Compactions::default(),
         });
         if compact > done {
             store.schedule_physical_compaction(compact, keep);
@@ -467,7 +467,7 @@ impl MvccStore {
 
     /// Deletes history below `at` from storage in the background.
     fn schedule_physical_compaction(&self, at: i64, keep: Vec<Revision>) {
-        compactor::spawn(self.engine.clone(), at, keep, self.compact_lock.clone(), self.compacted_tx.clone());
+        self.compactions.spawn(self.engine.clone(), at, keep, self.compacted_tx.clone());
     }
 
     /// Waits until history below `at` is physically gone (Compact with `physical`).
