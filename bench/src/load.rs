@@ -35,6 +35,11 @@ pub struct LoadOpts {
     /// Also write the summary as JSON to this file.
     #[arg(long, global = true)]
     pub json: Option<std::path::PathBuf>,
+    /// Also write every operation to this file, a line each: client, microseconds from the
+    /// start of the run to the operation's start, its latency in microseconds, and `ok` or
+    /// `err` (to see whether slow operations come together in time).
+    #[arg(long, global = true)]
+    pub trace: Option<std::path::PathBuf>,
 }
 
 impl LoadOpts {
@@ -75,13 +80,20 @@ where
     let total = if opts.duration.is_some() { u64::MAX } else { opts.total };
     let bar = progress(opts.duration.is_none().then_some(opts.total));
     let start = Instant::now();
+    if let Some(path) = &opts.trace {
+        // To line the trace up with system traces (e.g. `perf record -k CLOCK_REALTIME`).
+        let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        eprintln!("trace {}: the run started at {} µs since the Unix epoch", path.display(), unix.as_micros());
+    }
     let end = opts.duration.map(|d| start + Duration::from_secs_f64(d));
+    let tracing = opts.trace.is_some();
     let mut tasks = Vec::new();
     for c in 0..opts.clients.max(1) {
         let (client, next, op, bar) = (conns[c % conns.len()].clone(), next.clone(), op.clone(), bar.clone());
         let rate = opts.rate;
         tasks.push(tokio::spawn(async move {
             let mut rec = Recorder::default();
+            let mut trace = Vec::new();
             loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 if n >= total || end.is_some_and(|e| Instant::now() >= e) {
@@ -93,18 +105,36 @@ where
                     tokio::time::sleep_until(due.into()).await;
                 }
                 let t = Instant::now();
-                match op(client.clone(), n).await {
-                    Ok(()) => rec.record(t.elapsed()),
-                    Err(_) => rec.errors += 1,
+                let ok = match op(client.clone(), n).await {
+                    Ok(()) => {
+                        rec.record(t.elapsed());
+                        true
+                    }
+                    Err(_) => {
+                        rec.errors += 1;
+                        false
+                    }
+                };
+                if tracing {
+                    trace.push((t - start, t.elapsed(), ok));
                 }
                 bar.inc(1);
             }
-            rec
+            (rec, trace)
         }));
     }
     let mut all = Recorder::default();
-    for t in tasks {
-        all.merge(&t.await?);
+    let mut lines = String::new();
+    for (c, t) in tasks.into_iter().enumerate() {
+        let (rec, trace) = t.await?;
+        all.merge(&rec);
+        for (at, took, ok) in trace {
+            let ok = if ok { "ok" } else { "err" };
+            lines.push_str(&format!("{c} {} {} {ok}\n", at.as_micros(), took.as_micros()));
+        }
+    }
+    if let Some(path) = &opts.trace {
+        std::fs::write(path, lines)?;
     }
     bar.finish_and_clear();
     Ok(all.summary(name, start.elapsed()))

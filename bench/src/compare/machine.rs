@@ -64,3 +64,41 @@ pub fn probe(dir: &Path) -> Machine {
         fsync_p99_ms,
     }
 }
+
+/// The machine's CPU time so far as (stolen, total), in clock ticks, from `/proc/stat`:
+/// time the hypervisor ran something else while this machine's virtual CPUs had work.
+pub fn cpu_times() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_cpu_times(stat.lines().next()?)
+}
+
+/// `cpu  user nice system idle iowait irq softirq steal ...`: steal is the eighth figure.
+fn parse_cpu_times(line: &str) -> Option<(u64, u64)> {
+    let mut fields = line.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let ticks: Vec<u64> = fields.take(8).map(|f| f.parse().ok()).collect::<Option<_>>()?;
+    Some((*ticks.get(7)?, ticks.iter().sum()))
+}
+
+/// The share of CPU time stolen between two [`cpu_times`] readings, in percent.
+pub fn steal_pct(before: (u64, u64), after: (u64, u64)) -> Option<f64> {
+    let total = after.1.checked_sub(before.1).filter(|t| *t > 0)?;
+    Some(after.0.saturating_sub(before.0) as f64 * 100.0 / total as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steal_is_read_from_the_cpu_line() {
+        let line = "cpu  5464312 6858 1514487 3542331 140984 0 263222 40367 0 0";
+        assert_eq!(parse_cpu_times(line), Some((40367, 5464312 + 6858 + 1514487 + 3542331 + 140984 + 263222 + 40367)));
+        assert_eq!(parse_cpu_times("cpu0 1 2 3 4 5 6 7 8"), None);
+        assert_eq!(parse_cpu_times("cpu  1 2 3"), None);
+        assert_eq!(steal_pct((10, 1000), (30, 1200)), Some(10.0));
+        assert_eq!(steal_pct((10, 1000), (10, 1000)), None);
+    }
+}

@@ -42,6 +42,9 @@ pub struct CompareOpts {
     pub only: Vec<String>,
 }
 
+/// The extra figure holding the share of CPU time the hypervisor stole during a run.
+pub const STEAL: &str = "cpu_steal_pct";
+
 /// One workload of the comparison.
 pub struct Workload {
     pub id: &'static str,
@@ -60,7 +63,7 @@ enum Kind {
 }
 
 fn load(clients: usize, conns: usize, total: u64) -> LoadOpts {
-    LoadOpts { endpoints: Vec::new(), conns, clients, total, duration: None, rate: 0.0, json: None }
+    LoadOpts { endpoints: Vec::new(), conns, clients, total, duration: None, rate: 0.0, json: None, trace: None }
 }
 
 fn watch_opts(watchers: usize, streams: usize, rate: f64, puts: u64) -> watch::WatchOpts {
@@ -192,12 +195,24 @@ pub async fn run(o: &CompareOpts) -> anyhow::Result<()> {
                 let c = &clusters[ci];
                 let label = if round == rounds { "once".to_string() } else { format!("round {}/{rounds}", round + 1) };
                 eprintln!("{label}: {} on {}", w.id, c.flavor.name());
+                let before = machine::cpu_times();
                 match run_one(w, c).await {
-                    Ok(s) => {
+                    Ok(mut s) => {
+                        // How much CPU the hypervisor took meanwhile: on a shared host this,
+                        // not the server, often decides a run's tail.
+                        let steal = before.zip(machine::cpu_times()).and_then(|(b, a)| machine::steal_pct(b, a));
+                        if let Some(pct) = steal {
+                            s.extra.insert(STEAL.into(), pct);
+                        }
                         // Each run's own figures, so the spread behind the medians can be seen.
                         eprintln!(
-                            "  {:.0} ops/s, p50 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3} ms",
-                            s.throughput, s.p50_ms, s.p99_ms, s.p999_ms, s.max_ms
+                            "  {:.0} ops/s, p50 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3} ms; CPU steal {}",
+                            s.throughput,
+                            s.p50_ms,
+                            s.p99_ms,
+                            s.p999_ms,
+                            s.max_ms,
+                            steal.map_or("unknown".into(), |p| format!("{p:.0}%"))
                         );
                         results[wi][ci].push(s)
                     }

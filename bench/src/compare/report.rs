@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::machine::Machine;
 use super::plot;
-use super::Workload;
+use super::{Workload, STEAL};
 use crate::report::Summary;
 
 /// Runs `etcdctl check perf --load=l` (60 s) against the cluster and reads its verdict.
@@ -86,7 +86,13 @@ fn by_round(k: &[Summary], e: &[Summary], f: &dyn Fn(&Summary) -> Option<f64>, m
     }
     let met = ratios.iter().filter(|r| **r <= max_ratio).count();
     let list: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
-    Some(format!("round by round {}: met in {met} of {}", list.join(", "), ratios.len()))
+    let mut out = format!("round by round {}: met in {met} of {}", list.join(", "), ratios.len());
+    let steal: Option<Vec<String>> =
+        k.iter().zip(e).map(|(a, b)| Some(format!("{:.0}/{:.0}%", a.extra.get(STEAL)?, b.extra.get(STEAL)?))).collect();
+    if let Some(steal) = steal {
+        let _ = write!(out, "; CPU stolen by the hypervisor, Keel/etcd run of each round: {}", steal.join(", "));
+    }
+    Some(out)
 }
 
 fn fmt(v: Option<f64>, digits: usize) -> String {
@@ -171,6 +177,17 @@ pub fn write(
         for x in extras {
             let f = |s: &Summary| s.extra.get(&x).copied();
             let (kv, ev) = (metric(k, f), metric(e, f));
+            if x == STEAL {
+                // The machine's, not the server's: no ratio.
+                writeln!(
+                    d,
+                    "| {} | CPU stolen by the hypervisor (%) | {} | {} | – |",
+                    w.title,
+                    fmt(kv, 1),
+                    fmt(ev, 1)
+                )?;
+                continue;
+            }
             let lower = !matches!(x.as_str(), "pass");
             writeln!(d, "| {} | {x} | {} | {} | {} |", w.title, fmt(kv, 2), fmt(ev, 2), ratio(kv, ev, lower))?;
         }
@@ -261,6 +278,20 @@ mod tests {
         assert_eq!(
             by_round(&keel, &etcd, &p99, 0.5).as_deref(),
             Some("round by round 0.83, 0.85, 0.45: met in 1 of 3")
+        );
+        // With the CPU the hypervisor stole during each run.
+        let stolen = |mut s: Summary, pct: f64| {
+            s.extra.insert(STEAL.into(), pct);
+            s
+        };
+        let keel_s = [stolen(run(1.9), 1.0), stolen(run(4.7), 16.4)];
+        let etcd_s = [stolen(run(2.3), 2.0), stolen(run(5.5), 12.0)];
+        assert_eq!(
+            by_round(&keel_s, &etcd_s, &p99, 0.5).as_deref(),
+            Some(
+                "round by round 0.83, 0.85: met in 0 of 2; \
+                 CPU stolen by the hypervisor, Keel/etcd run of each round: 1/2%, 16/12%"
+            )
         );
         // One round alone, or rounds that do not pair up, give nothing to add.
         assert_eq!(by_round(&keel[..1], &etcd[..1], &p99, 0.5), None);

@@ -188,12 +188,26 @@ pub fn parse_free_name(name: &str) -> Option<u64> {
 impl Pool {
     /// Keeps `path` for reuse, renaming it out of the log first unless it is a free file
     /// already. Renames made while the log is open are made durable at once, so a segment
-    /// that left the log never comes back after a crash.
+    /// that left the log never comes back after a crash. With the pool full, the smallest
+    /// file goes: segments grow to their largest size and stay there, so the small first
+    /// ones would otherwise hold the pool while every freed full-size segment was deleted
+    /// and its successor zero-filled anew (a deletion and 64 MiB of writes per segment, on
+    /// each member at the same log position).
     fn keep(&mut self, path: PathBuf) {
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        if size == 0 || size % PAGE != 0 || self.free.len() >= KEEP_FREE {
+        if size == 0 || size % PAGE != 0 {
             let _ = std::fs::remove_file(&path);
             return;
+        }
+        if self.free.len() >= KEEP_FREE {
+            // `free` is sorted by size, smallest first.
+            if self.free.first().is_some_and(|(_, smallest)| *smallest < size) {
+                let (smallest, _) = self.free.remove(0);
+                let _ = std::fs::remove_file(smallest);
+            } else {
+                let _ = std::fs::remove_file(&path);
+                return;
+            }
         }
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         let path = match parse_free_name(name) {
@@ -237,6 +251,36 @@ mod tests {
         assert_eq!(parse_seg_name(&seg_name(0x1234)), Some(0x1234));
         assert_eq!(parse_seg_name("0000000000000001.free"), None);
         assert_eq!(parse_seg_name("1.seg"), None);
+    }
+
+    #[test]
+    fn a_full_pool_gives_up_its_smallest_file_for_a_larger_one() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let files = || -> io::Result<usize> { Ok(std::fs::read_dir(dir.path())?.count()) };
+        let mut pool = Pool { dir: dir.path().to_path_buf(), free: Vec::new(), next: 1 };
+        // Segments as the log makes them: growing, here one page more each time.
+        let n = KEEP_FREE as u64;
+        for seq in 1..=n {
+            create(dir.path(), seq, seq * PAGE)?;
+            pool.keep(dir.path().join(seg_name(seq)));
+        }
+        // Smaller than everything kept: not kept.
+        create(dir.path(), n + 1, PAGE)?;
+        pool.keep(dir.path().join(seg_name(n + 1)));
+        assert_eq!(files()?, KEEP_FREE);
+        // A full-size segment freed: kept, in place of the smallest file.
+        let big = create(dir.path(), n + 2, 4 * n * PAGE)?;
+        big.file.write_all_at(b"big", 0)?;
+        pool.keep(dir.path().join(seg_name(n + 2)));
+        let sizes: Vec<u64> = pool.free.iter().map(|(_, s)| *s / PAGE).collect();
+        assert_eq!(sizes, (2..=n).chain([4 * n]).collect::<Vec<_>>());
+        assert_eq!(files()?, KEEP_FREE);
+        // The next full-size segment is that file, not a new one.
+        let spare = pool.spare(n + 3, 4 * n * PAGE)?;
+        let mut head = [0u8; 3];
+        spare.file.read_exact_at(&mut head, 0)?;
+        assert_eq!(&head, b"big");
+        Ok(())
     }
 
     #[test]
