@@ -65,27 +65,40 @@ pub fn probe(dir: &Path) -> Machine {
     }
 }
 
-/// The machine's CPU time so far as (stolen, total), in clock ticks, from `/proc/stat`:
-/// time the hypervisor ran something else while this machine's virtual CPUs had work.
-pub fn cpu_times() -> Option<(u64, u64)> {
+/// The machine's CPU time so far, in clock ticks, from `/proc/stat`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuTimes {
+    /// Time the hypervisor ran something else while this machine's virtual CPUs had work.
+    pub steal: u64,
+    /// Idle, including waiting for I/O.
+    pub idle: u64,
+    pub total: u64,
+}
+
+pub fn cpu_times() -> Option<CpuTimes> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     parse_cpu_times(stat.lines().next()?)
 }
 
-/// `cpu  user nice system idle iowait irq softirq steal ...`: steal is the eighth figure.
-fn parse_cpu_times(line: &str) -> Option<(u64, u64)> {
+/// `cpu  user nice system idle iowait irq softirq steal ...`.
+fn parse_cpu_times(line: &str) -> Option<CpuTimes> {
     let mut fields = line.split_whitespace();
     if fields.next()? != "cpu" {
         return None;
     }
-    let ticks: Vec<u64> = fields.take(8).map(|f| f.parse().ok()).collect::<Option<_>>()?;
-    Some((*ticks.get(7)?, ticks.iter().sum()))
+    let t: Vec<u64> = fields.take(8).map(|f| f.parse().ok()).collect::<Option<_>>()?;
+    Some(CpuTimes { steal: *t.get(7)?, idle: t[3] + t[4], total: t.iter().sum() })
 }
 
-/// The share of CPU time stolen between two [`cpu_times`] readings, in percent.
-pub fn steal_pct(before: (u64, u64), after: (u64, u64)) -> Option<f64> {
-    let total = after.1.checked_sub(before.1).filter(|t| *t > 0)?;
-    Some(after.0.saturating_sub(before.0) as f64 * 100.0 / total as f64)
+impl CpuTimes {
+    /// The shares of CPU time stolen and busy (neither idle nor stolen) since `before`, in
+    /// percent; `None` if no time has passed.
+    pub fn since(&self, before: &CpuTimes) -> Option<(f64, f64)> {
+        let total = self.total.checked_sub(before.total).filter(|t| *t > 0)? as f64;
+        let steal = self.steal.saturating_sub(before.steal) as f64;
+        let idle = self.idle.saturating_sub(before.idle) as f64;
+        Some((steal * 100.0 / total, (total - steal - idle).max(0.0) * 100.0 / total))
+    }
 }
 
 #[cfg(test)]
@@ -93,12 +106,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn steal_is_read_from_the_cpu_line() {
+    fn steal_and_busy_are_read_from_the_cpu_line() {
         let line = "cpu  5464312 6858 1514487 3542331 140984 0 263222 40367 0 0";
-        assert_eq!(parse_cpu_times(line), Some((40367, 5464312 + 6858 + 1514487 + 3542331 + 140984 + 263222 + 40367)));
+        let total = 5464312 + 6858 + 1514487 + 3542331 + 140984 + 263222 + 40367;
+        assert_eq!(parse_cpu_times(line), Some(CpuTimes { steal: 40367, idle: 3542331 + 140984, total }));
         assert_eq!(parse_cpu_times("cpu0 1 2 3 4 5 6 7 8"), None);
         assert_eq!(parse_cpu_times("cpu  1 2 3"), None);
-        assert_eq!(steal_pct((10, 1000), (30, 1200)), Some(10.0));
-        assert_eq!(steal_pct((10, 1000), (10, 1000)), None);
+        let before = CpuTimes { steal: 10, idle: 500, total: 1000 };
+        let after = CpuTimes { steal: 30, idle: 650, total: 1200 };
+        assert_eq!(after.since(&before), Some((10.0, 15.0)));
+        assert_eq!(before.since(&before), None);
     }
 }

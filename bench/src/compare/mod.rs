@@ -135,6 +135,29 @@ fn plan(quick: bool) -> Vec<Workload> {
     w
 }
 
+/// Waits, before a run, for a second in which the machine was quiet: under 2% of its CPU
+/// stolen by the hypervisor and under 10% busy. After a heavy workload the host took back
+/// 5-23% of this machine's CPU for several seconds (vmstat), and a server still working off
+/// the previous load would slow the next run of the other one; either way the run would
+/// measure that rather than the server. Gives up after 30 s. Returns a note for the log.
+async fn settle() -> String {
+    let started = Instant::now();
+    let Some(mut last) = machine::cpu_times() else { return String::new() };
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let Some(now) = machine::cpu_times() else { return String::new() };
+        let Some((steal, busy)) = now.since(&last) else { return String::new() };
+        last = now;
+        let waited = started.elapsed().as_secs_f64();
+        if steal < 2.0 && busy < 10.0 {
+            return format!(" (after {waited:.0} s for a quiet machine)");
+        }
+        if waited >= 30.0 {
+            return format!(" (machine not quiet after {waited:.0} s: {steal:.0}% stolen, {busy:.0}% busy)");
+        }
+    }
+}
+
 async fn run_one(w: &Workload, c: &Cluster) -> anyhow::Result<Summary> {
     let eps = c.endpoints.clone();
     let with = |o: &LoadOpts| LoadOpts { endpoints: eps.clone(), ..o.clone() };
@@ -195,18 +218,19 @@ pub async fn run(o: &CompareOpts) -> anyhow::Result<()> {
                 let c = &clusters[ci];
                 let label = if round == rounds { "once".to_string() } else { format!("round {}/{rounds}", round + 1) };
                 eprintln!("{label}: {} on {}", w.id, c.flavor.name());
+                let settled = settle().await;
                 let before = machine::cpu_times();
                 match run_one(w, c).await {
                     Ok(mut s) => {
                         // How much CPU the hypervisor took meanwhile: on a shared host this,
                         // not the server, often decides a run's tail.
-                        let steal = before.zip(machine::cpu_times()).and_then(|(b, a)| machine::steal_pct(b, a));
+                        let steal = before.zip(machine::cpu_times()).and_then(|(b, a)| a.since(&b)).map(|(st, _)| st);
                         if let Some(pct) = steal {
                             s.extra.insert(STEAL.into(), pct);
                         }
                         // Each run's own figures, so the spread behind the medians can be seen.
                         eprintln!(
-                            "  {:.0} ops/s, p50 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3} ms; CPU steal {}",
+                            "  {:.0} ops/s, p50 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3} ms; CPU steal {}{settled}",
                             s.throughput,
                             s.p50_ms,
                             s.p99_ms,
