@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::machine::Machine;
 use super::plot;
-use super::{Workload, STEAL};
+use super::{Workload, MAX_STEAL_PCT, STEAL};
 use crate::report::Summary;
 
 /// Runs `etcdctl check perf --load=l` (60 s) against the cluster and reads its verdict.
@@ -111,15 +111,20 @@ fn ratio(k: Option<f64>, e: Option<f64>, lower_is_better: bool) -> String {
     }
 }
 
-pub fn write(
-    out: &Path,
-    m: &Machine,
-    command: &str,
-    rounds: usize,
-    workloads: &[Workload],
-    results: &[[Vec<Summary>; 2]],
-    took: Duration,
-) -> anyhow::Result<()> {
+/// What a comparison ran and measured.
+pub struct Outcome<'a> {
+    pub command: String,
+    pub rounds: usize,
+    pub workloads: &'a [Workload],
+    pub results: &'a [[Vec<Summary>; 2]],
+    /// Runs repeated because the hypervisor took CPU during them: Keel's, etcd's.
+    pub repeats: [usize; 2],
+    pub took: Duration,
+}
+
+pub fn write(out: &Path, m: &Machine, run: &Outcome<'_>) -> anyhow::Result<()> {
+    let Outcome { command, rounds, workloads, results, repeats, took } = run;
+    let (rounds, took, workloads, results) = (*rounds, *took, *workloads, *results);
     let plots = out.with_file_name("bench");
     std::fs::create_dir_all(&plots)?;
     let reading = kept_reading(out);
@@ -134,7 +139,15 @@ pub fn write(
         d,
         "Both clusters: three members on loopback, identical flags (`--heartbeat-interval=100 \
          --election-timeout=1000 --snapshot-count=10000`), the same `keel-bench` client code \
-         (Rust `etcd-client`). Keel is the release build; etcd is Debian's `etcd-server`.\n"
+         (Rust `etcd-client`). Keel is the release build; etcd is Debian's `etcd-server`."
+    )?;
+    writeln!(
+        d,
+        "Before each run the runner waits for a quiet second (under 2% of the CPU stolen by the \
+         hypervisor, under 10% busy); a run during which the hypervisor took more than \
+         {MAX_STEAL_PCT}% of the CPU is run again, at most twice (heavy workloads excepted). \
+         Repeated this time: {} Keel runs, {} etcd runs.\n",
+        repeats[0], repeats[1]
     )?;
     writeln!(d, "## Machine\n")?;
     writeln!(d, "| | |\n|---|---|")?;
