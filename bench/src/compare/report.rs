@@ -85,7 +85,11 @@ fn by_round(k: &[Summary], e: &[Summary], f: &dyn Fn(&Summary) -> Option<f64>, m
         return None;
     }
     let met = ratios.iter().filter(|r| **r <= max_ratio).count();
-    let list: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+    // Two decimals, or three where two would round onto the threshold from either side.
+    let list: Vec<String> = ratios
+        .iter()
+        .map(|r| if (r - max_ratio).abs() < 0.005 && *r != max_ratio { format!("{r:.3}") } else { format!("{r:.2}") })
+        .collect();
     let mut out = format!("round by round {}: met in {met} of {}", list.join(", "), ratios.len());
     let steal: Option<Vec<String>> =
         k.iter().zip(e).map(|(a, b)| Some(format!("{:.0}/{:.0}%", a.extra.get(STEAL)?, b.extra.get(STEAL)?))).collect();
@@ -291,6 +295,11 @@ mod tests {
         assert_eq!(
             by_round(&keel, &etcd, &p99, 0.5).as_deref(),
             Some("round by round 0.83, 0.85, 0.45: met in 1 of 3")
+        );
+        // A ratio just over the threshold is not shown as the threshold itself.
+        assert_eq!(
+            by_round(&[run(2.012), run(1.0)], &[run(4.0), run(2.0)], &p99, 0.5).as_deref(),
+            Some("round by round 0.503, 0.50: met in 1 of 2")
         );
         // With the CPU the hypervisor stole during each run.
         let stolen = |mut s: Summary, pct: f64| {
