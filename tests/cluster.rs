@@ -271,6 +271,37 @@ async fn a_member_behind_compacted_logs_catches_up_from_a_snapshot() {
     assert_eq!(out.stdout.trim(), "v599");
 }
 
+/// The log is bounded in bytes as well as entries: with a snapshot count that is never
+/// reached, a log grown past `--experimental-snapshot-log-bytes` is snapshotted and purged
+/// anyway, so a member that missed it catches up from a snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_past_its_byte_limit_is_snapshotted_and_purged() {
+    let flags = ["--snapshot-count=1000000", "--experimental-snapshot-log-bytes=65536"];
+    let mut c = Cluster::start(Flavor::Keel, 3, &flags);
+    let leader = tokio::task::block_in_place(|| c.leader());
+    let lag = (leader + 1) % 3;
+    c.members[lag].kill();
+    let mut cl = etcd_client::Client::connect([c.members[leader].client_url()], None).await.expect("connect");
+    // 400 entries of 1 KiB: six times the limit.
+    let value = "v".repeat(1024);
+    for i in 0..400 {
+        cl.put(format!("big/{i:04}"), value.clone(), None).await.expect("put");
+    }
+    tokio::task::block_in_place(|| {
+        wait_for("the leader to purge its log by size", Duration::from_secs(30), || {
+            c.members[leader].log_text().contains("the log was purged by its size").then_some(())
+        });
+        c.members[lag].start();
+        let ep = c.members[lag].endpoint();
+        wait_for("the lagging member to catch up", Duration::from_secs(60), || {
+            let out =
+                etcdctl::run(&ep, &["get", "big/", "--prefix", "--limit=1", "-w", "json", "--consistency=s"], None);
+            out.stdout.contains("\"count\":400").then_some(())
+        });
+    });
+    assert!(c.members[lag].log_text().contains("snapshot installed"), "the log was not purged by its size");
+}
+
 #[test]
 fn an_isolated_leader_stops_serving_linearizable_requests() {
     let c = Cluster::start(Flavor::Keel, 3, &[]);

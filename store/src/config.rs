@@ -62,6 +62,11 @@ pub struct StoreConfig {
     /// Number of committed entries that trigger a snapshot.
     #[arg(long, env = "KEEL_SNAPSHOT_COUNT", default_value_t = 10_000)]
     pub snapshot_count: u64,
+    /// Bytes of Raft log since the last snapshot that trigger one as well, and the most log
+    /// kept behind a snapshot for slow followers. Keel batches many requests into one entry,
+    /// so counting entries alone would let the log grow with the batch size.
+    #[arg(long, env = "KEEL_EXPERIMENTAL_SNAPSHOT_LOG_BYTES", default_value_t = 64 << 20)]
+    pub experimental_snapshot_log_bytes: u64,
     /// Interval between watch progress notifications (a Go duration, e.g. `10m`).
     #[arg(long, env = "KEEL_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m")]
     pub experimental_watch_progress_notify_interval: String,

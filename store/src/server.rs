@@ -180,7 +180,7 @@ pub async fn run(
     let store = MvccStore::open(engine.clone(), cfg.min_lease_ttl())?;
     let sm = StateMachine::open(store.clone(), snap_dir.clone()).map_err(|e| StartError::Raft(e.to_string()))?;
     let applied = sm.applied();
-    let log = LogStore::new(wal, sm.state_sync()).map_err(|e| StartError::Raft(e.to_string()))?;
+    let log = LogStore::new(wal.clone(), sm.state_sync()).map_err(|e| StartError::Raft(e.to_string()))?;
     let log_writer = log.clone();
     log.send_early(network.early_appends(), who.id);
     let raft =
@@ -236,6 +236,7 @@ pub async fn run(
     ));
     tokio::spawn(auto_compact::run(node.clone(), cfg.auto_compaction()?, stop.clone()));
     tokio::spawn(track_role(node.raft.clone(), log_writer.clone()));
+    tokio::spawn(crate::raft::log_size::run(node.raft.clone(), wal, cfg.experimental_snapshot_log_bytes, stop.clone()));
 
     tokio::select! {
         _ = shutdown => tracing::info!("stopping"),

@@ -18,6 +18,7 @@
 pub mod early;
 pub mod flush;
 pub mod ids;
+pub mod log_size;
 pub mod log_store;
 pub mod network;
 pub mod peer_server;

@@ -407,6 +407,26 @@ impl Wal {
         self.layout.read().meta.clone()
     }
 
+    /// The bytes of the records of the entries from index `from` on.
+    pub fn bytes_from(&self, from: u64) -> u64 {
+        self.layout.read().entries.range(from..).map(|(_, loc)| loc.len as u64).sum()
+    }
+
+    /// The highest index `i` such that the entries after `i` hold at least `keep` bytes: the
+    /// log can be purged through `i` and still keep `keep` bytes of its newest entries.
+    /// `None` if the whole log holds less.
+    pub fn purge_point(&self, keep: u64) -> Option<u64> {
+        let layout = self.layout.read();
+        let mut kept = 0u64;
+        for (&i, loc) in layout.entries.iter().rev() {
+            if kept >= keep {
+                return Some(i);
+            }
+            kept += loc.len as u64;
+        }
+        None
+    }
+
     /// The index of the last entry, if any.
     pub fn last_index(&self) -> Option<u64> {
         self.layout.read().entries.keys().next_back().copied()

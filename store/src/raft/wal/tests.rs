@@ -224,3 +224,28 @@ fn segments_outside_the_chain_are_set_aside() -> io::Result<()> {
     assert!(!stray.exists(), "the stray file was renamed out of the log");
     Ok(())
 }
+
+#[test]
+fn the_log_measures_its_entries_in_bytes() -> io::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let wal = Wal::open(dir.path(), WalOptions::default())?;
+    assert_eq!((wal.bytes_from(0), wal.purge_point(1)), (0, None));
+    let big = vec![7u8; 1000];
+    let records: Vec<Record<'_>> = (1..=10).map(|i| Record::Entry(i, &big)).collect();
+    wal.write(&records)?;
+    // Each record holds its payload, its index and some framing.
+    let one = wal.bytes_from(10);
+    assert!((1008..1100).contains(&one), "one record of a 1000-byte entry: {one} bytes");
+    assert_eq!(wal.bytes_from(1), 10 * one);
+    assert_eq!(wal.bytes_from(4), 7 * one);
+    assert_eq!(wal.bytes_from(11), 0);
+    // Keeping three entries' worth: purge through 7; a little more than that: through 6.
+    assert_eq!(wal.purge_point(3 * one), Some(7));
+    assert_eq!(wal.purge_point(3 * one + 1), Some(6));
+    assert_eq!(wal.purge_point(10 * one), None);
+    // Purged entries no longer count.
+    wal.write(&[Record::Purge(5, b"id-5")])?;
+    assert_eq!(wal.bytes_from(0), 5 * one);
+    assert_eq!(wal.purge_point(5 * one), None);
+    Ok(())
+}
