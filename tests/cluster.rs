@@ -259,16 +259,20 @@ async fn a_member_behind_compacted_logs_catches_up_from_a_snapshot() {
     }
     tokio::task::block_in_place(|| {
         c.members[lag].start();
-        let ep = c.members[lag].endpoint();
-        wait_for("the lagging member to catch up", Duration::from_secs(60), || {
-            let out =
-                etcdctl::run(&ep, &["get", "snap/", "--prefix", "--limit=1", "-w", "json", "--consistency=s"], None);
-            out.stdout.contains("\"count\":600").then_some(())
-        });
+        holds_keys(&c.members[lag], "snap/", 600);
     });
     assert!(c.members[lag].log_text().contains("snapshot installed"), "caught up without a snapshot?");
     let out = ctl(&c.members[lag], &["get", "snap/0599", "--consistency=s", "--print-value-only"]);
     assert_eq!(out.stdout.trim(), "v599");
+}
+
+/// Waits until `m` serves `n` keys under `prefix` from its own state (serializable reads).
+fn holds_keys(m: &Member, prefix: &str, n: usize) {
+    let ep = m.endpoint();
+    wait_for("the lagging member to catch up", Duration::from_secs(60), || {
+        let out = etcdctl::run(&ep, &["get", prefix, "--prefix", "--limit=1", "-w", "json", "--consistency=s"], None);
+        out.stdout.contains(&format!("\"count\":{n}")).then_some(())
+    });
 }
 
 /// The log is bounded in bytes as well as entries: with a snapshot count that is never
@@ -292,12 +296,7 @@ async fn a_log_past_its_byte_limit_is_snapshotted_and_purged() {
             c.members[leader].log_text().contains("the log was purged by its size").then_some(())
         });
         c.members[lag].start();
-        let ep = c.members[lag].endpoint();
-        wait_for("the lagging member to catch up", Duration::from_secs(60), || {
-            let out =
-                etcdctl::run(&ep, &["get", "big/", "--prefix", "--limit=1", "-w", "json", "--consistency=s"], None);
-            out.stdout.contains("\"count\":400").then_some(())
-        });
+        holds_keys(&c.members[lag], "big/", 400);
     });
     assert!(c.members[lag].log_text().contains("snapshot installed"), "the log was not purged by its size");
 }
