@@ -25,29 +25,21 @@ use super::TypeConfig;
 /// How often the log's size is looked at.
 const EVERY: Duration = Duration::from_secs(1);
 
-/// What to do about the log's size, given the last snapshot's index, the log's size after it,
-/// and the purge point that keeps `limit` bytes.
+/// What to do about the log's size.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Plan {
     pub snapshot: bool,
     pub purge_through: Option<u64>,
 }
 
-/// `since_snapshot`: bytes of the entries after the last snapshot; `keep_point`: the highest
-/// index whose later entries hold `limit` bytes ([`Wal::purge_point`]); `purged`: the last
-/// purged index.
-pub fn plan(
-    limit: u64,
-    snapshot: Option<u64>,
-    since_snapshot: u64,
-    keep_point: Option<u64>,
-    purged: Option<u64>,
-) -> Plan {
-    let purge_through = match (snapshot, keep_point) {
-        (Some(s), Some(k)) => Some(k.min(s)).filter(|p| purged.is_none_or(|done| *p > done)),
-        _ => None,
-    };
-    Plan { snapshot: since_snapshot >= limit, purge_through }
+/// `snapshot`: the last snapshot's index; `keep_point`: the highest index whose later
+/// entries hold the limit's bytes ([`Wal::purge_point`]), which also says whether the
+/// entries after the snapshot do (they do if the snapshot is at or before it); `purged`:
+/// the last purged index.
+pub fn plan(snapshot: Option<u64>, keep_point: Option<u64>, purged: Option<u64>) -> Plan {
+    let Some(k) = keep_point else { return Plan { snapshot: false, purge_through: None } };
+    let purge_through = snapshot.map(|s| k.min(s)).filter(|p| purged.is_none_or(|done| *p > done));
+    Plan { snapshot: snapshot.is_none_or(|s| s <= k), purge_through }
 }
 
 /// Runs until `stop`: takes snapshots and purges the log by its size (see the module).
@@ -69,13 +61,14 @@ pub async fn run(raft: openraft::Raft<TypeConfig>, wal: Arc<Wal>, limit: u64, st
             let m = m.borrow();
             (m.snapshot.map(|l| l.index), m.purged.map(|l| l.index))
         };
-        let since = wal.bytes_from(snapshot.map_or(0, |s| s.saturating_add(1)));
-        let p = plan(limit, snapshot, since, wal.purge_point(limit), purged);
+        // One walk over the newest `limit` bytes of the log, under the lock the log writer
+        // also takes.
+        let p = plan(snapshot, wal.purge_point(limit), purged);
         if asked_at.is_some_and(|at| at != snapshot) {
             asked_at = None;
         }
         if p.snapshot && asked_at.is_none() {
-            tracing::debug!(bytes = since, "the log since the last snapshot is large: taking a snapshot");
+            tracing::debug!(limit, "the log since the last snapshot is large: taking a snapshot");
             asked_at = Some(snapshot);
             if raft.trigger().snapshot().await.is_err() {
                 return;
@@ -101,16 +94,17 @@ mod tests {
     #[test]
     fn a_large_log_is_snapshotted_and_purged_down_to_the_limit() {
         // Small: nothing to do.
-        assert_eq!(plan(100, Some(50), 10, None, Some(10)), Plan { snapshot: false, purge_through: None });
-        // The entries since the snapshot reached the limit: a snapshot.
-        assert_eq!(plan(100, Some(50), 100, Some(60), Some(10)), Plan { snapshot: true, purge_through: Some(50) });
+        assert_eq!(plan(Some(50), None, Some(10)), Plan { snapshot: false, purge_through: None });
+        // The entries since the snapshot reached the limit (the keep point is past it): a
+        // snapshot, and a purge no further than the snapshot.
+        assert_eq!(plan(Some(50), Some(60), Some(10)), Plan { snapshot: true, purge_through: Some(50) });
         // The purge never passes the snapshot, and is not asked for twice.
-        assert_eq!(plan(100, Some(50), 20, Some(40), Some(10)).purge_through, Some(40));
-        assert_eq!(plan(100, Some(50), 20, Some(40), Some(40)).purge_through, None);
-        assert_eq!(plan(100, Some(50), 20, Some(30), Some(40)).purge_through, None);
+        assert_eq!(plan(Some(50), Some(40), Some(10)), Plan { snapshot: false, purge_through: Some(40) });
+        assert_eq!(plan(Some(50), Some(40), Some(40)).purge_through, None);
+        assert_eq!(plan(Some(50), Some(30), Some(40)).purge_through, None);
         // No snapshot yet: nothing can be purged.
-        assert_eq!(plan(100, None, 150, Some(60), None), Plan { snapshot: true, purge_through: None });
+        assert_eq!(plan(None, Some(60), None), Plan { snapshot: true, purge_through: None });
         // Nothing purged yet.
-        assert_eq!(plan(100, Some(50), 20, Some(40), None).purge_through, Some(40));
+        assert_eq!(plan(Some(50), Some(40), None).purge_through, Some(40));
     }
 }

@@ -408,6 +408,7 @@ impl Wal {
     }
 
     /// The bytes of the records of the entries from index `from` on.
+    #[cfg(test)]
     pub fn bytes_from(&self, from: u64) -> u64 {
         self.layout.read().entries.range(from..).map(|(_, loc)| loc.len as u64).sum()
     }
