@@ -53,10 +53,8 @@ impl Watch for WatchService {
             hub.close_stream(stream);
         });
         let node = self.node.clone();
-        let out = ReceiverStream::new(rx).map(move |mut r| {
-            node.fill(&mut r.header, 0);
-            Ok(r)
-        });
+        let out = ReceiverStream::new(rx)
+            .flat_map(move |out| futures::stream::iter(out.into_responses(&|h| node.fill(h, 0)).map(Ok)));
         Ok(Response::new(Box::pin(out)))
     }
 }

@@ -15,18 +15,24 @@
 //!
 //! Events of one revision always travel in one response (or in fragments of it, if the
 //! watcher asked for fragments). Keys and values are `Bytes`, shared by every watcher
-//! that receives the same event.
+//! that receives the same event. Synced watchers of one key on one stream with the same
+//! filters share one queued item per revision ([`Out::Group`]), written out as a response
+//! each: a stream's queue bounds revisions in flight, not watchers times revisions, so
+//! 100,000 watchers of one key stay synced instead of cycling through the sync loop.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
+// Keys are the hub's own ids and watched keys; foldhash is seeded per map, so clients
+// cannot aim collisions at it, and it costs a fraction of SipHash (100,000 watchers
+// move between these maps on every event they fall behind on).
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use parking_lot::Mutex;
 use tokio::sync::mpsc::error::TrySendError;
 
-use super::watcher::{Outbox, WatchKey, Watcher};
+use super::watcher::{Group, Out, Outbox, WatchKey, Watcher};
 use crate::mvcc::{Change, CommitListener, HistoryError, HistoryEvent, KeyRange, MvccStore, StoredValues};
 use crate::proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchResponse};
 
@@ -58,7 +64,7 @@ struct Inner {
     synced_prev_kv: usize,
     unsynced: HashMap<WatchKey, Watcher>,
     /// `created` answers that did not fit their stream's queue; sent before any event.
-    pending_created: HashMap<WatchKey, WatchResponse>,
+    pending_created: HashMap<WatchKey, Out>,
 }
 
 impl Inner {
@@ -140,7 +146,7 @@ fn header(revision: i64) -> Option<ResponseHeader> {
 
 /// Sends without waiting; if the queue is full, sends from a task instead.
 fn send_soon(tx: &Outbox, resp: WatchResponse) {
-    if let Err(TrySendError::Full(resp)) = tx.try_send(resp) {
+    if let Err(TrySendError::Full(resp)) = tx.try_send(resp.into()) {
         let tx = tx.clone();
         tokio::spawn(async move {
             let _ = tx.send(resp).await;
@@ -222,7 +228,7 @@ impl WatchHub {
         let tx = s.tx.clone();
         let w = Watcher::new(id, stream, req, start, tx.clone());
         let created = WatchResponse { header: header(last), watch_id: id, created: true, ..Default::default() };
-        match tx.try_send(created) {
+        match tx.try_send(created.into()) {
             Ok(()) if start > last => inner.add_synced(w),
             Ok(()) => {
                 inner.unsynced.insert(w.key(), w);
@@ -266,7 +272,7 @@ impl WatchHub {
         let inner = self.inner.lock();
         let last = inner.last_rev;
         for w in inner.synced.values().filter(|w| w.progress_notify) {
-            let _ = w.tx.try_send(WatchResponse { header: header(last), watch_id: w.id, ..Default::default() });
+            let _ = w.tx.try_send(WatchResponse { header: header(last), watch_id: w.id, ..Default::default() }.into());
         }
     }
 
@@ -348,7 +354,7 @@ impl WatchHub {
                     cancel_reason,
                     ..Default::default()
                 };
-                if let Err(TrySendError::Full(_)) = w.tx.try_send(resp) {
+                if let Err(TrySendError::Full(_)) = w.tx.try_send(resp.into()) {
                     return false;
                 }
                 self.inner.lock().remove(&key);
@@ -362,7 +368,7 @@ impl WatchHub {
         if resps.len() > w.tx.max_capacity() {
             // More fragments than the queue holds: only blocking sends get them through.
             for r in resps {
-                if w.tx.send(r).await.is_err() {
+                if w.tx.send(r.into()).await.is_err() {
                     self.inner.lock().remove(&key);
                     return false;
                 }
@@ -371,7 +377,7 @@ impl WatchHub {
             match w.tx.try_reserve_many(resps.len()) {
                 Ok(permits) => {
                     for (permit, r) in permits.zip(resps) {
-                        permit.send(r);
+                        permit.send(r.into());
                     }
                 }
                 Err(TrySendError::Full(())) => return false,
@@ -389,9 +395,11 @@ impl WatchHub {
             if let Some(w) = inner.unsynced.remove(&key) {
                 inner.add_synced(w);
             }
-            let synced = inner.stream_synced(key.0);
-            if let Some(s) = inner.streams.get_mut(&key.0) {
-                if synced && s.progress_pending {
+            // Whether the whole stream is synced is a walk over its watchers: only worth
+            // it when a progress request waits on the answer.
+            let pending = inner.streams.get(&key.0).is_some_and(|s| s.progress_pending);
+            if pending && inner.stream_synced(key.0) {
+                if let Some(s) = inner.streams.get_mut(&key.0) {
                     s.progress_pending = false;
                     send_soon(&s.tx, WatchResponse { header: header(last), watch_id: -1, ..Default::default() });
                 }
@@ -464,70 +472,126 @@ impl CommitListener for WatchHub {
         } else {
             changes
         };
-        let mut batches: HashMap<WatchKey, Vec<crate::proto::mvccpb::Event>> = HashMap::new();
-        // Room left in each stream's queue, counted as watchers are given events: a watcher
-        // whose stream is already full goes straight to the sync loop, before its events
-        // are even built (100,000 watchers of one key on 100 streams of 128: most of them).
+        // Room left in each stream's queue, counted as items are given out: a watcher whose
+        // stream is already full goes straight to the sync loop.
         let mut room: HashMap<u64, usize> = HashMap::new();
-        let mut full: HashSet<WatchKey> = HashSet::new();
-        let mut add = |k: &WatchKey, w: &Watcher, e: crate::proto::mvccpb::Event| {
-            if let Some(v) = batches.get_mut(k) {
-                v.push(e);
-                return;
-            }
-            if full.contains(k) {
-                return;
-            }
-            let left = room.entry(k.0).or_insert_with(|| w.tx.capacity());
-            if *left == 0 {
-                full.insert(*k);
-                return;
-            }
-            *left -= 1;
-            batches.insert(*k, vec![e]);
+        let mut has_room = |stream: u64, tx: &Outbox| {
+            let left = room.entry(stream).or_insert_with(|| tx.capacity());
+            let ok = *left > 0;
+            *left = left.saturating_sub(1);
+            ok
         };
+        let mut behind: Vec<WatchKey> = Vec::new();
+
+        // Watchers of one key: those of a stream with the same filters get the same events,
+        // queued once for all of them (see `Out::Group`). Changes of a key keep their order.
+        let mut changes_of: HashMap<&Bytes, Vec<&Change>> = HashMap::new();
+        let mut keys_in_order: Vec<&Bytes> = Vec::new();
         for c in changes {
-            if let Some(keys) = inner.by_key.get(&c.key) {
-                for k in keys {
-                    let Some(w) = inner.synced.get(k) else { continue };
-                    if revision < w.next_rev {
-                        continue;
-                    }
-                    if let Some(e) = w.event_for(c, revision) {
-                        add(k, w, e);
-                    }
+            if inner.by_key.contains_key(&c.key) {
+                let v = changes_of.entry(&c.key).or_default();
+                if v.is_empty() {
+                    keys_in_order.push(&c.key);
                 }
-            }
-            for k in &inner.ranged {
-                let Some(w) = inner.synced.get(k) else { continue };
-                if revision >= w.next_rev && w.range.contains(&c.key) {
-                    if let Some(e) = w.event_for(c, revision) {
-                        add(k, w, e);
-                    }
-                }
+                v.push(c);
             }
         }
-        let mut behind: Vec<WatchKey> = full.into_iter().collect();
-        let mut gone = Vec::new();
-        for (k, events) in batches {
-            let Some(w) = inner.synced.get_mut(&k) else { continue };
-            if revision < w.next_rev {
-                continue; // starts at a future revision
+        type Filters = (bool, bool, bool);
+        let mut groups: Vec<(u64, Outbox, Group)> = Vec::new();
+        // Watchers that asked for fragments get responses of their own (they may need splitting).
+        let mut batches: HashMap<WatchKey, Vec<crate::proto::mvccpb::Event>> = HashMap::new();
+        for key in keys_in_order {
+            let (Some(watchers), Some(key_changes)) = (inner.by_key.get(key), changes_of.get(key)) else { continue };
+            let mut events_by_filters: HashMap<Filters, Option<Arc<Vec<crate::proto::mvccpb::Event>>>> = HashMap::new();
+            let mut group_of: HashMap<(u64, Filters), usize> = HashMap::new();
+            for k in watchers {
+                let Some(w) = inner.synced.get(k) else { continue };
+                if revision < w.next_rev {
+                    continue;
+                }
+                if w.fragment {
+                    let events: Vec<_> = key_changes.iter().filter_map(|c| w.event_for(c, revision)).collect();
+                    if events.is_empty() {
+                        continue;
+                    }
+                    if has_room(k.0, &w.tx) {
+                        batches.insert(*k, events);
+                    } else {
+                        behind.push(*k);
+                    }
+                    continue;
+                }
+                let filters = (w.no_put, w.no_delete, w.prev_kv);
+                let Some(events) = events_by_filters
+                    .entry(filters)
+                    .or_insert_with(|| {
+                        let evs: Vec<_> = key_changes.iter().filter_map(|c| w.event_for(c, revision)).collect();
+                        (!evs.is_empty()).then(|| Arc::new(evs))
+                    })
+                    .clone()
+                else {
+                    continue;
+                };
+                let gi = *group_of.entry((k.0, filters)).or_insert_with(|| {
+                    groups.push((k.0, w.tx.clone(), Group { revision, events, ids: Vec::new() }));
+                    groups.len() - 1
+                });
+                groups[gi].2.ids.push(k.1);
             }
+        }
+        for k in &inner.ranged {
+            let Some(w) = inner.synced.get(k) else { continue };
+            if revision < w.next_rev {
+                continue;
+            }
+            let events: Vec<_> =
+                changes.iter().filter(|c| w.range.contains(&c.key)).filter_map(|c| w.event_for(c, revision)).collect();
+            if events.is_empty() {
+                continue;
+            }
+            if has_room(k.0, &w.tx) {
+                batches.insert(*k, events);
+            } else {
+                behind.push(*k);
+            }
+        }
+
+        let mut delivered: Vec<WatchKey> = Vec::new();
+        let mut gone = Vec::new();
+        for (stream, tx, group) in groups {
+            if !has_room(stream, &tx) {
+                behind.extend(group.ids.iter().map(|id| (stream, *id)));
+                continue;
+            }
+            let ids = group.ids.clone();
+            match tx.try_send(Out::Group(group)) {
+                Ok(()) => delivered.extend(ids.into_iter().map(|id| (stream, id))),
+                Err(TrySendError::Full(_)) => behind.extend(ids.into_iter().map(|id| (stream, id))),
+                Err(TrySendError::Closed(_)) => gone.extend(ids.into_iter().map(|id| (stream, id))),
+            }
+        }
+        for (k, events) in batches {
+            let Some(w) = inner.synced.get(&k) else { continue };
             let resps = w.responses(revision, events, self.max_response_bytes);
+            // A response split in fragments must go out whole: it needs that much room.
             if w.tx.capacity() < resps.len() {
                 behind.push(k);
                 continue;
             }
             let mut closed = false;
             for r in resps {
-                if let Err(TrySendError::Closed(_)) = w.tx.try_send(r) {
+                if let Err(TrySendError::Closed(_)) = w.tx.try_send(r.into()) {
                     closed = true;
                 }
             }
             if closed {
                 gone.push(k);
             } else {
+                delivered.push(k);
+            }
+        }
+        for k in delivered {
+            if let Some(w) = inner.synced.get_mut(&k) {
                 w.next_rev = revision + 1;
             }
         }

@@ -4,6 +4,9 @@ use super::*;
 use crate::engine::{Engine, WriteBatch};
 use crate::proto::etcdserverpb::{CompactionRequest, DeleteRangeRequest, PutRequest};
 use crate::proto::keelpb::raft_request::Command;
+use std::collections::VecDeque;
+
+use crate::proto::etcdserverpb::watch_create_request::FilterType;
 use tokio::sync::mpsc;
 
 fn put(store: &MvccStore, k: &str, v: &str) {
@@ -18,7 +21,33 @@ fn open() -> (tempfile::TempDir, Arc<MvccStore>, Arc<WatchHub>) {
     (dir, store, hub)
 }
 
-async fn events(rx: &mut mpsc::Receiver<WatchResponse>, n: usize) -> Vec<(i64, String)> {
+/// A stream's receiving end, as the Watch service reads it: queued items become responses.
+struct Rx {
+    rx: mpsc::Receiver<Out>,
+    ready: VecDeque<WatchResponse>,
+}
+
+impl Rx {
+    async fn recv(&mut self) -> Option<WatchResponse> {
+        while self.ready.is_empty() {
+            let out = self.rx.recv().await?;
+            self.ready.extend(out.into_responses(&|_| {}));
+        }
+        self.ready.pop_front()
+    }
+
+    /// Items waiting in the queue (not responses).
+    fn queued(&self) -> usize {
+        self.rx.len()
+    }
+}
+
+fn channel(n: usize) -> (Outbox, Rx) {
+    let (tx, rx) = mpsc::channel(n);
+    (tx, Rx { rx, ready: VecDeque::new() })
+}
+
+async fn events(rx: &mut Rx, n: usize) -> Vec<(i64, String)> {
     let mut out = Vec::new();
     while out.len() < n {
         let r =
@@ -34,7 +63,7 @@ async fn events(rx: &mut mpsc::Receiver<WatchResponse>, n: usize) -> Vec<(i64, S
 #[tokio::test]
 async fn a_watcher_too_slow_for_its_queue_catches_up_from_history_in_order() {
     let (_dir, store, hub) = open();
-    let (tx, mut rx) = mpsc::channel(2);
+    let (tx, mut rx) = channel(2);
     let stream = hub.open_stream(tx);
     hub.create(stream, &WatchCreateRequest { key: "k".into(), ..Default::default() });
     // 50 commits while nobody reads a queue of 2: the watcher falls behind.
@@ -56,7 +85,7 @@ async fn watchers_created_on_a_full_stream_get_created_first_then_every_event() 
     let (_dir, store, hub) = open();
     // A queue of one: the second and third `created` answers do not fit and wait in the
     // sync loop, which must still send each before any of that watcher's events.
-    let (tx, mut rx) = mpsc::channel(1);
+    let (tx, mut rx) = channel(1);
     let stream = hub.open_stream(tx);
     for _ in 0..3 {
         hub.create(stream, &WatchCreateRequest { key: "k".into(), ..Default::default() });
@@ -94,7 +123,7 @@ async fn a_delete_at_the_compaction_revision_is_still_delivered() {
     store.apply(&del, WriteBatch::default()).expect("delete");
     let compact = Command::Compaction(CompactionRequest { revision: 3, physical: false });
     store.apply(&compact, WriteBatch::default()).expect("compact");
-    let (tx, mut rx) = mpsc::channel(16);
+    let (tx, mut rx) = channel(16);
     let stream = hub.open_stream(tx);
     hub.create(stream, &WatchCreateRequest { key: "k".into(), start_revision: 3, ..Default::default() });
     assert!(rx.recv().await.expect("created").created);
@@ -109,7 +138,7 @@ async fn previous_values_the_write_did_not_read_reach_prev_kv_watchers() {
     let (_dir, store, hub) = open();
     put(&store, "a", "a1");
     put(&store, "b", "b1");
-    let (tx, mut rx) = mpsc::channel(16);
+    let (tx, mut rx) = channel(16);
     let stream = hub.open_stream(tx);
     let prefix = WatchCreateRequest { key: "a".into(), range_end: "c".into(), prev_kv: true, ..Default::default() };
     hub.create(stream, &prefix);
@@ -136,4 +165,79 @@ async fn previous_values_the_write_did_not_read_reach_prev_kv_watchers() {
     let want: Vec<(String, String, i64, i64)> =
         want.iter().map(|(k, v, m, n)| (k.to_string(), v.to_string(), *m, *n)).collect();
     assert_eq!(prevs, want);
+}
+
+#[tokio::test]
+async fn watchers_of_one_key_share_a_queue_slot_per_revision_and_stay_synced() {
+    let (_dir, store, hub) = open();
+    // 500 watchers of one key on a stream whose queue holds 4 items: each revision takes one
+    // item for all of them, so none falls behind.
+    let (tx, mut rx) = channel(4);
+    let stream = hub.open_stream(tx);
+    for _ in 0..500 {
+        hub.create(stream, &WatchCreateRequest { key: "k".into(), ..Default::default() });
+    }
+    let mut created = 0;
+    while created < 500 {
+        assert!(rx.recv().await.expect("created").created);
+        created += 1;
+    }
+    // The last `created` answers went out from the sync loop, which then marks them synced.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !hub.inner.lock().unsynced.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "watchers synced after their created");
+        tokio::task::yield_now().await;
+    }
+    put(&store, "k", "v0");
+    put(&store, "k", "v1");
+    assert_eq!(rx.queued(), 2, "one queued item per revision");
+    assert_eq!(hub.inner.lock().unsynced.len(), 0, "nobody fell behind");
+    let mut seen: HashMap<i64, Vec<(i64, String)>> = HashMap::new();
+    for _ in 0..1000 {
+        let r = rx.recv().await.expect("events");
+        let header = r.header.expect("a header");
+        for e in r.events {
+            let kv = e.kv.expect("kv");
+            assert_eq!(header.revision, kv.mod_revision);
+            seen.entry(r.watch_id).or_default().push((kv.mod_revision, String::from_utf8_lossy(&kv.value).into()));
+        }
+    }
+    assert_eq!(seen.len(), 500);
+    for (id, got) in seen {
+        assert_eq!(got, vec![(2, "v0".to_string()), (3, "v1".to_string())], "watcher {id}");
+    }
+}
+
+#[tokio::test]
+async fn watchers_of_one_key_with_different_filters_each_get_what_they_asked_for() {
+    let (_dir, store, hub) = open();
+    put(&store, "k", "old");
+    let (tx, mut rx) = channel(16);
+    let stream = hub.open_stream(tx);
+    let plain = WatchCreateRequest { key: "k".into(), ..Default::default() };
+    let no_put = WatchCreateRequest { key: "k".into(), filters: vec![FilterType::Noput as i32], ..Default::default() };
+    let prev = WatchCreateRequest { key: "k".into(), prev_kv: true, ..Default::default() };
+    for req in [&plain, &no_put, &prev, &plain] {
+        hub.create(stream, req);
+    }
+    for _ in 0..4 {
+        assert!(rx.recv().await.expect("created").created);
+    }
+    put(&store, "k", "new");
+    let del = Command::DeleteRange(DeleteRangeRequest { key: "k".into(), ..Default::default() });
+    store.apply(&del, WriteBatch::default()).expect("delete");
+    // Watch ids 0..=3 in creation order: plain, no-put, prev_kv, plain.
+    let mut got: HashMap<i64, Vec<(i32, Option<String>)>> = HashMap::new();
+    for _ in 0..7 {
+        let r = rx.recv().await.expect("events");
+        for e in r.events {
+            let prev = e.prev_kv.map(|p| String::from_utf8_lossy(&p.value).into_owned());
+            got.entry(r.watch_id).or_default().push((e.r#type, prev));
+        }
+    }
+    let (put_t, del_t) = (0, 1);
+    assert_eq!(got[&0], vec![(put_t, None), (del_t, None)]);
+    assert_eq!(got[&1], vec![(del_t, None)]);
+    assert_eq!(got[&2], vec![(put_t, Some("old".into())), (del_t, Some("new".into()))]);
+    assert_eq!(got[&3], vec![(put_t, None), (del_t, None)]);
 }

@@ -1,6 +1,8 @@
 //! One watcher: what it watches, how it wants events, and turning changes into its
 //! responses (filters, prev_kv, fragmenting).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use prost::Message;
 use tokio::sync::mpsc;
@@ -12,7 +14,65 @@ use crate::proto::mvccpb::event::EventType;
 use crate::proto::mvccpb::{Event, KeyValue};
 
 /// A watch stream's outbound queue.
-pub type Outbox = mpsc::Sender<WatchResponse>;
+pub type Outbox = mpsc::Sender<Out>;
+
+/// What a watch stream's queue carries: one response, or one revision's events for many
+/// watchers of the stream at once, which the stream writes out as a response each.
+///
+/// etcd sends every watcher its own response, and so does Keel on the wire; queueing a
+/// revision once per stream instead of once per watcher keeps 1,000 watchers of one key
+/// on one stream from filling its queue with one event, so they stay synced instead of
+/// being moved to the catch-up loop and back on every revision.
+#[derive(Debug)]
+pub enum Out {
+    One(WatchResponse),
+    Group(Group),
+}
+
+/// The same events, at one revision, for several watchers of one stream.
+#[derive(Debug)]
+pub struct Group {
+    pub revision: i64,
+    pub events: Arc<Vec<Event>>,
+    pub ids: Vec<i64>,
+}
+
+impl From<WatchResponse> for Out {
+    fn from(r: WatchResponse) -> Out {
+        Out::One(r)
+    }
+}
+
+impl Out {
+    /// The responses this stands for, in order, each with `header` as its header but for
+    /// the revision (a group's header is `header` with the group's revision).
+    pub fn into_responses(
+        self,
+        fill: &dyn Fn(&mut Option<ResponseHeader>),
+    ) -> impl Iterator<Item = WatchResponse> + use<> {
+        let (one, group) = match self {
+            Out::One(mut r) => {
+                fill(&mut r.header);
+                (Some(r), None)
+            }
+            Out::Group(g) => {
+                let mut header = Some(ResponseHeader { revision: g.revision, ..Default::default() });
+                fill(&mut header);
+                (None, Some((g, header)))
+            }
+        };
+        let many = group.into_iter().flat_map(|(g, header)| {
+            let Group { events, ids, .. } = g;
+            ids.into_iter().map(move |watch_id| WatchResponse {
+                header,
+                watch_id,
+                events: events.as_ref().clone(),
+                ..Default::default()
+            })
+        });
+        one.into_iter().chain(many)
+    }
+}
 
 /// Identifies a watcher: its stream and its id on that stream.
 pub type WatchKey = (u64, i64);
