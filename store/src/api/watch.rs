@@ -14,11 +14,11 @@ use crate::proto::etcdserverpb::watch_server::Watch;
 use crate::proto::etcdserverpb::{WatchRequest, WatchResponse};
 use crate::watch::WatchHub;
 
-/// Responses queued per stream before its watchers fall back to catching up from history
-/// (etcd's per-stream channel holds 128 too). Larger queues only hold more memory when a
-/// reader falls behind: at 1,024, 100,000 watchers on 100 streams held 300 MB while events
-/// flowed; at 128, 176 MB, and delivery got faster, as the sync loop's shared history
-/// reads replace per-watcher queued copies.
+/// Items queued per stream (a response, or one revision for a group of watchers of one key:
+/// see `watch::watcher::Out`) before its watchers fall back to catching up from history
+/// (etcd's per-stream channel holds 128 responses). Larger queues only hold more memory
+/// when a reader falls behind: before groups, at 1,024, 100,000 watchers on 100 streams
+/// held 300 MB while events flowed; at 128, 176 MB.
 const OUTBOX: usize = 128;
 
 pub struct WatchService {
