@@ -458,6 +458,38 @@ fn with_stored_values(changes: &[Change], stored: StoredValues<'_>) -> Vec<Chang
         .collect()
 }
 
+/// Where a revision's events go, worked out under the hub lock: the room left in each
+/// stream's queue, counted as items are given out; the watchers that get an item of their
+/// own; and those whose stream is full, for the sync loop.
+#[derive(Default)]
+struct Plan {
+    room: HashMap<u64, usize>,
+    own: HashMap<WatchKey, Vec<crate::proto::mvccpb::Event>>,
+    behind: Vec<WatchKey>,
+}
+
+impl Plan {
+    /// Takes a slot of `stream`'s queue, if one is left.
+    fn room_for(&mut self, stream: u64, tx: &Outbox) -> bool {
+        let left = self.room.entry(stream).or_insert_with(|| tx.capacity());
+        let ok = *left > 0;
+        *left = left.saturating_sub(1);
+        ok
+    }
+
+    /// A watcher's own item, if it has events and its stream has room; else it falls behind.
+    fn own(&mut self, k: WatchKey, tx: &Outbox, events: Vec<crate::proto::mvccpb::Event>) {
+        if events.is_empty() {
+            return;
+        }
+        if self.room_for(k.0, tx) {
+            self.own.insert(k, events);
+        } else {
+            self.behind.push(k);
+        }
+    }
+}
+
 impl CommitListener for WatchHub {
     fn committed(&self, revision: i64, changes: &[Change], stored: StoredValues<'_>) {
         let mut inner = self.inner.lock();
@@ -474,14 +506,7 @@ impl CommitListener for WatchHub {
         };
         // Room left in each stream's queue, counted as items are given out: a watcher whose
         // stream is already full goes straight to the sync loop.
-        let mut room: HashMap<u64, usize> = HashMap::new();
-        let mut has_room = |stream: u64, tx: &Outbox| {
-            let left = room.entry(stream).or_insert_with(|| tx.capacity());
-            let ok = *left > 0;
-            *left = left.saturating_sub(1);
-            ok
-        };
-        let mut behind: Vec<WatchKey> = Vec::new();
+        let mut plan = Plan::default();
 
         // Watchers of one key: those of a stream with the same filters get the same events,
         // queued once for all of them (see `Out::Group`). Changes of a key keep their order.
@@ -498,8 +523,6 @@ impl CommitListener for WatchHub {
         }
         type Filters = (bool, bool, bool);
         let mut groups: Vec<(u64, Outbox, Group)> = Vec::new();
-        // Watchers that asked for fragments get responses of their own (they may need splitting).
-        let mut batches: HashMap<WatchKey, Vec<crate::proto::mvccpb::Event>> = HashMap::new();
         for key in keys_in_order {
             let (Some(watchers), Some(key_changes)) = (inner.by_key.get(key), changes_of.get(key)) else { continue };
             let mut events_by_filters: HashMap<Filters, Option<Arc<Vec<crate::proto::mvccpb::Event>>>> = HashMap::new();
@@ -510,15 +533,8 @@ impl CommitListener for WatchHub {
                     continue;
                 }
                 if w.fragment {
-                    let events: Vec<_> = key_changes.iter().filter_map(|c| w.event_for(c, revision)).collect();
-                    if events.is_empty() {
-                        continue;
-                    }
-                    if has_room(k.0, &w.tx) {
-                        batches.insert(*k, events);
-                    } else {
-                        behind.push(*k);
-                    }
+                    // Its response may need splitting: it gets its own.
+                    plan.own(*k, &w.tx, key_changes.iter().filter_map(|c| w.event_for(c, revision)).collect());
                     continue;
                 }
                 let filters = (w.no_put, w.no_delete, w.prev_kv);
@@ -544,33 +560,28 @@ impl CommitListener for WatchHub {
             if revision < w.next_rev {
                 continue;
             }
-            let events: Vec<_> =
+            let events =
                 changes.iter().filter(|c| w.range.contains(&c.key)).filter_map(|c| w.event_for(c, revision)).collect();
-            if events.is_empty() {
-                continue;
-            }
-            if has_room(k.0, &w.tx) {
-                batches.insert(*k, events);
-            } else {
-                behind.push(*k);
-            }
+            plan.own(*k, &w.tx, events);
         }
 
         let mut delivered: Vec<WatchKey> = Vec::new();
         let mut gone = Vec::new();
         for (stream, tx, group) in groups {
-            if !has_room(stream, &tx) {
-                behind.extend(group.ids.iter().map(|id| (stream, *id)));
+            if !plan.room_for(stream, &tx) {
+                plan.behind.extend(group.ids.iter().map(|id| (stream, *id)));
                 continue;
             }
             let ids = group.ids.clone();
-            match tx.try_send(Out::Group(group)) {
-                Ok(()) => delivered.extend(ids.into_iter().map(|id| (stream, id))),
-                Err(TrySendError::Full(_)) => behind.extend(ids.into_iter().map(|id| (stream, id))),
-                Err(TrySendError::Closed(_)) => gone.extend(ids.into_iter().map(|id| (stream, id))),
-            }
+            let to = match tx.try_send(Out::Group(group)) {
+                Ok(()) => &mut delivered,
+                Err(TrySendError::Full(_)) => &mut plan.behind,
+                Err(TrySendError::Closed(_)) => &mut gone,
+            };
+            to.extend(ids.into_iter().map(|id| (stream, id)));
         }
-        for (k, events) in batches {
+        let Plan { own, mut behind, .. } = plan;
+        for (k, events) in own {
             let Some(w) = inner.synced.get(&k) else { continue };
             let resps = w.responses(revision, events, self.max_response_bytes);
             // A response split in fragments must go out whole: it needs that much room.

@@ -47,6 +47,16 @@ fn channel(n: usize) -> (Outbox, Rx) {
     (tx, Rx { rx, ready: VecDeque::new() })
 }
 
+/// A stream with a queue of `queue` items and `n` watchers of key `k` on it.
+fn watchers_of_k(hub: &Arc<WatchHub>, n: usize, queue: usize) -> Rx {
+    let (tx, rx) = channel(queue);
+    let stream = hub.open_stream(tx);
+    for _ in 0..n {
+        hub.create(stream, &WatchCreateRequest { key: "k".into(), ..Default::default() });
+    }
+    rx
+}
+
 async fn events(rx: &mut Rx, n: usize) -> Vec<(i64, String)> {
     let mut out = Vec::new();
     while out.len() < n {
@@ -85,11 +95,7 @@ async fn watchers_created_on_a_full_stream_get_created_first_then_every_event() 
     let (_dir, store, hub) = open();
     // A queue of one: the second and third `created` answers do not fit and wait in the
     // sync loop, which must still send each before any of that watcher's events.
-    let (tx, mut rx) = channel(1);
-    let stream = hub.open_stream(tx);
-    for _ in 0..3 {
-        hub.create(stream, &WatchCreateRequest { key: "k".into(), ..Default::default() });
-    }
+    let mut rx = watchers_of_k(&hub, 3, 1);
     for i in 0..20 {
         put(&store, "k", &format!("v{i}"));
     }
@@ -172,11 +178,7 @@ async fn watchers_of_one_key_share_a_queue_slot_per_revision_and_stay_synced() {
     let (_dir, store, hub) = open();
     // 500 watchers of one key on a stream whose queue holds 4 items: each revision takes one
     // item for all of them, so none falls behind.
-    let (tx, mut rx) = channel(4);
-    let stream = hub.open_stream(tx);
-    for _ in 0..500 {
-        hub.create(stream, &WatchCreateRequest { key: "k".into(), ..Default::default() });
-    }
+    let mut rx = watchers_of_k(&hub, 500, 4);
     let mut created = 0;
     while created < 500 {
         assert!(rx.recv().await.expect("created").created);
