@@ -14,6 +14,13 @@ fn put(store: &MvccStore, k: &str, v: &str) {
     store.apply(&cmd, WriteBatch::default()).expect("apply");
 }
 
+/// Puts `v0`, `v1`, ... to key `k`: `n` revisions.
+fn puts_to_k(store: &MvccStore, n: usize) {
+    for i in 0..n {
+        put(store, "k", &format!("v{i}"));
+    }
+}
+
 fn open() -> (tempfile::TempDir, Arc<MvccStore>, Arc<WatchHub>) {
     let dir = tempfile::tempdir().expect("tmp");
     let store = MvccStore::open(Engine::open(dir.path()).expect("engine"), 2).expect("store");
@@ -57,6 +64,26 @@ fn watchers_of_k(hub: &Arc<WatchHub>, n: usize, queue: usize) -> Rx {
     rx
 }
 
+/// Reads until `n` events have arrived: the watchers that answered `created`, and each
+/// watcher's event revisions. Fails on a second `created`, or on events before `created`.
+async fn created_and_revisions(rx: &mut Rx, n: usize) -> (HashSet<i64>, HashMap<i64, Vec<i64>>) {
+    let mut created: HashSet<i64> = HashSet::new();
+    let mut seen: HashMap<i64, Vec<i64>> = HashMap::new();
+    while seen.values().map(Vec::len).sum::<usize>() < n {
+        let r =
+            tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await.expect("in time").expect("open");
+        if r.created {
+            assert!(created.insert(r.watch_id), "created twice: {}", r.watch_id);
+            continue;
+        }
+        assert!(created.contains(&r.watch_id), "events for watcher {} before its created", r.watch_id);
+        seen.entry(r.watch_id)
+            .or_default()
+            .extend(r.events.iter().filter_map(|e| e.kv.as_ref()).map(|kv| kv.mod_revision));
+    }
+    (created, seen)
+}
+
 async fn events(rx: &mut Rx, n: usize) -> Vec<(i64, String)> {
     let mut out = Vec::new();
     while out.len() < n {
@@ -77,9 +104,7 @@ async fn a_watcher_too_slow_for_its_queue_catches_up_from_history_in_order() {
     let stream = hub.open_stream(tx);
     hub.create(stream, &WatchCreateRequest { key: "k".into(), ..Default::default() });
     // 50 commits while nobody reads a queue of 2: the watcher falls behind.
-    for i in 0..50 {
-        put(&store, "k", &format!("v{i}"));
-    }
+    puts_to_k(&store, 50);
     let created = rx.recv().await.expect("created");
     assert!(created.created);
     let got = events(&mut rx, 50).await;
@@ -96,23 +121,8 @@ async fn watchers_created_on_a_full_stream_get_created_first_then_every_event() 
     // A queue of one: the second and third `created` answers do not fit and wait in the
     // sync loop, which must still send each before any of that watcher's events.
     let mut rx = watchers_of_k(&hub, 3, 1);
-    for i in 0..20 {
-        put(&store, "k", &format!("v{i}"));
-    }
-    let mut created: HashSet<i64> = HashSet::new();
-    let mut seen: HashMap<i64, Vec<i64>> = HashMap::new();
-    while seen.values().map(Vec::len).sum::<usize>() < 60 {
-        let r =
-            tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await.expect("in time").expect("open");
-        if r.created {
-            assert!(created.insert(r.watch_id), "created twice: {}", r.watch_id);
-            continue;
-        }
-        assert!(created.contains(&r.watch_id), "events for watcher {} before its created", r.watch_id);
-        seen.entry(r.watch_id)
-            .or_default()
-            .extend(r.events.iter().filter_map(|e| e.kv.as_ref()).map(|kv| kv.mod_revision));
-    }
+    puts_to_k(&store, 20);
+    let (created, seen) = created_and_revisions(&mut rx, 60).await;
     assert_eq!(created.len(), 3);
     for (id, revs) in seen {
         assert_eq!(revs, (2..=21).collect::<Vec<i64>>(), "watcher {id} got every revision once, in order");
@@ -242,4 +252,28 @@ async fn watchers_of_one_key_with_different_filters_each_get_what_they_asked_for
     assert_eq!(got[&1], vec![(del_t, None)]);
     assert_eq!(got[&2], vec![(put_t, Some("old".into())), (del_t, Some("new".into()))]);
     assert_eq!(got[&3], vec![(put_t, None), (del_t, None)]);
+}
+
+#[tokio::test]
+async fn a_stalled_stream_of_grouped_watchers_catches_each_up_once_in_order() {
+    let (_dir, store, hub) = open();
+    // 50 watchers of one key on a queue of 2 nobody reads while 30 revisions commit: the
+    // first revisions go out as groups, then the queue is full and every watcher falls
+    // behind, to be caught up from history one by one.
+    let mut rx = watchers_of_k(&hub, 50, 2);
+    puts_to_k(&store, 30);
+    let (created, seen) = created_and_revisions(&mut rx, 50 * 30).await;
+    assert_eq!(created.len(), 50);
+    assert_eq!(seen.len(), 50);
+    for (id, revs) in seen {
+        assert_eq!(revs, (2..=31).collect::<Vec<i64>>(), "watcher {id} got every revision once, in order");
+    }
+    // And all are synced again: the next revision takes one item for all of them.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !hub.inner.lock().unsynced.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "watchers synced again");
+        tokio::task::yield_now().await;
+    }
+    put(&store, "k", "live");
+    assert_eq!(rx.queued(), 1);
 }
