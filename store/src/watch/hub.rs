@@ -25,9 +25,10 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-// Keys are the hub's own ids and watched keys; foldhash is seeded per map, so clients
-// cannot aim collisions at it, and it costs a fraction of SipHash (100,000 watchers
-// move between these maps on every event they fall behind on).
+// foldhash, not SipHash: these maps are on the fan-out path (100,000 watchers, every
+// revision). Watched keys and watch ids come from clients; foldhash is seeded randomly per
+// map, which makes it minimally DoS-resistant (hashbrown's default hasher, not a
+// cryptographic guarantee).
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use parking_lot::Mutex;
 use tokio::sync::mpsc::error::TrySendError;
@@ -572,13 +573,14 @@ impl CommitListener for WatchHub {
                 plan.behind.extend(group.ids.iter().map(|id| (stream, *id)));
                 continue;
             }
-            let ids = group.ids.clone();
-            let to = match tx.try_send(Out::Group(group)) {
-                Ok(()) => &mut delivered,
-                Err(TrySendError::Full(_)) => &mut plan.behind,
-                Err(TrySendError::Closed(_)) => &mut gone,
-            };
-            to.extend(ids.into_iter().map(|id| (stream, id)));
+            // Counted as delivered, and moved elsewhere if the send fails.
+            let at = delivered.len();
+            delivered.extend(group.ids.iter().map(|id| (stream, *id)));
+            match tx.try_send(Out::Group(group)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => plan.behind.extend(delivered.drain(at..)),
+                Err(TrySendError::Closed(_)) => gone.extend(delivered.drain(at..)),
+            }
         }
         let Plan { own, mut behind, .. } = plan;
         for (k, events) in own {

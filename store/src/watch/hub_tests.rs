@@ -257,9 +257,9 @@ async fn watchers_of_one_key_with_different_filters_each_get_what_they_asked_for
 #[tokio::test]
 async fn a_stalled_stream_of_grouped_watchers_catches_each_up_once_in_order() {
     let (_dir, store, hub) = open();
-    // 50 watchers of one key on a queue of 2 nobody reads while 30 revisions commit: the
-    // first revisions go out as groups, then the queue is full and every watcher falls
-    // behind, to be caught up from history one by one.
+    // 50 watchers of one key on a queue of 2 that nobody reads while 30 revisions commit:
+    // `created` answers fill the queue, every watcher falls behind and is caught up from
+    // history one by one; synced again, they share one item per revision.
     let mut rx = watchers_of_k(&hub, 50, 2);
     puts_to_k(&store, 30);
     let (created, seen) = created_and_revisions(&mut rx, 50 * 30).await;

@@ -44,8 +44,8 @@ impl From<WatchResponse> for Out {
 }
 
 impl Out {
-    /// The responses this stands for, in order, each with `header` as its header but for
-    /// the revision (a group's header is `header` with the group's revision).
+    /// The responses this stands for, in order, their headers completed by `fill` (a
+    /// group's once, from the group's revision, then copied to each response).
     pub fn into_responses(
         self,
         fill: &dyn Fn(&mut Option<ResponseHeader>),
