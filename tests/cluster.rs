@@ -259,20 +259,30 @@ async fn a_member_behind_compacted_logs_catches_up_from_a_snapshot() {
     }
     tokio::task::block_in_place(|| {
         c.members[lag].start();
-        holds_keys(&c.members[lag], "snap/", 600);
+        holds_keys(&c, lag, "snap/", 600);
     });
     assert!(c.members[lag].log_text().contains("snapshot installed"), "caught up without a snapshot?");
     let out = ctl(&c.members[lag], &["get", "snap/0599", "--consistency=s", "--print-value-only"]);
     assert_eq!(out.stdout.trim(), "v599");
 }
 
-/// Waits until `m` serves `n` keys under `prefix` from its own state (serializable reads).
-fn holds_keys(m: &Member, prefix: &str, n: usize) {
-    let ep = m.endpoint();
-    wait_for("the lagging member to catch up", Duration::from_secs(60), || {
+/// Waits until member `i` serves `n` keys under `prefix` from its own state (serializable
+/// reads); if it does not in time, fails with the end of every member's log.
+fn holds_keys(c: &Cluster, i: usize, prefix: &str, n: usize) {
+    let ep = c.members[i].endpoint();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
         let out = etcdctl::run(&ep, &["get", prefix, "--prefix", "--limit=1", "-w", "json", "--consistency=s"], None);
-        out.stdout.contains(&format!("\"count\":{n}")).then_some(())
-    });
+        if out.stdout.contains(&format!("\"count\":{n}")) {
+            return;
+        }
+        if std::time::Instant::now() >= deadline {
+            let logs: Vec<String> =
+                c.members.iter().enumerate().map(|(j, m)| format!("--- member {j}:\n{}", m.log_tail())).collect();
+            panic!("member {i} did not catch up to {n} keys under {prefix}: {}\n{}", out.stdout, logs.join("\n"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// The log is bounded in bytes as well as entries: with a snapshot count that is never
@@ -296,7 +306,7 @@ async fn a_log_past_its_byte_limit_is_snapshotted_and_purged() {
             c.members[leader].log_text().contains("the log was purged by its size").then_some(())
         });
         c.members[lag].start();
-        holds_keys(&c.members[lag], "big/", 400);
+        holds_keys(&c, lag, "big/", 400);
     });
     assert!(c.members[lag].log_text().contains("snapshot installed"), "the log was not purged by its size");
 }
