@@ -301,7 +301,7 @@ impl Wal {
         }
         let header = found.meta.header(seq);
         let size = opts.first_segment.max(round_up((record::framed_len(header.len()) + END_LEN) as u64));
-        prep.ask(seq, size);
+        prep.ask(seq, size, false);
         let spare = prep.take(seq, size)?;
         let mut page = Vec::new();
         record::put(&mut page, seq, Kind::Header, &[&header]);
@@ -349,7 +349,7 @@ impl Wal {
                 let header = w.meta.header(seq);
                 let fits = round_up(record::framed_len(header.len()) as u64 + need + END_LEN as u64);
                 let size = w.next_size.max(fits);
-                self.prep.ask(seq, size);
+                self.prep.ask(seq, size, false);
                 let spare = self.prep.take(seq, size)?;
                 w.next_size = (w.next_size * 2).min(self.opts.max_segment.max(w.next_size));
                 buf.clear();
@@ -383,7 +383,8 @@ impl Wal {
         }
         w.active.file.sync_data()?;
         if w.active.at > w.active.size / 2 {
-            self.prep.ask(w.active.seq + 1, w.next_size);
+            // Paced: half a segment's writes are time enough.
+            self.prep.ask(w.active.seq + 1, w.next_size, true);
         }
         let retired = {
             let mut layout = self.layout.write();

@@ -8,12 +8,22 @@
 //! (which with `discard` stalls every other fsync for tens of milliseconds) happens while
 //! the log is busy. Renames are made durable by syncing the directory, all off the write
 //! path: a spare for the next segment is prepared while the current one fills.
+//!
+//! Zero-filling a new segment in the background is paced: a small chunk at a time, each
+//! synced, with a pause as long as the chunk took. All three members of a cluster on one
+//! disk prepare their spares at the same log position, and 8 MiB written and synced a
+//! megabyte at a time held up every log fsync for the 25 ms it took (about ten of a
+//! single client's puts went from 1.1 ms to 2-7 ms, a tenth of its slowest 1%). A paced
+//! chunk delays an fsync by well under a millisecond. When the writer needs the spare
+//! before it is done, the rest is written at full speed.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -21,6 +31,10 @@ use parking_lot::{Condvar, Mutex};
 pub const PAGE: u64 = 4096;
 /// Free files kept for reuse at most; more are deleted.
 const KEEP_FREE: usize = 4;
+/// What a new segment is zero-filled and synced in: a megabyte when someone waits for it,
+/// a small chunk when it is prepared ahead (paced, see the module comment).
+const CHUNK: usize = 1 << 20;
+const PACED_CHUNK: usize = 128 << 10;
 
 /// A name for a file no longer in the log, kept for reuse.
 pub fn free_name(n: u64) -> String {
@@ -54,18 +68,25 @@ pub struct Spare {
     pub size: u64,
 }
 
-/// Creates segment file `seq` of `size` bytes filled with zeros, synced a megabyte at a time
+/// Creates segment file `seq` of `size` bytes filled with zeros, synced a chunk at a time
 /// (so the writeback comes in small bursts), under a temporary name until it is complete.
-pub fn create(dir: &Path, seq: u64, size: u64) -> io::Result<Spare> {
+/// With `paced`, chunks are small and each is followed by a pause as long as it took, until
+/// `paced` is cleared (someone is waiting for the file).
+pub fn create(dir: &Path, seq: u64, size: u64, paced: Option<&AtomicBool>) -> io::Result<Spare> {
     let tmp = dir.join(format!("{seq:016x}.tmp"));
     let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp)?;
-    let zeros = vec![0u8; 1 << 20];
+    let zeros = vec![0u8; CHUNK];
     let mut at = 0;
     while at < size {
-        let n = (size - at).min(zeros.len() as u64);
+        let pace = paced.is_some_and(|p| p.load(Ordering::Acquire));
+        let n = (size - at).min(if pace { PACED_CHUNK } else { CHUNK } as u64);
+        let started = Instant::now();
         file.write_all_at(&zeros[..n as usize], at)?;
         file.sync_data()?;
         at += n;
+        if pace && at < size {
+            std::thread::sleep(started.elapsed().min(Duration::from_millis(20)));
+        }
     }
     std::fs::rename(&tmp, dir.join(seg_name(seq)))?;
     sync_dir(dir)?;
@@ -73,7 +94,7 @@ pub fn create(dir: &Path, seq: u64, size: u64) -> io::Result<Spare> {
 }
 
 enum Job {
-    /// Have a spare of at least this size ready for this segment.
+    /// Have a spare of at least this size ready for this segment (paced, if asked ahead).
     Spare(u64, u64),
     /// A segment no longer needed: keep it for reuse.
     Free(PathBuf),
@@ -92,6 +113,8 @@ pub struct Preparer {
     dir: PathBuf,
     tx: mpsc::Sender<Job>,
     ready: Arc<(Mutex<Ready>, Condvar)>,
+    /// Set while the spare being prepared is not yet needed: it may be paced.
+    paced: Arc<AtomicBool>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -102,7 +125,8 @@ impl Preparer {
     pub fn start(dir: &Path, free: Vec<PathBuf>) -> io::Result<Preparer> {
         let (tx, rx) = mpsc::channel();
         let ready: Arc<(Mutex<Ready>, Condvar)> = Arc::default();
-        let (d, r) = (dir.to_path_buf(), ready.clone());
+        let paced = Arc::new(AtomicBool::new(false));
+        let (d, r, p) = (dir.to_path_buf(), ready.clone(), paced.clone());
         let thread = std::thread::Builder::new().name("keel-log-prep".into()).spawn(move || {
             crate::raft::background_priority();
             let mut pool = Pool { dir: d, free: Vec::new(), next: 1 };
@@ -112,7 +136,7 @@ impl Preparer {
             for job in rx {
                 match job {
                     Job::Spare(seq, size) => {
-                        let spare = pool.spare(seq, size);
+                        let spare = pool.spare(seq, size, &p);
                         let (lock, cv) = &*r;
                         lock.lock().spare = Some(spare);
                         cv.notify_all();
@@ -122,14 +146,18 @@ impl Preparer {
                 }
             }
         })?;
-        Ok(Preparer { dir: dir.to_path_buf(), tx, ready, thread: Mutex::new(Some(thread)) })
+        Ok(Preparer { dir: dir.to_path_buf(), tx, ready, paced, thread: Mutex::new(Some(thread)) })
     }
 
-    /// Starts preparing a spare for segment `seq` unless one is already on its way.
-    pub fn ask(&self, seq: u64, size: u64) {
+    /// Starts preparing a spare for segment `seq` unless one is already on its way; `ahead`
+    /// if it is not needed yet, so its writes may be paced.
+    pub fn ask(&self, seq: u64, size: u64, ahead: bool) {
         let mut ready = self.ready.0.lock();
-        if ready.asked.is_none() && self.tx.send(Job::Spare(seq, size)).is_ok() {
-            ready.asked = Some(seq);
+        if ready.asked.is_none() {
+            self.paced.store(ahead, Ordering::Release);
+            if self.tx.send(Job::Spare(seq, size)).is_ok() {
+                ready.asked = Some(seq);
+            }
         }
     }
 
@@ -139,6 +167,7 @@ impl Preparer {
         let (lock, cv) = &*self.ready;
         let mut ready = lock.lock();
         if ready.asked.is_some() {
+            self.paced.store(false, Ordering::Release);
             while ready.spare.is_none() {
                 cv.wait(&mut ready);
             }
@@ -150,7 +179,7 @@ impl Preparer {
             }
         }
         drop(ready);
-        create(&self.dir, seq, size)
+        create(&self.dir, seq, size, None)
     }
 
     /// Keeps a segment file that is no longer part of the log, for reuse.
@@ -230,7 +259,7 @@ impl Pool {
     }
 
     /// A spare for `seq`: the smallest free file that is big enough, else a new one.
-    fn spare(&mut self, seq: u64, size: u64) -> io::Result<Spare> {
+    fn spare(&mut self, seq: u64, size: u64, paced: &AtomicBool) -> io::Result<Spare> {
         if let Some(i) = self.free.iter().position(|(_, s)| *s >= size) {
             let (path, size) = self.free.remove(i);
             let to = self.dir.join(seg_name(seq));
@@ -238,7 +267,7 @@ impl Pool {
             sync_dir(&self.dir)?;
             return Ok(Spare { seq, file: open_rw(&to)?, size });
         }
-        create(&self.dir, seq, size)
+        create(&self.dir, seq, size, Some(paced))
     }
 }
 
@@ -261,22 +290,22 @@ mod tests {
         // Segments as the log makes them: growing, here one page more each time.
         let n = KEEP_FREE as u64;
         for seq in 1..=n {
-            create(dir.path(), seq, seq * PAGE)?;
+            create(dir.path(), seq, seq * PAGE, None)?;
             pool.keep(dir.path().join(seg_name(seq)));
         }
         // Smaller than everything kept: not kept.
-        create(dir.path(), n + 1, PAGE)?;
+        create(dir.path(), n + 1, PAGE, None)?;
         pool.keep(dir.path().join(seg_name(n + 1)));
         assert_eq!(files()?, KEEP_FREE);
         // A full-size segment freed: kept, in place of the smallest file.
-        let big = create(dir.path(), n + 2, 4 * n * PAGE)?;
+        let big = create(dir.path(), n + 2, 4 * n * PAGE, None)?;
         big.file.write_all_at(b"big", 0)?;
         pool.keep(dir.path().join(seg_name(n + 2)));
         let sizes: Vec<u64> = pool.free.iter().map(|(_, s)| *s / PAGE).collect();
         assert_eq!(sizes, (2..=n).chain([4 * n]).collect::<Vec<_>>());
         assert_eq!(files()?, KEEP_FREE);
         // The next full-size segment is that file, not a new one.
-        let spare = pool.spare(n + 3, 4 * n * PAGE)?;
+        let spare = pool.spare(n + 3, 4 * n * PAGE, &AtomicBool::new(false))?;
         let mut head = [0u8; 3];
         spare.file.read_exact_at(&mut head, 0)?;
         assert_eq!(&head, b"big");
@@ -286,12 +315,12 @@ mod tests {
     #[test]
     fn freed_files_are_reused_before_new_ones_are_made() -> io::Result<()> {
         let dir = tempfile::tempdir()?;
-        let first = create(dir.path(), 1, 2 * PAGE)?;
+        let first = create(dir.path(), 1, 2 * PAGE, None)?;
         assert_eq!(std::fs::read(dir.path().join(seg_name(1)))?, vec![0; 2 * PAGE as usize]);
         first.file.write_all_at(b"old", 0)?;
         let prep = Preparer::start(dir.path(), Vec::new())?;
         prep.free(dir.path().join(seg_name(1)));
-        prep.ask(2, PAGE);
+        prep.ask(2, PAGE, true);
         let spare = prep.take(2, PAGE)?;
         assert_eq!((spare.seq, spare.size), (2, 2 * PAGE), "the freed file, renamed");
         let mut head = [0u8; 3];
@@ -301,6 +330,35 @@ mod tests {
         // Nothing asked: made on the spot.
         let made = prep.take(3, 3 * PAGE)?;
         assert_eq!((made.seq, made.size), (3, 3 * PAGE));
+        prep.stop();
+        Ok(())
+    }
+
+    #[test]
+    fn a_paced_spare_is_whole_whether_taken_early_or_left_to_finish() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let prep = Preparer::start(dir.path(), Vec::new())?;
+        // Taken at once: the rest is written unpaced.
+        let size = 64 << 20;
+        prep.ask(1, size, true);
+        let spare = prep.take(1, size)?;
+        assert_eq!((spare.seq, spare.size), (1, size));
+        assert_eq!(spare.file.metadata()?.len(), size);
+        let mut tail = vec![1u8; PACED_CHUNK];
+        spare.file.read_exact_at(&mut tail, size - PACED_CHUNK as u64)?;
+        assert!(tail.iter().all(|b| *b == 0));
+        assert!(!dir.path().join(format!("{:016x}.tmp", 1)).exists());
+        assert!(dir.path().join(seg_name(1)).exists());
+        // A small paced spare, left to finish on its own, is whole too.
+        prep.ask(2, 4 * PACED_CHUNK as u64, true);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !dir.path().join(seg_name(2)).exists() {
+            assert!(std::time::Instant::now() < deadline, "the paced spare never appeared");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let spare = prep.take(2, 4 * PACED_CHUNK as u64)?;
+        assert_eq!(std::fs::read(dir.path().join(seg_name(2)))?, vec![0; 4 * PACED_CHUNK]);
+        assert_eq!(spare.size, 4 * PACED_CHUNK as u64);
         prep.stop();
         Ok(())
     }
