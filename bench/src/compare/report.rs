@@ -159,6 +159,7 @@ pub fn write(out: &Path, m: &Machine, run: &Outcome<'_>) -> anyhow::Result<()> {
     writeln!(d, "| memory | {:.1} GiB |", m.memory_gib)?;
     writeln!(d, "| CPU | {} |", m.cpu)?;
     writeln!(d, "| kernel | {} |", m.kernel)?;
+    writeln!(d, "| idle CPU | {} |", m.idle)?;
     writeln!(
         d,
         "| disk fsync (4 KiB write + fdatasync) | p50 {:.3} ms, p99 {:.3} ms |\n",
