@@ -10,7 +10,7 @@ use tokio::sync::Mutex;
 
 use crate::harness::etcdctl::{self, shape, Output};
 use crate::harness::load::{self, writer};
-use crate::harness::{free_port, wait_for, Cluster, Flavor, Member};
+use crate::harness::{free_port, wait_for, wait_for_or, Cluster, Flavor, Member};
 
 fn ctl(m: &Member, args: &[&str]) -> Output {
     etcdctl::run(&m.endpoint(), args, None)
@@ -80,8 +80,7 @@ async fn killing_the_leader_during_writes_loses_nothing() {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while log.lock().await.len() < at_kill + 100 {
         if std::time::Instant::now() > deadline {
-            let tails: Vec<String> = c.members.iter().map(|m| format!("--- {}:\n{}", m.name, m.log_tail())).collect();
-            panic!("writes did not resume on a new leader within 30 s\n{}", tails.join("\n"));
+            panic!("writes did not resume on a new leader within 30 s\n{}", c.log_tails());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -267,22 +266,23 @@ async fn a_member_behind_compacted_logs_catches_up_from_a_snapshot() {
 }
 
 /// Waits until member `i` serves `n` keys under `prefix` from its own state (serializable
-/// reads); if it does not in time, fails with the end of every member's log.
+/// reads); if it does not in time, fails with its last answer and the end of every member's
+/// log.
 fn holds_keys(c: &Cluster, i: usize, prefix: &str, n: usize) {
     let ep = c.members[i].endpoint();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let out = etcdctl::run(&ep, &["get", prefix, "--prefix", "--limit=1", "-w", "json", "--consistency=s"], None);
-        if out.stdout.contains(&format!("\"count\":{n}")) {
-            return;
-        }
-        if std::time::Instant::now() >= deadline {
-            let logs: Vec<String> =
-                c.members.iter().enumerate().map(|(j, m)| format!("--- member {j}:\n{}", m.log_tail())).collect();
-            panic!("member {i} did not catch up to {n} keys under {prefix}: {}\n{}", out.stdout, logs.join("\n"));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let last = std::cell::RefCell::new(String::new());
+    wait_for_or(
+        &format!("member {i} to hold {n} keys under {prefix}"),
+        Duration::from_secs(60),
+        || {
+            let out =
+                etcdctl::run(&ep, &["get", prefix, "--prefix", "--limit=1", "-w", "json", "--consistency=s"], None);
+            let done = out.stdout.contains(&format!("\"count\":{n}"));
+            *last.borrow_mut() = out.stdout;
+            done.then_some(())
+        },
+        || format!("its last answer: {}\n{}", last.borrow(), c.log_tails()),
+    );
 }
 
 /// The log is bounded in bytes as well as entries: with a snapshot count that is never

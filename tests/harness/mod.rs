@@ -35,13 +35,26 @@ pub fn free_port() -> u16 {
 }
 
 /// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
+    wait_for_or(what, timeout, f, String::new)
+}
+
+/// As [`wait_for`], and on timeout the panic message ends with what `context` gives (the
+/// members' logs, say).
+pub fn wait_for_or<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Option<T>,
+    context: impl FnOnce() -> String,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        if Instant::now() >= deadline {
+            panic!("timed out waiting for {what}\n{}", context());
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -241,6 +254,11 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// The end of every member's log, for a failure message.
+    pub fn log_tails(&self) -> String {
+        self.members.iter().map(|m| format!("--- {}:\n{}", m.name, m.log_tail())).collect::<Vec<_>>().join("\n")
+    }
+
     pub fn start(flavor: Flavor, n: usize, extra: &[&str]) -> Cluster {
         Self::start_with_env(flavor, n, extra, &[])
     }
