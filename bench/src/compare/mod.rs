@@ -6,6 +6,7 @@
 //! of medians and Keel/etcd ratios, the targets, and SVG latency plots.
 
 mod cluster;
+mod idle;
 mod machine;
 mod plot;
 mod report;
@@ -209,6 +210,14 @@ pub async fn run(o: &CompareOpts) -> anyhow::Result<()> {
     );
     let clusters =
         [Cluster::start(Flavor::Keel, &keel, &base).await?, Cluster::start(Flavor::Etcd, &o.etcd, &base).await?];
+    // What each costs while idle: both at once, over the same seconds, on a quiet machine.
+    let settled = settle().await;
+    let window = std::time::Duration::from_secs(if o.quick { 5 } else { 10 });
+    let idle = match idle::measure(&[clusters[0].pids(), clusters[1].pids()], window).await[..] {
+        [k, e] => [k, e],
+        _ => [None, None],
+    };
+    eprintln!("idle for {} s{settled}: Keel {:?}, etcd {:?}", window.as_secs(), idle[0], idle[1]);
     let mut results: Vec<[Vec<Summary>; 2]> = workloads.iter().map(|_| [Vec::new(), Vec::new()]).collect();
     // The heavy workloads (100k watchers, check perf's large load) leave the clusters loaded
     // for a long while (etcd spent minutes per later workload): they run once, after the
@@ -276,6 +285,8 @@ pub async fn run(o: &CompareOpts) -> anyhow::Result<()> {
         workloads: &workloads,
         results: &results,
         repeats,
+        idle,
+        idle_window: window,
         took: started.elapsed(),
     };
     report::write(&o.out, &m, &run)?;

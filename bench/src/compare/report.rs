@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
+use super::idle::IdleCost;
 use super::machine::Machine;
 use super::plot;
 use super::{Workload, MAX_STEAL_PCT, STEAL};
@@ -123,11 +124,14 @@ pub struct Outcome<'a> {
     pub results: &'a [[Vec<Summary>; 2]],
     /// Runs repeated because the hypervisor took CPU during them: Keel's, etcd's.
     pub repeats: [usize; 2],
+    /// Each cluster's cost while idle (Keel's, etcd's), measured over `idle_window`.
+    pub idle: [Option<IdleCost>; 2],
+    pub idle_window: Duration,
     pub took: Duration,
 }
 
 pub fn write(out: &Path, m: &Machine, run: &Outcome<'_>) -> anyhow::Result<()> {
-    let Outcome { command, rounds, workloads, results, repeats, took } = run;
+    let Outcome { command, rounds, workloads, results, repeats, idle, idle_window, took } = run;
     let (rounds, took, workloads, results) = (*rounds, *took, *workloads, *results);
     let plots = out.with_file_name("bench");
     std::fs::create_dir_all(&plots)?;
@@ -165,6 +169,7 @@ pub fn write(out: &Path, m: &Machine, run: &Outcome<'_>) -> anyhow::Result<()> {
         "| disk fsync (4 KiB write + fdatasync) | p50 {:.3} ms, p99 {:.3} ms |\n",
         m.fsync_p50_ms, m.fsync_p99_ms
     )?;
+    write_idle(&mut d, idle, *idle_window)?;
     writeln!(d, "## Results (median over rounds)\n")?;
     writeln!(d, "Ratios are Keel / etcd; ✓ marks where Keel is better.\n")?;
     writeln!(d, "| workload | metric | Keel | etcd | ratio |\n|---|---|---:|---:|---:|")?;
@@ -275,6 +280,33 @@ pub fn write(out: &Path, m: &Machine, run: &Outcome<'_>) -> anyhow::Result<()> {
     writeln!(d, "\n## Reading\n\n{READING_START}\n{reading}\n{READING_END}")?;
     std::fs::write(out, d)?;
     Ok(())
+}
+
+/// Each cluster's cost while idle, if it could be measured.
+fn write_idle(d: &mut String, idle: &[Option<IdleCost>; 2], window: Duration) -> std::fmt::Result {
+    let [Some(k), Some(e)] = idle else { return Ok(()) };
+    writeln!(d, "## Idle\n")?;
+    writeln!(
+        d,
+        "Both clusters started, no client, measured over the same {} s before the first workload.\n",
+        window.as_secs()
+    )?;
+    writeln!(d, "| | Keel | etcd | ratio |\n|---|---:|---:|---:|")?;
+    let rows: [(&str, f64, f64, usize); 3] = [
+        ("CPU, three members (% of one core)", k.cpu_pct, e.cpu_pct, 1),
+        ("context switches per second, three members", k.switches_per_s, e.switches_per_s, 0),
+        ("RSS per member (MB)", k.rss_mb, e.rss_mb, 1),
+    ];
+    for (name, kv, ev, digits) in rows {
+        writeln!(
+            d,
+            "| {name} | {} | {} | {} |",
+            fmt(Some(kv), digits),
+            fmt(Some(ev), digits),
+            ratio(Some(kv), Some(ev), true)
+        )?;
+    }
+    writeln!(d)
 }
 
 #[cfg(test)]
