@@ -82,6 +82,14 @@ impl Cluster {
         self.children.iter().map(Child::id).collect()
     }
 
+    /// Whether the member at `endpoints[i]` is the leader now; `None` if it cannot say.
+    pub async fn leads(&self, i: usize) -> Option<bool> {
+        let mut c = etcd_client::Client::connect([format!("http://{}", self.endpoints.get(i)?)], None).await.ok()?;
+        let status = c.status().await.ok()?;
+        let me = status.header()?.member_id();
+        Some(status.leader() == me)
+    }
+
     /// Every member answers a linearizable read and agrees on a leader.
     async fn wait_ready(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);

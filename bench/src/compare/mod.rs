@@ -46,6 +46,11 @@ pub struct CompareOpts {
 /// The extra figure holding the share of CPU time the hypervisor stole during a run.
 pub const STEAL: &str = "cpu_steal_pct";
 
+/// The extra figure saying whether the fan-out's watchers were on the leader (1) or a
+/// follower (0) when the run began: the writer's puts take milliseconds in one case and
+/// tens of milliseconds in the other, the watchers' member doing the leader's work too.
+pub const ON_LEADER: &str = "watchers_on_leader";
+
 /// A run during which the hypervisor took more than this share of the machine's CPU (in
 /// percent) is run again, on either side: on this host it stole 5-23% for seconds at a
 /// time, and a run's tail then measured that rather than the server.
@@ -182,7 +187,12 @@ async fn run_one(w: &Workload, c: &Cluster) -> anyhow::Result<Summary> {
             // Every watcher on one member (the first), as etcd's watch memory benchmark.
             let one = LoadOpts { endpoints: vec![eps[0].clone()], ..o.clone() };
             let wo = watch::WatchOpts { member_pid: vec![c.pids()[0]], ..wo.clone() };
-            watch::fanout(&one, &wo).await?
+            let on_leader = c.leads(0).await;
+            let mut s = watch::fanout(&one, &wo).await?;
+            if let Some(l) = on_leader {
+                s.extra.insert(ON_LEADER.into(), if l { 1.0 } else { 0.0 });
+            }
+            s
         }
         Kind::CheckPerf => report::check_perf(&c.endpoints).await?,
     };

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::idle::IdleCost;
 use super::machine::Machine;
 use super::plot;
-use super::{Workload, MAX_STEAL_PCT, STEAL};
+use super::{Workload, MAX_STEAL_PCT, ON_LEADER, STEAL};
 use crate::report::Summary;
 
 /// Runs `etcdctl check perf --load=l` (60 s) against the cluster and reads its verdict.
@@ -209,6 +209,12 @@ pub fn write(out: &Path, m: &Machine, run: &Outcome<'_>) -> anyhow::Result<()> {
                     fmt(kv, 1),
                     fmt(ev, 1)
                 )?;
+                continue;
+            }
+            if x == ON_LEADER {
+                // Where the run happened to put the watchers: a condition, not a result.
+                let said = |v: Option<f64>| v.map_or("–", |v| if v > 0.5 { "leader" } else { "follower" });
+                writeln!(d, "| {} | the watchers' member | {} | {} | – |", w.title, said(kv), said(ev))?;
                 continue;
             }
             let lower = !matches!(x.as_str(), "pass");
