@@ -80,12 +80,12 @@ fn cost(before: Sample, after: Sample, members: usize, took: Duration) -> Option
 }
 
 /// Measures every cluster (its members' pids) over the same `window`.
-pub async fn measure(clusters: &[Vec<u32>], window: Duration) -> Vec<Option<IdleCost>> {
-    let before: Vec<Option<Sample>> = clusters.iter().map(|p| sample(p)).collect();
+pub async fn measure<const N: usize>(clusters: [Vec<u32>; N], window: Duration) -> [Option<IdleCost>; N] {
+    let before = clusters.each_ref().map(|p| sample(p));
     let started = Instant::now();
     tokio::time::sleep(window).await;
     let took = started.elapsed();
-    clusters.iter().zip(before).map(|(pids, b)| cost(b?, sample(pids)?, pids.len(), took)).collect()
+    std::array::from_fn(|i| cost(before[i]?, sample(&clusters[i])?, clusters[i].len(), took))
 }
 
 #[cfg(test)]
@@ -123,7 +123,7 @@ mod tests {
     #[tokio::test]
     async fn this_process_can_be_measured() {
         let me = vec![std::process::id()];
-        let got = measure(&[me, vec![u32::MAX]], Duration::from_millis(50)).await;
+        let got = measure([me, vec![u32::MAX]], Duration::from_millis(50)).await;
         assert!(got[0].is_some_and(|c| c.rss_mb > 0.0 && c.cpu_pct >= 0.0), "{got:?}");
         // A process that does not exist gives nothing rather than zeros.
         assert_eq!(got[1], None);

@@ -223,10 +223,7 @@ pub async fn run(o: &CompareOpts) -> anyhow::Result<()> {
     // What each costs while idle: both at once, over the same seconds, on a quiet machine.
     let settled = settle().await;
     let window = std::time::Duration::from_secs(if o.quick { 5 } else { 10 });
-    let idle = match idle::measure(&[clusters[0].pids(), clusters[1].pids()], window).await[..] {
-        [k, e] => [k, e],
-        _ => [None, None],
-    };
+    let idle = idle::measure([clusters[0].pids(), clusters[1].pids()], window).await;
     eprintln!("idle for {} s{settled}: Keel {:?}, etcd {:?}", window.as_secs(), idle[0], idle[1]);
     let mut results: Vec<[Vec<Summary>; 2]> = workloads.iter().map(|_| [Vec::new(), Vec::new()]).collect();
     // The heavy workloads (100k watchers, check perf's large load) leave the clusters loaded
