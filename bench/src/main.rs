@@ -2,6 +2,7 @@
 //! code against both) and `compare`, the side-by-side runner.
 
 mod compare;
+mod floor;
 mod load;
 mod report;
 mod watch;
@@ -35,11 +36,25 @@ enum Cmd {
     /// Start a three-member Keel and a three-member etcd cluster, run the same workloads
     /// against each (alternating), and write docs/benchmarks.md with plots.
     Compare(compare::CompareOpts),
+    /// The least a replicated, durable put takes on this machine: a client, a leader and two
+    /// followers as plain blocking processes, no server work (`--total` puts).
+    Floor(floor::FloorOpts),
+    /// A member process of `floor`.
+    #[command(hide = true)]
+    FloorMember(floor::MemberOpts),
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    match &cli.cmd {
+        // Plain blocking code: no runtime.
+        Cmd::FloorMember(m) => floor::member(m),
+        Cmd::Floor(f) => print_summary(&cli, floor::run(cli.load.total, f)?),
+        _ => tokio::runtime::Runtime::new()?.block_on(run(&cli)),
+    }
+}
+
+async fn run(cli: &Cli) -> anyhow::Result<()> {
     let o = &cli.load;
     let summary = match &cli.cmd {
         Cmd::Put(p) => workloads::put(o, p).await?,
@@ -49,9 +64,14 @@ async fn main() -> anyhow::Result<()> {
         Cmd::WatchFanout(w) => watch::fanout(o, w).await?,
         Cmd::Mixed(m) => workloads::mixed(o, m).await?,
         Cmd::Compare(c) => return compare::run(c).await,
+        Cmd::Floor(_) | Cmd::FloorMember(_) => anyhow::bail!("the floor runs without a runtime"),
     };
+    print_summary(cli, summary)
+}
+
+fn print_summary(cli: &Cli, summary: report::Summary) -> anyhow::Result<()> {
     summary.print();
-    if let Some(path) = &o.json {
+    if let Some(path) = &cli.load.json {
         std::fs::write(path, serde_json::to_vec_pretty(&summary)?)?;
     }
     Ok(())

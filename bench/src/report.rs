@@ -84,7 +84,7 @@ impl Summary {
             self.p50_ms, self.p90_ms, self.p99_ms, self.p999_ms, self.max_ms, self.mean_ms
         );
         for (k, v) in &self.extra {
-            println!("  {k}: {v}");
+            println!("  {k}: {v:.2}");
         }
     }
 }

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 /// `/proc` reports CPU times in USER_HZ, which Linux fixes at 100 for user space.
-const TICKS_PER_SEC: f64 = 100.0;
+pub(crate) const TICKS_PER_SEC: f64 = 100.0;
 
 /// A cluster's cost while idle: the sums over its members, and memory per member.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -64,6 +64,12 @@ fn sample(pids: &[u32]) -> Option<Sample> {
         let s = sample_one(*pid)?;
         Some(Sample { ticks: acc.ticks + s.ticks, switches: acc.switches + s.switches, rss_mb: acc.rss_mb + s.rss_mb })
     })
+}
+
+/// CPU time (clock ticks) and context switches of the processes `pids` so far, summed;
+/// `None` if one has gone.
+pub(crate) fn counters(pids: &[u32]) -> Option<(u64, u64)> {
+    sample(pids).map(|s| (s.ticks, s.switches))
 }
 
 fn cost(before: Sample, after: Sample, members: usize, took: Duration) -> Option<IdleCost> {

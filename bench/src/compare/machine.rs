@@ -17,6 +17,8 @@ pub struct Machine {
     pub idle: String,
     pub fsync_p50_ms: f64,
     pub fsync_p99_ms: f64,
+    /// What `keel-bench floor` measured, if it ran.
+    pub floor: Option<crate::report::Summary>,
 }
 
 fn meminfo_gib() -> f64 {
@@ -99,6 +101,7 @@ pub fn probe(dir: &Path) -> Machine {
         idle: idle_wait(),
         fsync_p50_ms,
         fsync_p99_ms,
+        floor: None,
     }
 }
 

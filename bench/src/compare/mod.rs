@@ -6,7 +6,7 @@
 //! of medians and Keel/etcd ratios, the targets, and SVG latency plots.
 
 mod cluster;
-mod idle;
+pub(crate) mod idle;
 mod machine;
 mod plot;
 mod report;
@@ -50,6 +50,12 @@ pub const STEAL: &str = "cpu_steal_pct";
 /// follower (0) when the run began: the writer's puts take milliseconds in one case and
 /// tens of milliseconds in the other, the watchers' member doing the leader's work too.
 pub const ON_LEADER: &str = "watchers_on_leader";
+
+/// The extra figures holding the members' CPU time (µs) and context switches (every thread
+/// of the three) per operation, over a load run: what the machine pays for each request,
+/// which on two shared cores is also what the requests queue behind.
+pub const CPU_PER_OP: &str = "members_cpu_us_per_op";
+pub const SWITCHES_PER_OP: &str = "members_switches_per_op";
 
 /// A run during which the hypervisor took more than this share of the machine's CPU (in
 /// percent) is run again, on either side: on this host it stole 5-23% for seconds at a
@@ -174,6 +180,8 @@ async fn settle() -> String {
 async fn run_one(w: &Workload, c: &Cluster) -> anyhow::Result<Summary> {
     let eps = c.endpoints.clone();
     let with = |o: &LoadOpts| LoadOpts { endpoints: eps.clone(), ..o.clone() };
+    let load = matches!(w.kind, Kind::Put(..) | Kind::Range(..) | Kind::Txn(..) | Kind::Mixed(..));
+    let before = idle::counters(&c.pids());
     let mut s = match &w.kind {
         Kind::Put(o, p) => workloads::put(&with(o), p).await?,
         Kind::Range(o, r) => workloads::range(&with(o), r).await?,
@@ -196,8 +204,24 @@ async fn run_one(w: &Workload, c: &Cluster) -> anyhow::Result<Summary> {
         }
         Kind::CheckPerf => report::check_perf(&c.endpoints).await?,
     };
+    if let (true, Some(before), Some(after)) = (load, before, idle::counters(&c.pids())) {
+        per_op(&mut s, before, after);
+    }
     s.name = w.title.clone();
     Ok(s)
+}
+
+/// Records [`CPU_PER_OP`] and [`SWITCHES_PER_OP`] from counters (clock ticks, switches)
+/// taken before and after the run.
+pub fn per_op(s: &mut Summary, (ticks0, switches0): (u64, u64), (ticks1, switches1): (u64, u64)) {
+    if s.count == 0 {
+        return;
+    }
+    let per = |d: u64| d as f64 / s.count as f64;
+    let cpu = per(ticks1.saturating_sub(ticks0)) * 1e6 / idle::TICKS_PER_SEC;
+    let switches = per(switches1.saturating_sub(switches0));
+    s.extra.insert(CPU_PER_OP.into(), cpu);
+    s.extra.insert(SWITCHES_PER_OP.into(), switches);
 }
 
 pub async fn run(o: &CompareOpts) -> anyhow::Result<()> {
@@ -207,7 +231,17 @@ pub async fn run(o: &CompareOpts) -> anyhow::Result<()> {
         None => std::env::current_exe()?.with_file_name("keel"),
     };
     let base = std::env::temp_dir();
-    let m = machine::probe(&base);
+    let mut m = machine::probe(&base);
+    // The floor first, on a machine with nothing else of ours running.
+    let floor_puts = if o.quick { 2_000 } else { 5_000 };
+    let floor_dir = crate::floor::FloorOpts { dir: Some(base.clone()) };
+    match tokio::task::spawn_blocking(move || crate::floor::run(floor_puts, &floor_dir)).await? {
+        Ok(f) => {
+            eprintln!("floor: p50 {:.3}  p99 {:.3} ms", f.p50_ms, f.p99_ms);
+            m.floor = Some(f);
+        }
+        Err(e) => eprintln!("floor: {e:#}"),
+    }
     let rounds = o.rounds.unwrap_or(if o.quick { 2 } else { 3 });
     let workloads: Vec<Workload> = plan(o.quick)
         .into_iter()
@@ -299,4 +333,25 @@ pub async fn run(o: &CompareOpts) -> anyhow::Result<()> {
     report::write(&o.out, &m, &run)?;
     eprintln!("wrote {} in {:.0}s", o.out.display(), started.elapsed().as_secs_f64());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_and_switches_are_counted_per_operation() {
+        let mut s = crate::report::Recorder::default().summary("put", std::time::Duration::from_secs(1));
+        // No operations: nothing to divide by, nothing recorded.
+        per_op(&mut s, (0, 0), (10, 10));
+        assert!(s.extra.is_empty());
+        s.count = 1_000;
+        // 50 ticks of 10 ms over 1,000 operations: 500 µs each; 13,000 switches: 13 each.
+        per_op(&mut s, (100, 2_000), (150, 15_000));
+        assert_eq!(s.extra.get(CPU_PER_OP), Some(&500.0));
+        assert_eq!(s.extra.get(SWITCHES_PER_OP), Some(&13.0));
+        // A counter that went backwards (a thread ended) counts as nothing, not as negative.
+        per_op(&mut s, (150, 15_000), (150, 14_000));
+        assert_eq!(s.extra.get(SWITCHES_PER_OP), Some(&0.0));
+    }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::idle::IdleCost;
 use super::machine::Machine;
 use super::plot;
-use super::{Workload, MAX_STEAL_PCT, ON_LEADER, STEAL};
+use super::{Workload, CPU_PER_OP, MAX_STEAL_PCT, ON_LEADER, STEAL, SWITCHES_PER_OP};
 use crate::report::Summary;
 
 /// Runs `etcdctl check perf --load=l` (60 s) against the cluster and reads its verdict.
@@ -166,9 +166,24 @@ pub fn write(out: &Path, m: &Machine, run: &Outcome<'_>) -> anyhow::Result<()> {
     writeln!(d, "| idle CPU | {} |", m.idle)?;
     writeln!(
         d,
-        "| disk fsync (4 KiB write + fdatasync) | p50 {:.3} ms, p99 {:.3} ms |\n",
+        "| disk fsync (4 KiB write + fdatasync) | p50 {:.3} ms, p99 {:.3} ms |",
         m.fsync_p50_ms, m.fsync_p99_ms
     )?;
+    if let Some(f) = &m.floor {
+        writeln!(
+            d,
+            "| a replicated put's floor (`keel-bench floor`: a client, a leader and two followers as plain \
+             blocking processes, loopback TCP, durable on two of three; no server work; {} puts) | p50 {:.3} ms, \
+             p99 {:.3} ms, p99.9 {:.3} ms; the three members' CPU {} µs and {} context switches a put |",
+            f.count,
+            f.p50_ms,
+            f.p99_ms,
+            f.p999_ms,
+            fmt(f.extra.get(CPU_PER_OP).copied(), 0),
+            fmt(f.extra.get(SWITCHES_PER_OP).copied(), 1),
+        )?;
+    }
+    writeln!(d)?;
     write_idle(&mut d, idle, *idle_window)?;
     writeln!(d, "## Results (median over rounds)\n")?;
     writeln!(d, "Ratios are Keel / etcd; ✓ marks where Keel is better.\n")?;
