@@ -100,6 +100,16 @@ fn by_round(k: &[Summary], e: &[Summary], f: &dyn Fn(&Summary) -> Option<f64>, m
     Some(out)
 }
 
+/// How an extra figure is named in the table, and its decimals: the ones every load run
+/// has read as words; workload-specific ones keep their keys.
+fn label_of(extra: &str) -> (&str, usize) {
+    match extra {
+        CPU_PER_OP => ("the members' CPU per request (µs)", 0),
+        SWITCHES_PER_OP => ("the members' context switches per request", 1),
+        other => (other, 2),
+    }
+}
+
 fn fmt(v: Option<f64>, digits: usize) -> String {
     v.map_or("–".into(), |v| format!("{v:.digits$}"))
 }
@@ -233,7 +243,15 @@ pub fn write(out: &Path, m: &Machine, run: &Outcome<'_>) -> anyhow::Result<()> {
                 continue;
             }
             let lower = !matches!(x.as_str(), "pass");
-            writeln!(d, "| {} | {x} | {} | {} | {} |", w.title, fmt(kv, 2), fmt(ev, 2), ratio(kv, ev, lower))?;
+            let (label, digits) = label_of(&x);
+            writeln!(
+                d,
+                "| {} | {label} | {} | {} | {} |",
+                w.title,
+                fmt(kv, digits),
+                fmt(ev, digits),
+                ratio(kv, ev, lower)
+            )?;
         }
         if let (Some(ks), Some(es)) = (k.last(), e.last()) {
             if ks.p99_ms > 0.0 || es.p99_ms > 0.0 {
@@ -338,6 +356,13 @@ mod tests {
         let mut s = crate::report::Recorder::default().summary("put", Duration::from_secs(1));
         s.p99_ms = p99_ms;
         s
+    }
+
+    #[test]
+    fn the_per_request_figures_read_as_words_and_others_keep_their_keys() {
+        assert_eq!(label_of(CPU_PER_OP), ("the members' CPU per request (µs)", 0));
+        assert_eq!(label_of(SWITCHES_PER_OP), ("the members' context switches per request", 1));
+        assert_eq!(label_of("member_rss_mb"), ("member_rss_mb", 2));
     }
 
     #[test]
