@@ -29,7 +29,7 @@ pub fn percentiles(path: &Path, title: &str, series: &[(&str, &Summary)]) -> any
         .y_desc("latency (ms)")
         .draw()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let colors = [RGBColor(0, 114, 178), RGBColor(213, 94, 0)];
+    let colors = [RGBColor(0, 114, 178), RGBColor(213, 94, 0), RGBColor(110, 110, 110)];
     for (i, (label, s)) in series.iter().enumerate() {
         let color = colors[i % colors.len()];
         let points: Vec<(usize, f64)> = s.percentiles.iter().enumerate().map(|(x, (_, v))| (x, *v)).collect();

@@ -256,7 +256,12 @@ pub fn write(out: &Path, m: &Machine, run: &Outcome<'_>) -> anyhow::Result<()> {
         if let (Some(ks), Some(es)) = (k.last(), e.last()) {
             if ks.p99_ms > 0.0 || es.p99_ms > 0.0 {
                 let file = plots.join(format!("{}.svg", w.id));
-                if plot::percentiles(&file, &w.title, &[("Keel", ks), ("etcd", es)]).is_ok() {
+                let mut series = vec![("Keel", ks), ("etcd", es)];
+                // The one-client put beside the machine's floor for it.
+                if let (true, Some(f)) = (w.id == "put-1", &m.floor) {
+                    series.push(("floor (keel-bench floor)", f));
+                }
+                if plot::percentiles(&file, &w.title, &series).is_ok() {
                     writeln!(d, "| {} | plot | [{}.svg](bench/{}.svg) | | |", w.title, w.id, w.id)?;
                 }
             }
