@@ -74,7 +74,10 @@ pub fn run(puts: u64, o: &FloorOpts) -> anyhow::Result<Summary> {
     let exe = std::env::current_exe()?;
     let mut members = Members(Vec::new());
     let mut start = |args: Vec<String>| -> anyhow::Result<()> {
-        let child = Command::new(&exe).arg("floor-member").args(args).stdout(Stdio::null()).spawn()?;
+        // A member's stdin is a pipe from this process: when this process ends, however it
+        // ends, the pipe closes and the member exits (see `member`).
+        let child =
+            Command::new(&exe).arg("floor-member").args(args).stdin(Stdio::piped()).stdout(Stdio::null()).spawn()?;
         members.0.push(child);
         Ok(())
     };
@@ -154,8 +157,14 @@ fn accept(listen: &str) -> anyhow::Result<TcpStream> {
     Ok(s)
 }
 
-/// Runs a member until its peer goes away.
+/// Runs a member until its peer goes away, or the process that started it does (its end of
+/// the member's stdin closes), so that no member outlives a run cut short.
 pub fn member(o: &MemberOpts) -> anyhow::Result<()> {
+    std::thread::spawn(|| {
+        let mut buf = [0u8; 64];
+        while matches!(std::io::stdin().read(&mut buf), Ok(n) if n > 0) {}
+        std::process::exit(0);
+    });
     let r = match o.role {
         Role::Follower => follower(&o.listen, &o.log),
         Role::Leader => leader(&o.listen, &o.log, &o.followers),
