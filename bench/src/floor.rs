@@ -16,13 +16,13 @@
 //! the cores, and two of three concurrent fsyncs on the one disk. There is no Raft state, no
 //! gRPC, no state machine. The members are this binary again, run with a hidden subcommand.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
@@ -51,13 +51,12 @@ pub enum Role {
     Follower,
 }
 
-/// A member process of the floor (started by `floor`, not by hand).
+/// A member process of the floor (started by `floor`, not by hand). It listens on a port
+/// of its choosing and prints the address, a line on stdout, once it is ready.
 #[derive(Args, Clone, Debug)]
 pub struct MemberOpts {
     #[arg(value_enum)]
     pub role: Role,
-    /// The address to take the one connection on (the client's, or the leader's).
-    pub listen: String,
     /// The log file.
     pub log: PathBuf,
     /// The followers' addresses (the leader's only).
@@ -69,25 +68,30 @@ pub struct MemberOpts {
 /// compare runner records them for the servers.
 pub fn run(puts: u64, o: &FloorOpts) -> anyhow::Result<Summary> {
     let dir = tempfile::tempdir_in(o.dir.clone().unwrap_or_else(std::env::temp_dir))?;
-    let addrs = [free_addr()?, free_addr()?, free_addr()?];
-    let log = |i: usize| dir.path().join(format!("log{i}"));
+    let log = |i: usize| dir.path().join(format!("log{i}")).display().to_string();
     let exe = std::env::current_exe()?;
     let mut members = Members(Vec::new());
-    let mut start = |args: Vec<String>| -> anyhow::Result<()> {
+    // Starts a member and returns the address it listens on, once it is ready.
+    let mut start = |args: Vec<String>| -> anyhow::Result<String> {
         // A member's stdin is a pipe from this process: when this process ends, however it
         // ends, the pipe closes and the member exits (see `member`).
-        let child =
-            Command::new(&exe).arg("floor-member").args(args).stdin(Stdio::piped()).stdout(Stdio::null()).spawn()?;
+        let mut child =
+            Command::new(&exe).arg("floor-member").args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+        let out = child.stdout.take();
         members.0.push(child);
-        Ok(())
+        let mut line = String::new();
+        if let Some(out) = out {
+            std::io::BufReader::new(out).read_line(&mut line)?;
+        }
+        anyhow::ensure!(!line.trim().is_empty(), "a floor member ended before it listened");
+        Ok(line.trim().to_string())
     };
-    let path = |p: PathBuf| p.display().to_string();
-    start(vec!["follower".into(), addrs[1].clone(), path(log(1))])?;
-    start(vec!["follower".into(), addrs[2].clone(), path(log(2))])?;
-    start(vec!["leader".into(), addrs[0].clone(), path(log(0)), addrs[1].clone(), addrs[2].clone()])?;
+    let f1 = start(vec!["follower".into(), log(1)])?;
+    let f2 = start(vec!["follower".into(), log(2)])?;
+    let leader = start(vec!["leader".into(), log(0), f1, f2])?;
     let pids: Vec<u32> = members.0.iter().map(Child::id).collect();
 
-    let mut s = connect(&addrs[0])?;
+    let mut s = connect(&leader)?;
     let mut n: u64 = 0;
     let mut put = |s: &mut TcpStream| -> anyhow::Result<()> {
         let mut req = [b'v'; REQ];
@@ -131,28 +135,20 @@ impl Drop for Members {
     }
 }
 
-/// A free loopback address, as `host:port`.
-fn free_addr() -> anyhow::Result<String> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string())
-}
-
 fn connect(addr: &str) -> anyhow::Result<TcpStream> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match TcpStream::connect(addr) {
-            Ok(s) => {
-                s.set_nodelay(true)?;
-                return Ok(s);
-            }
-            // The member may not listen yet.
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => return Err(e).with_context(|| format!("connecting to {addr}")),
-        }
-    }
+    let s = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
+    s.set_nodelay(true)?;
+    Ok(s)
 }
 
-fn accept(listen: &str) -> anyhow::Result<TcpStream> {
-    let (s, _) = TcpListener::bind(listen).with_context(|| format!("listening on {listen}"))?.accept()?;
+/// Listens on a free loopback port, tells the starting process which (the ready line), and
+/// takes the one connection.
+fn accept() -> anyhow::Result<TcpStream> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    let mut out = std::io::stdout();
+    writeln!(out, "{}", l.local_addr()?)?;
+    out.flush()?;
+    let (s, _) = l.accept()?;
     s.set_nodelay(true)?;
     Ok(s)
 }
@@ -166,8 +162,8 @@ pub fn member(o: &MemberOpts) -> anyhow::Result<()> {
         std::process::exit(0);
     });
     let r = match o.role {
-        Role::Follower => follower(&o.listen, &o.log),
-        Role::Leader => leader(&o.listen, &o.log, &o.followers),
+        Role::Follower => follower(&o.log),
+        Role::Leader => leader(&o.log, &o.followers),
     };
     // The run ends by closing the connections: not an error.
     match r {
@@ -205,9 +201,9 @@ impl Log {
     }
 }
 
-fn follower(listen: &str, log: &Path) -> anyhow::Result<()> {
+fn follower(log: &Path) -> anyhow::Result<()> {
     let mut log = Log::create(log)?;
-    let mut s = accept(listen)?;
+    let mut s = accept()?;
     let mut req = [0u8; REQ];
     loop {
         s.read_exact(&mut req)?;
@@ -240,11 +236,11 @@ fn lock(round: &Mutex<Round>) -> anyhow::Result<std::sync::MutexGuard<'_, Round>
     round.lock().map_err(|_| anyhow::anyhow!("a thread of the leader panicked"))
 }
 
-fn leader(listen: &str, log: &Path, followers: &[String]) -> anyhow::Result<()> {
+fn leader(log: &Path, followers: &[String]) -> anyhow::Result<()> {
     let mut log = Log::create(log)?;
     let mut links = followers.iter().map(|f| connect(f)).collect::<anyhow::Result<Vec<_>>>()?;
     anyhow::ensure!(links.len() == 2, "the leader needs two followers");
-    let mut client = accept(listen)?;
+    let mut client = accept()?;
     let round = Arc::new(Mutex::new(Round { seq: u64::MAX, copies: 0, client: client.try_clone()? }));
     for link in &links {
         let (mut link, round) = (link.try_clone()?, round.clone());
