@@ -220,6 +220,12 @@ struct Round {
 }
 
 impl Round {
+    /// Starts serving request `seq`: no durable copies yet.
+    fn begin(&mut self, seq: u64) {
+        self.seq = seq;
+        self.copies = 0;
+    }
+
     /// Counts a durable copy of request `seq`; the second answers the client.
     fn durable(&mut self, seq: u64) -> std::io::Result<()> {
         if seq == self.seq {
@@ -258,11 +264,7 @@ fn leader(log: &Path, followers: &[String]) -> anyhow::Result<()> {
         let mut seq = [0u8; 8];
         seq.copy_from_slice(&req[..8]);
         let seq = u64::from_le_bytes(seq);
-        {
-            let mut r = lock(&round)?;
-            r.seq = seq;
-            r.copies = 0;
-        }
+        lock(&round)?.begin(seq);
         for link in &mut links {
             link.write_all(&req)?;
         }
@@ -291,8 +293,7 @@ mod tests {
         r.durable(7)?;
         r.durable(7)?; // the second copy: the answer
         r.durable(7)?; // the third: nothing more
-        r.seq = 8;
-        r.copies = 0;
+        r.begin(8);
         r.durable(8)?;
         r.durable(8)?;
         drop(r);

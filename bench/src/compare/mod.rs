@@ -181,7 +181,7 @@ async fn run_one(w: &Workload, c: &Cluster) -> anyhow::Result<Summary> {
     let eps = c.endpoints.clone();
     let with = |o: &LoadOpts| LoadOpts { endpoints: eps.clone(), ..o.clone() };
     let load = matches!(w.kind, Kind::Put(..) | Kind::Range(..) | Kind::Txn(..) | Kind::Mixed(..));
-    let before = idle::counters(&c.pids());
+    let before = if load { idle::counters(&c.pids()) } else { None };
     let mut s = match &w.kind {
         Kind::Put(o, p) => workloads::put(&with(o), p).await?,
         Kind::Range(o, r) => workloads::range(&with(o), r).await?,
@@ -204,8 +204,10 @@ async fn run_one(w: &Workload, c: &Cluster) -> anyhow::Result<Summary> {
         }
         Kind::CheckPerf => report::check_perf(&c.endpoints).await?,
     };
-    if let (true, Some(before), Some(after)) = (load, before, idle::counters(&c.pids())) {
-        per_op(&mut s, before, after);
+    if let Some(before) = before {
+        if let Some(after) = idle::counters(&c.pids()) {
+            per_op(&mut s, before, after);
+        }
     }
     s.name = w.title.clone();
     Ok(s)
