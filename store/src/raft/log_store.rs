@@ -74,6 +74,30 @@ type Done = tokio::sync::oneshot::Sender<Result<(), String>>;
 /// Appended entries not yet written, by index: what readers see before the writer catches up.
 type Pending = Arc<RwLock<BTreeMap<u64, Entry>>>;
 
+/// The newest entries written, by index, with their encoded sizes, at most [`RECENT`] of them
+/// and [`RECENT_BYTES`] in all: openraft reads each new entry back right after writing it
+/// (every replication stream to send it, the state machine to apply it), and serving those
+/// reads from memory saves a read of the log file each.
+type Recent = Arc<RwLock<RecentEntries>>;
+
+#[derive(Default)]
+struct RecentEntries {
+    entries: BTreeMap<u64, (Entry, usize)>,
+    bytes: usize,
+}
+
+/// Written entries kept in [`Recent`], at most.
+const RECENT: usize = 256;
+/// Their encoded bytes, at most (a batch entry can be megabytes).
+const RECENT_BYTES: usize = 4 << 20;
+
+impl RecentEntries {
+    fn retain(&mut self, keep: impl Fn(u64) -> bool) {
+        self.entries.retain(|i, _| keep(*i));
+        self.bytes = self.entries.values().map(|(_, n)| n).sum();
+    }
+}
+
 /// The newest committed log id (encoded) not yet written: a restart hint nobody waits for,
 /// so it waits in memory for the next write instead of waking the writer of its own.
 type Hint = Arc<parking_lot::Mutex<Option<Vec<u8>>>>;
@@ -158,6 +182,7 @@ struct Io {
     /// The applied state's durability, ensured before a purge.
     state: Arc<StateSync>,
     pending: Pending,
+    recent: Recent,
     hint: Hint,
     /// Shared with [`LogStore`], for the flush callbacks waiting in [`Flushes`].
     early: Arc<std::sync::OnceLock<Early>>,
@@ -165,7 +190,43 @@ struct Io {
     stall: Option<std::path::PathBuf>,
 }
 
+/// One thing a log write did, for [`Io::remember`].
+enum Change {
+    Written(Entry, usize),
+    Truncated(u64),
+    Purged(u64),
+}
+
 impl Io {
+    /// Keeps `recent` what the log holds after a write made `changes` (in order): the new
+    /// entries in, truncated and purged ones out, the oldest beyond [`RECENT`] dropped. After
+    /// a failed write nothing is kept: the log is unusable from then on anyway.
+    fn remember(&self, changes: Vec<Change>, ok: bool) {
+        let mut recent = self.recent.write();
+        if !ok {
+            *recent = RecentEntries::default();
+            return;
+        }
+        for change in changes {
+            match change {
+                Change::Written(e, n) => {
+                    recent.bytes += n;
+                    if let Some((_, old)) = recent.entries.insert(e.log_id.index, (e, n)) {
+                        recent.bytes -= old;
+                    }
+                }
+                Change::Truncated(from) => recent.retain(|i| i < from),
+                Change::Purged(upto) => recent.retain(|i| i > upto),
+            }
+        }
+        while recent.entries.len() > RECENT || recent.bytes > RECENT_BYTES {
+            match recent.entries.pop_first() {
+                Some((_, (_, n))) => recent.bytes -= n,
+                None => break,
+            }
+        }
+    }
+
     /// Writes `ops` and the pending hint as one synced log write, then fires their
     /// callbacks. Returns whether one of them was [`Op::Stop`].
     fn write(&self, ops: Vec<Op>) -> bool {
@@ -190,6 +251,8 @@ impl Io {
         let mut purging: Option<u64> = None;
         let mut stopping = false;
         let mut failed: Option<String> = None;
+        // What the write does to the log, in order, for `recent` once it has succeeded.
+        let mut changes: Vec<Change> = Vec::new();
         for op in ops {
             match op {
                 Op::Stop => stopping = true,
@@ -197,11 +260,16 @@ impl Io {
                     let normal = self.stall.is_some()
                         && entries.iter().any(|e| matches!(e.payload, openraft::EntryPayload::Normal(_)));
                     for e in entries {
+                        let mut size = 0;
                         match encode(&e) {
-                            Ok(bytes) => owned.push(Owned::Entry(e.log_id.index, bytes)),
+                            Ok(bytes) => {
+                                size = bytes.len();
+                                owned.push(Owned::Entry(e.log_id.index, bytes));
+                            }
                             Err(err) => failed = Some(err.to_string()),
                         }
                         written.push(e.log_id);
+                        changes.push(Change::Written(e, size));
                     }
                     match cb {
                         Some(cb) => callbacks.push(cb),
@@ -213,6 +281,7 @@ impl Io {
                 }
                 Op::Truncate(from, done) => {
                     owned.push(Owned::Truncate(from));
+                    changes.push(Change::Truncated(from));
                     dones.push(done);
                 }
                 Op::Purge(upto, done) => {
@@ -221,6 +290,7 @@ impl Io {
                         Err(err) => failed = Some(err.to_string()),
                     }
                     purging = purging.max(Some(upto.index));
+                    changes.push(Change::Purged(upto.index));
                     dones.push(done);
                 }
                 Op::Vote(v, done) => {
@@ -263,6 +333,7 @@ impl Io {
         if started.elapsed() >= SLOW_WRITE {
             tracing::warn!(entries, ms = started.elapsed().as_millis() as u64, "slow log write (fsync)");
         }
+        self.remember(changes, result.is_ok());
         if result.is_ok() && !written.is_empty() {
             let mut p = self.pending.write();
             for id in &written {
@@ -296,6 +367,7 @@ impl LogStore {
             wal: wal.clone(),
             state,
             pending: pending.clone(),
+            recent: Recent::default(),
             hint: Hint::default(),
             early: early.clone(),
             stall: stall_from_env(),
@@ -398,10 +470,18 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => Some(*i),
             Bound::Unbounded => None,
         };
-        // Entries still on their way to disk first; they win over older written ones.
+        // Entries still on their way to disk first; they win over older written ones. Then
+        // the newest written ones, kept in memory; the log file only for what is missing.
+        let end_or_max = end.unwrap_or(u64::MAX);
         let mut out: BTreeMap<u64, Entry> =
-            self.pending.read().range(start..end.unwrap_or(u64::MAX)).map(|(i, e)| (*i, e.clone())).collect();
-        for (i, bytes) in self.wal.read(start, end.unwrap_or(u64::MAX)).map_err(read_err)? {
+            self.pending.read().range(start..end_or_max).map(|(i, e)| (*i, e.clone())).collect();
+        for (i, (e, _)) in self.io.recent.read().entries.range(start..end_or_max) {
+            out.entry(*i).or_insert_with(|| e.clone());
+        }
+        if end.is_some_and(|end| out.len() as u64 == end.saturating_sub(start)) {
+            return Ok(out.into_values().collect());
+        }
+        for (i, bytes) in self.wal.read(start, end_or_max).map_err(read_err)? {
             if let std::collections::btree_map::Entry::Vacant(slot) = out.entry(i) {
                 slot.insert(decode::<Entry>(&bytes).map_err(read_err)?);
             }
@@ -532,6 +612,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             early.flushes.truncated(log_id.index);
         }
         self.pending.write().retain(|i, _| *i < log_id.index);
+        self.io.recent.write().retain(|i| i < log_id.index);
         self.submit(|done| Op::Truncate(log_id.index, done)).await
     }
 
@@ -586,6 +667,56 @@ mod tests {
         let mut log = LogStore::new(open()?, sm.state_sync())?;
         log.send_early(EarlyAppends::new(reqwest::Client::new()), 8);
         assert_eq!(log.read_vote().await?, Some(Vote::new_committed(3, 7)), "another leader's vote stands");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn entries_read_from_memory_are_those_the_log_file_holds() -> Result<(), Box<dyn std::error::Error>> {
+        let f = Fixture::new()?;
+        let (sm, open) = (&f.sm, || f.wal());
+        let entry = |term, i| Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(term, 1), i),
+            payload: openraft::EntryPayload::Blank,
+        };
+        let mut log = LogStore::new(open()?, sm.state_sync())?;
+        // More entries than are kept in memory, in several writes.
+        let total = RECENT as u64 + 40;
+        for first in (1..=total).step_by(10) {
+            log.io.write(vec![Op::Append((first..first + 10).map(|i| entry(1, i)).collect(), None)]);
+        }
+        assert_eq!(log.io.recent.read().entries.len(), RECENT, "only the newest are kept");
+        // Entries from 280 on are replaced by another leader's, then some of those go again,
+        // in one write (as the writer thread takes whatever is queued), then the oldest are
+        // purged.
+        log.truncate(entry(1, 280).log_id).await?;
+        let (done, _) = tokio::sync::oneshot::channel();
+        log.io.write(vec![Op::Append((280..=300).map(|i| entry(2, i)).collect(), None), Op::Truncate(291, done)]);
+        log.purge(entry(1, 100).log_id).await?;
+        assert_eq!(log.io.recent.read().entries.keys().next_back(), Some(&290), "the truncated tail is gone");
+        {
+            let recent = log.io.recent.read();
+            let sizes: usize = recent.entries.values().map(|(_, n)| n).sum();
+            assert!(sizes > 0 && recent.bytes == sizes, "the byte count follows the entries kept");
+        }
+
+        let read = |mut log: LogStore, range: std::ops::Range<u64>| async move {
+            let ids: Vec<LogId> = log.try_get_log_entries(range).await?.into_iter().map(|e| e.log_id).collect();
+            Ok::<_, StorageError>(ids)
+        };
+        let ranges = [101..291, 250..291, 290..291, 280..290, 150..270, 285..301];
+        let mut from_memory = Vec::new();
+        for r in ranges.clone() {
+            from_memory.push(read(log.clone(), r).await?);
+        }
+        log.close();
+        let reopened = LogStore::new(open()?, sm.state_sync())?;
+        for (r, mem) in ranges.into_iter().zip(from_memory) {
+            let (start, end) = (r.start, r.end);
+            let file = read(reopened.clone(), r).await?;
+            assert_eq!(mem, file, "{start}..{end}");
+            assert_eq!(file.len() as u64, end.min(291) - start, "{start}..{end} is whole");
+            assert!(file.iter().all(|id| id.leader_id.term == if id.index >= 280 { 2 } else { 1 }));
+        }
         Ok(())
     }
 
