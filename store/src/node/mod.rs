@@ -130,17 +130,26 @@ impl Node {
         }
         let deadline = Instant::now() + self.limits.request_timeout;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let attempt = tokio::time::timeout(left, self.propose_here(req.clone())).await;
-            match attempt.map_err(|_| EtcdError::Timeout)? {
-                Ok(r) => return into_result(r),
-                Err(LocalError::Etcd(e)) => return Err(e),
-                Err(LocalError::NotLeader) => {}
-            }
-            let leader = self.await_leader(deadline).await?;
-            if leader != self.id {
-                if let Some(r) = self.forward_propose(leader, &req, deadline).await? {
-                    return into_result(r);
+            // A member that knows another leads forwards at once: proposing here first
+            // would only go through the batcher and openraft to learn the same.
+            match self.leader() {
+                Some(leader) if leader != self.id => {
+                    if let Some(r) = self.forward_propose(leader, &req, deadline).await? {
+                        return into_result(r);
+                    }
+                }
+                _ => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let attempt = tokio::time::timeout(left, self.propose_here(req.clone())).await;
+                    match attempt.map_err(|_| EtcdError::Timeout)? {
+                        Ok(r) => return into_result(r),
+                        Err(LocalError::Etcd(e)) => return Err(e),
+                        Err(LocalError::NotLeader) => {}
+                    }
+                    // Another member leads (or none is known yet): forward on the next turn.
+                    if self.await_leader(deadline).await? != self.id {
+                        continue;
+                    }
                 }
             }
             if Instant::now() >= deadline {
@@ -209,26 +218,29 @@ impl Node {
     /// Makes the next local read linearizable.
     pub async fn read_barrier(&self) -> Result<(), EtcdError> {
         let deadline = Instant::now() + self.limits.request_timeout;
-        loop {
+        let wait_for = |index: u64| async move {
             let left = deadline.saturating_duration_since(Instant::now());
-            let attempt = tokio::time::timeout(left, self.read_index_here()).await;
-            match attempt.map_err(|_| EtcdError::Timeout)? {
-                Ok(index) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    return tokio::time::timeout(left, self.applied.wait_for(index))
-                        .await
-                        .map_err(|_| EtcdError::Timeout);
+            tokio::time::timeout(left, self.applied.wait_for(index)).await.map_err(|_| EtcdError::Timeout)
+        };
+        loop {
+            // As in `propose`: a member that knows another leads asks it at once.
+            match self.leader() {
+                Some(leader) if leader != self.id => {
+                    if let Some(index) = self.forward_read_index(leader, deadline).await {
+                        return wait_for(index).await;
+                    }
                 }
-                Err(LocalError::Etcd(e)) => return Err(e),
-                Err(LocalError::NotLeader) => {}
-            }
-            let leader = self.await_leader(deadline).await?;
-            if leader != self.id {
-                if let Some(index) = self.forward_read_index(leader, deadline).await {
+                _ => {
                     let left = deadline.saturating_duration_since(Instant::now());
-                    return tokio::time::timeout(left, self.applied.wait_for(index))
-                        .await
-                        .map_err(|_| EtcdError::Timeout);
+                    let attempt = tokio::time::timeout(left, self.read_index_here()).await;
+                    match attempt.map_err(|_| EtcdError::Timeout)? {
+                        Ok(index) => return wait_for(index).await,
+                        Err(LocalError::Etcd(e)) => return Err(e),
+                        Err(LocalError::NotLeader) => {}
+                    }
+                    if self.await_leader(deadline).await? != self.id {
+                        continue;
+                    }
                 }
             }
             if Instant::now() >= deadline {
