@@ -74,32 +74,8 @@ type Done = tokio::sync::oneshot::Sender<Result<(), String>>;
 /// Appended entries not yet written, by index: what readers see before the writer catches up.
 type Pending = Arc<RwLock<BTreeMap<u64, Entry>>>;
 
-/// The newest entries written, by index, as written (encoded), at most [`RECENT`] of them and
-/// [`RECENT_BYTES`] in all: openraft reads each new entry back right after writing it (every
-/// replication stream to send it, the state machine to apply it), and serving those reads
-/// from memory saves a read of the log file each. Encoded, not decoded: a decoded entry's
-/// keys and values can be slices of the buffer its request arrived in, and keeping a few
-/// hundred of them kept those buffers too (the leader's RSS went from 63 to 210 MB under
-/// 100 clients' puts).
-type Recent = Arc<RwLock<RecentEntries>>;
-
-#[derive(Default)]
-struct RecentEntries {
-    entries: BTreeMap<u64, Vec<u8>>,
-    bytes: usize,
-}
-
-/// Written entries kept in [`Recent`], at most.
-const RECENT: usize = 256;
-/// Their encoded bytes, at most (a batch entry can be megabytes).
-const RECENT_BYTES: usize = 4 << 20;
-
-impl RecentEntries {
-    fn retain(&mut self, keep: impl Fn(u64) -> bool) {
-        self.entries.retain(|i, _| keep(*i));
-        self.bytes = self.entries.values().map(Vec::len).sum();
-    }
-}
+/// The newest entries written (see [`super::recent`]), shared by writers and readers.
+type Recent = Arc<RwLock<super::recent::Recent>>;
 
 /// The newest committed log id (encoded) not yet written: a restart hint nobody waits for,
 /// so it waits in memory for the next write instead of waking the writer of its own.
@@ -211,35 +187,26 @@ enum Change {
 }
 
 impl Io {
-    /// Keeps `recent` what the log holds after a write made `changes` (in order): the new
-    /// entries in, truncated and purged ones out, the oldest beyond [`RECENT`] dropped. After
-    /// a failed write nothing is kept: the log is unusable from then on anyway.
+    /// Tells `recent` what a write did, in order (its written entries' bytes are taken from
+    /// `owned`). After a failed write nothing is kept: the log is unusable from then on.
     fn remember(&self, changes: Vec<Change>, owned: &mut [Owned], ok: bool) {
         let mut recent = self.recent.write();
         if !ok {
-            *recent = RecentEntries::default();
+            recent.clear();
             return;
         }
         for change in changes {
             match change {
                 Change::Written(index, at) => {
-                    let Some(Owned::Entry(_, bytes)) = owned.get_mut(at) else { continue };
-                    let bytes = std::mem::take(bytes);
-                    recent.bytes += bytes.len();
-                    if let Some(old) = recent.entries.insert(index, bytes) {
-                        recent.bytes -= old.len();
+                    if let Some(Owned::Entry(_, bytes)) = owned.get_mut(at) {
+                        recent.written(index, std::mem::take(bytes));
                     }
                 }
-                Change::Truncated(from) => recent.retain(|i| i < from),
-                Change::Purged(upto) => recent.retain(|i| i > upto),
+                Change::Truncated(from) => recent.truncated(from),
+                Change::Purged(upto) => recent.purged(upto),
             }
         }
-        while recent.entries.len() > RECENT || recent.bytes > RECENT_BYTES {
-            match recent.entries.pop_first() {
-                Some((_, bytes)) => recent.bytes -= bytes.len(),
-                None => break,
-            }
-        }
+        recent.trim();
     }
 
     /// Writes `ops` and the pending hint as one synced log write, then fires their
@@ -482,8 +449,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
             self.pending.read().range(start..end_or_max).map(|(i, e)| (*i, e.clone())).collect();
         {
             let recent = self.io.recent.read();
-            for (i, bytes) in recent.entries.range(start..end_or_max) {
-                if let std::collections::btree_map::Entry::Vacant(slot) = out.entry(*i) {
+            for (i, bytes) in recent.range(start..end_or_max) {
+                if let std::collections::btree_map::Entry::Vacant(slot) = out.entry(i) {
                     slot.insert(decode::<Entry>(bytes).map_err(read_err)?);
                 }
             }
@@ -622,7 +589,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             early.flushes.truncated(log_id.index);
         }
         self.pending.write().retain(|i, _| *i < log_id.index);
-        self.io.recent.write().retain(|i| i < log_id.index);
+        self.io.recent.write().truncated(log_id.index);
         self.submit(|done| Op::Truncate(log_id.index, done)).await
     }
 
@@ -690,11 +657,11 @@ mod tests {
         };
         let mut log = LogStore::new(open()?, sm.state_sync())?;
         // More entries than are kept in memory, in several writes.
-        let total = RECENT as u64 + 40;
+        let total = super::super::recent::MAX_ENTRIES as u64 + 40;
         for first in (1..=total).step_by(10) {
             log.io.write(vec![Op::Append((first..first + 10).map(|i| entry(1, i)).collect(), None)]);
         }
-        assert_eq!(log.io.recent.read().entries.len(), RECENT, "only the newest are kept");
+        assert_eq!(log.io.recent.read().indexes().len(), super::super::recent::MAX_ENTRIES, "only the newest are kept");
         // Entries from 280 on are replaced by another leader's, then some of those go again,
         // in one write (as the writer thread takes whatever is queued), then the oldest are
         // purged.
@@ -702,12 +669,7 @@ mod tests {
         let (done, _) = tokio::sync::oneshot::channel();
         log.io.write(vec![Op::Append((280..=300).map(|i| entry(2, i)).collect(), None), Op::Truncate(291, done)]);
         log.purge(entry(1, 100).log_id).await?;
-        assert_eq!(log.io.recent.read().entries.keys().next_back(), Some(&290), "the truncated tail is gone");
-        {
-            let recent = log.io.recent.read();
-            let sizes: usize = recent.entries.values().map(Vec::len).sum();
-            assert!(sizes > 0 && recent.bytes == sizes, "the byte count follows the entries kept");
-        }
+        assert_eq!(log.io.recent.read().indexes().last(), Some(&290), "the truncated tail is gone");
 
         let read = |mut log: LogStore, range: std::ops::Range<u64>| async move {
             let ids: Vec<LogId> = log.try_get_log_entries(range).await?.into_iter().map(|e| e.log_id).collect();

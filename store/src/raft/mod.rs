@@ -22,6 +22,7 @@ pub mod log_size;
 pub mod log_store;
 pub mod network;
 pub mod peer_server;
+pub mod recent;
 pub mod snapshot;
 pub mod state_machine;
 pub mod wal;
