@@ -183,6 +183,7 @@ pub async fn run(
     let log = LogStore::new(wal.clone(), sm.state_sync()).map_err(|e| StartError::Raft(e.to_string()))?;
     let log_writer = log.clone();
     log.send_early(network.early_appends(), who.id);
+    log.answer_through(sm.waiters());
     let raft =
         Raft::new(who.id, raft_config(&cfg)?, network, log, sm).await.map_err(|e| StartError::Raft(e.to_string()))?;
     if who.first_boot && !cfg.joining()? {
@@ -210,7 +211,7 @@ pub async fn run(
         http,
         cluster_token: cfg.initial_cluster_token.clone(),
         expiry: Arc::new(crate::lease::Expiry::default()),
-        proposals: tokio::sync::RwLock::new(()),
+        proposals: Arc::new(tokio::sync::RwLock::new(())),
         batcher: crate::node::Batcher::start(raft.clone()),
     });
     tracing::info!(member = %format!("{:x}", who.id), cluster = %format!("{:x}", who.cluster_id), name = %cfg.name, "member started");

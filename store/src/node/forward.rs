@@ -184,7 +184,8 @@ async fn run_stream(http: reqwest::Client, base: String, mut calls: mpsc::Unboun
 }
 
 /// The leader's side: serves one follower's stream until it closes or this member stops.
-/// Each write is proposed on a task of its own, so a slow one holds up nothing else.
+/// Each write is handed to the batcher at once, with a function that queues its answer for
+/// this task to write, so a slow one holds up nothing else.
 pub(crate) async fn serve<T>(node: Arc<Node>, io: T, stop: tokio_util::sync::CancellationToken)
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -201,22 +202,25 @@ where
                 let frame = frame.freeze();
                 let id = frame.slice(..8);
                 let body = frame.slice(8..);
-                let (node, tx) = (node.clone(), tx.clone());
-                tokio::spawn(async move {
-                    let answer = match RaftRequest::decode(body) {
-                        Ok(req) => match node.propose_here(req).await {
-                            Ok(r) => Answer::Applied(r.encode_to_vec()),
-                            Err(LocalError::NotLeader) => Answer::NotLeader,
-                            Err(LocalError::Etcd(e)) => Answer::Failed(e),
-                        },
-                        Err(e) => Answer::Failed(EtcdError::Internal(e.to_string())),
-                    };
+                let tx = tx.clone();
+                let send = move |answer: Answer| {
                     let Ok(encoded) = encode(&answer) else { return };
                     let mut out = BytesMut::with_capacity(8 + encoded.len());
                     out.extend_from_slice(&id);
                     out.extend_from_slice(&encoded);
                     let _ = tx.send(out.freeze());
-                });
+                };
+                match RaftRequest::decode(body) {
+                    // Answered by whichever task learns the result (see `Node::propose_here_then`).
+                    Ok(req) => node.propose_here_then(req, move |r| {
+                        send(match r {
+                            Ok(r) => Answer::Applied(r.encode_to_vec()),
+                            Err(LocalError::NotLeader) => Answer::NotLeader,
+                            Err(LocalError::Etcd(e)) => Answer::Failed(e),
+                        })
+                    }),
+                    Err(e) => send(Answer::Failed(EtcdError::Internal(e.to_string()))),
+                }
             }
             Some(out) = done.recv() => {
                 // Every answer ready goes out in one write.

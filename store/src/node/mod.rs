@@ -65,7 +65,7 @@ pub struct Node {
     pub expiry: Arc<crate::lease::Expiry>,
     /// Proposals hold this shared; a leader transfer holds it exclusively so that no new
     /// entry keeps the followers' leader lease alive meanwhile.
-    pub proposals: tokio::sync::RwLock<()>,
+    pub proposals: Arc<tokio::sync::RwLock<()>>,
     /// Groups concurrent proposals into Raft entries.
     pub batcher: Batcher,
 }
@@ -164,6 +164,27 @@ impl Node {
     pub async fn propose_here(&self, req: RaftRequest) -> Result<RaftResponse, LocalError> {
         let _open = self.proposals.read().await;
         self.batcher.propose(req).await
+    }
+
+    /// Proposes on this member only, and calls `then` with the result (`NotLeader` if this
+    /// member is not the leader) on whatever task learns it, with no task waiting for it
+    /// meanwhile; used for writes forwarded by followers.
+    pub(crate) fn propose_here_then(
+        self: &Arc<Self>,
+        req: RaftRequest,
+        then: impl FnOnce(Result<RaftResponse, LocalError>) + Send + 'static,
+    ) {
+        match self.proposals.clone().try_read_owned() {
+            Ok(open) => self.batcher.propose_then(req, move |r| {
+                drop(open);
+                then(r)
+            }),
+            // A leader transfer holds proposals: wait for it on a task of its own.
+            Err(_) => {
+                let node = self.clone();
+                tokio::spawn(async move { then(node.propose_here(req).await) });
+            }
+        }
     }
 
     /// POSTs `body` to a peer's `path`; `None` if it did not answer 200 (not the leader any

@@ -35,6 +35,7 @@ use openraft::StorageIOError;
 use openraft::{LogState, RaftLogReader};
 use parking_lot::RwLock;
 
+use super::answer::Waiters;
 use super::early::EarlyAppends;
 use super::flush::Flushes;
 use super::state_machine::StateSync;
@@ -97,6 +98,8 @@ pub struct LogStore {
     last: Arc<parking_lot::Mutex<Option<LogId>>>,
     /// Set when early appends are on (see [`LogStore::send_early`]).
     early: Arc<std::sync::OnceLock<Early>>,
+    /// Set by [`LogStore::answer_through`].
+    waiters: Arc<std::sync::OnceLock<Arc<Waiters>>>,
     thread: Arc<WriterThread>,
 }
 
@@ -355,6 +358,7 @@ impl LogStore {
             following: Arc::new(AtomicBool::new(false)),
             last: Arc::default(),
             early,
+            waiters: Arc::default(),
             thread: Arc::new(WriterThread { tx: tx_stop, handle: parking_lot::Mutex::new(Some(thread)) }),
         })
     }
@@ -375,6 +379,12 @@ impl LogStore {
     pub fn send_early(&self, appends: EarlyAppends, me: NodeId) {
         let early = self.early.get_or_init(|| Early { appends, flushes: Arc::new(Flushes::new(me)) });
         early.appends.report_to(early.flushes.clone());
+    }
+
+    /// Registers the waiters that appended entries carry with the state machine's
+    /// `waiters`, which answers them once it has applied the entries (see [`super::answer`]).
+    pub fn answer_through(&self, waiters: Arc<Waiters>) {
+        let _ = self.waiters.set(waiters);
     }
 
     /// openraft's effective membership (from its metrics), for the majority of
@@ -545,6 +555,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
+        if let Some(w) = self.waiters.get() {
+            w.appended(&entries);
+        }
         let early = self.early.get();
         if let Some(early) = early {
             for e in &entries {
@@ -589,6 +602,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             early.flushes.truncated(log_id.index);
         }
         self.pending.write().retain(|i, _| *i < log_id.index);
+        if let Some(w) = self.waiters.get() {
+            w.truncated(log_id.index);
+        }
         self.io.recent.write().truncated(log_id.index);
         self.submit(|done| Op::Truncate(log_id.index, done)).await
     }

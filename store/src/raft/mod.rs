@@ -9,12 +9,14 @@
 //! - [`network`], [`peer_server`]: the peer transport (HTTP + bincode) on
 //!   `--listen-peer-urls`, also used to forward writes and read-index requests to the leader.
 //! - [`early`]: the leader sends new entries to its followers while its own fsync runs.
+//! - [`answer`]: the proposing member's callers are answered by the state machine itself.
 //! - [`flush`]: a write commits once durable on any majority, the leader's copy or not.
 //! - [`ids`]: member and cluster ids, derived from the bootstrap configuration as etcd does.
 
 // openraft's `StorageError` is large and is the error type its storage traits require.
 #![allow(clippy::result_large_err)]
 
+pub mod answer;
 pub mod early;
 pub mod flush;
 pub mod ids;
@@ -55,16 +57,23 @@ pub struct Member {
     pub peer_urls: Vec<String>,
 }
 
-/// A Raft log payload: a store command, carried in its protobuf encoding.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Cmd(pub RaftRequest);
+/// A Raft log payload: a store command, carried in its protobuf encoding; on the member that
+/// proposed it, also who waits for its result (see [`answer`]; never encoded).
+#[derive(Clone, Debug)]
+pub struct Cmd(pub RaftRequest, pub Option<answer::Waiter>);
+
+impl PartialEq for Cmd {
+    fn eq(&self, other: &Cmd) -> bool {
+        self.0 == other.0
+    }
+}
 
 /// What applying a [`Cmd`] returned.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Resp(pub RaftResponse);
 
 macro_rules! serde_as_protobuf {
-    ($t:ident, $inner:ty) => {
+    ($t:ident, $inner:ty, $make:expr) => {
         impl Serialize for $t {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.serialize_bytes(&self.0.encode_to_vec())
@@ -73,7 +82,7 @@ macro_rules! serde_as_protobuf {
         impl<'de> Deserialize<'de> for $t {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let bytes: Vec<u8> = serde_bytes_buf(d)?;
-                <$inner>::decode(bytes.as_slice()).map($t).map_err(serde::de::Error::custom)
+                <$inner>::decode(bytes.as_slice()).map($make).map_err(serde::de::Error::custom)
             }
         }
     };
@@ -103,8 +112,8 @@ fn serde_bytes_buf<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error>
     d.deserialize_byte_buf(V)
 }
 
-serde_as_protobuf!(Cmd, RaftRequest);
-serde_as_protobuf!(Resp, RaftResponse);
+serde_as_protobuf!(Cmd, RaftRequest, |r| Cmd(r, None));
+serde_as_protobuf!(Resp, RaftResponse, Resp);
 
 openraft::declare_raft_types!(
     /// Keel's Raft types.
@@ -141,9 +150,12 @@ mod tests {
 
     #[test]
     fn payloads_round_trip_through_bincode() {
-        let cmd = Cmd(RaftRequest {
-            command: Some(Command::Put(PutRequest { key: "k".into(), value: "v".into(), ..Default::default() })),
-        });
+        let cmd = Cmd(
+            RaftRequest {
+                command: Some(Command::Put(PutRequest { key: "k".into(), value: "v".into(), ..Default::default() })),
+            },
+            Some(answer::Waiter::default()),
+        );
         let bytes = encode(&cmd).expect("encode");
         assert_eq!(decode::<Cmd>(&bytes).expect("decode"), cmd);
     }

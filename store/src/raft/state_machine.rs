@@ -16,6 +16,7 @@ use openraft::{EntryPayload, RaftSnapshotBuilder};
 use parking_lot::RwLock;
 use prost::Message;
 
+use super::answer::Waiters;
 use super::snapshot::{self, SnapshotFile};
 use openraft::StorageIOError;
 
@@ -72,6 +73,8 @@ pub struct StateMachine {
     applied: Arc<Applied>,
     sync: Arc<StateSync>,
     snap_dir: PathBuf,
+    /// Who waits on this member for entries it proposed (see [`super::answer`]).
+    waiters: Arc<Waiters>,
 }
 
 /// How far the applied state is known to be on disk. Applying writes only RocksDB's
@@ -136,13 +139,18 @@ impl StateMachine {
         for ext in [SENDING_EXT, "tmp"] {
             clear_files(&snap_dir, ext, false);
         }
-        let sm = StateMachine { store, engine, applied, sync, snap_dir };
+        let sm = StateMachine { store, engine, applied, sync, snap_dir, waiters: Arc::default() };
         sm.load_meta()?;
         Ok(sm)
     }
 
     pub fn applied(&self) -> Arc<Applied> {
         self.applied.clone()
+    }
+
+    /// Where the log store registers the waiters of entries proposed here.
+    pub fn waiters(&self) -> Arc<Waiters> {
+        self.waiters.clone()
     }
 
     /// What the log store consults before purging.
@@ -183,7 +191,7 @@ impl StateMachine {
                 self.store.apply_noop(batch).map_err(sm_write)?;
                 Resp::default()
             }
-            EntryPayload::Normal(Cmd(req)) => match req.command {
+            EntryPayload::Normal(Cmd(req, _)) => match req.command {
                 Some(Command::Batch(b)) => self.apply_batch(entry.log_id, b.requests)?,
                 Some(cmd) => Resp(self.apply_command(cmd, batch)?),
                 None => {
@@ -350,7 +358,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: Send,
     {
         let started = std::time::Instant::now();
-        let applied: Result<Vec<Resp>, StorageError> = entries.into_iter().map(|e| self.apply_one(e)).collect();
+        let applied: Result<Vec<Resp>, StorageError> = entries
+            .into_iter()
+            .map(|e| {
+                let id = e.log_id;
+                let Resp(r) = self.apply_one(e)?;
+                Ok(Resp(self.waiters.applied(id, r)))
+            })
+            .collect();
         if started.elapsed() >= SLOW_APPLY {
             let entries = applied.as_ref().map_or(0, |v| v.len());
             tracing::warn!(entries, ms = started.elapsed().as_millis() as u64, "applying entries took too long");
@@ -392,6 +407,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         batch.put(Cf::Meta, MEMBERSHIP, encode(&meta.last_membership).map_err(sm_write)?);
         self.engine.write(batch, true).map_err(sm_write)?;
         self.store.reload().map_err(sm_write)?;
+        if let Some(last) = meta.last_log_id {
+            self.waiters.covered(last.index);
+        }
         self.load_meta()?;
         // The state is in RocksDB now (synced by the install's last write): the file has served.
         set_current(&self.snap_dir, meta)?;
