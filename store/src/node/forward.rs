@@ -10,6 +10,11 @@
 //!
 //! A stream that breaks fails the writes in flight on it with [`Forwarded::Retry`], as a
 //! failed HTTP request did: the caller looks for the leader again.
+//!
+//! Each side writes through an [`Outlet`]: a frame that is its stream's only one outstanding
+//! (one client's writes) is written by whoever has it, there and then; otherwise frames go
+//! to the stream's task, which writes everything queued at once (many clients' writes: one
+//! system call for many frames).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -23,7 +28,7 @@ use tokio_util::codec::Framed;
 use super::{LocalError, Node};
 use crate::error::EtcdError;
 use crate::proto::keelpb::{RaftRequest, RaftResponse};
-use crate::raft::network::{frame_codec, open_upgraded};
+use crate::raft::network::{frame_codec, open_upgraded, write_now, Now, RaftStream};
 use crate::raft::{decode, encode};
 
 pub const FORWARD_PATH: &str = "/keel/forward";
@@ -51,13 +56,121 @@ pub(crate) enum Forwarded {
     Failed(EtcdError),
 }
 
-type Call = (Bytes, oneshot::Sender<Forwarded>);
+/// A forwarded write's caller, by the id its frame carries.
+type Waiting = Arc<parking_lot::Mutex<HashMap<u64, oneshot::Sender<Forwarded>>>>;
+
+/// One forward stream's writing half, shared by its task and whoever has a frame for it.
+struct Outlet<S> {
+    state: parking_lot::Mutex<OutletState<S>>,
+    /// Frames for the task to write; `None` asks it to finish writing one written at once.
+    tx: mpsc::UnboundedSender<Option<Bytes>>,
+}
+
+struct OutletState<S> {
+    /// `None` until the stream is open, and once it has failed.
+    sink: Option<S>,
+    /// Messages handed to the task that it has not finished: while there are any, only it
+    /// writes, so frames keep their order.
+    queued: usize,
+}
+
+impl<S> Outlet<S>
+where
+    S: futures::Sink<Bytes, Error = std::io::Error> + Unpin,
+{
+    fn new() -> (Outlet<S>, mpsc::UnboundedReceiver<Option<Bytes>>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Outlet { state: parking_lot::Mutex::new(OutletState { sink: None, queued: 0 }), tx }, rx)
+    }
+
+    /// Sends `frame`: written at once if it is the stream's only one outstanding (`lone`)
+    /// and nothing waits for the task, else through the task. `false` if it cannot go out:
+    /// the stream or its task has ended.
+    fn send(&self, frame: Bytes, lone: bool) -> bool {
+        let mut st = self.state.lock();
+        if lone && st.queued == 0 {
+            if let Some(sink) = st.sink.as_mut() {
+                match write_now(sink, frame.clone(), || {}) {
+                    Now::Written => return true,
+                    Now::Buffered => return self.queue(&mut st, None),
+                    Now::Busy => {}
+                    Now::Broken => {
+                        st.sink = None;
+                        return false;
+                    }
+                }
+            }
+        }
+        self.queue(&mut st, Some(frame))
+    }
+
+    fn queue(&self, st: &mut OutletState<S>, frame: Option<Bytes>) -> bool {
+        if self.tx.send(frame).is_err() {
+            return false;
+        }
+        st.queued += 1;
+        true
+    }
+
+    /// The task's part: writes `taken` (messages from its queue) in one go; `false` if the
+    /// stream failed.
+    async fn write_queued(&self, taken: Vec<Option<Bytes>>) -> bool {
+        let n = taken.len();
+        let mut ok = true;
+        for frame in taken.into_iter().flatten() {
+            ok = self.poll_sink(|sink, cx| sink.poll_ready_unpin(cx)).await
+                && self.state.lock().sink.as_mut().is_some_and(|sink| sink.start_send_unpin(frame).is_ok());
+            if !ok {
+                break;
+            }
+        }
+        ok = ok && self.poll_sink(|sink, cx| sink.poll_flush_unpin(cx)).await;
+        let mut st = self.state.lock();
+        st.queued = st.queued.saturating_sub(n);
+        if !ok {
+            st.sink = None;
+        }
+        ok
+    }
+
+    /// Polls the open stream with `f` until it is ready; `false` if it is not open or failed.
+    async fn poll_sink(
+        &self,
+        mut f: impl FnMut(&mut S, &mut std::task::Context<'_>) -> std::task::Poll<Result<(), std::io::Error>>,
+    ) -> bool {
+        futures::future::poll_fn(|cx| match self.state.lock().sink.as_mut() {
+            Some(sink) => f(sink, cx).map(|r| r.is_ok()),
+            None => std::task::Poll::Ready(false),
+        })
+        .await
+    }
+}
+
+/// Takes what a task's queue holds after `first`, up to a batch.
+fn take_batch(first: Option<Bytes>, rx: &mut mpsc::UnboundedReceiver<Option<Bytes>>) -> Vec<Option<Bytes>> {
+    let mut taken = vec![first];
+    while taken.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(m) => taken.push(m),
+            Err(_) => break,
+        }
+    }
+    taken
+}
+
+/// A follower's stream to one leader: its outlet and the callers waiting on it.
+#[derive(Clone)]
+struct Conn {
+    outlet: Arc<Outlet<futures::stream::SplitSink<RaftStream, Bytes>>>,
+    waiting: Waiting,
+    next_id: Arc<std::sync::atomic::AtomicU64>,
+}
 
 /// The follower's side: one stream per leader URL, opened on first use.
 #[derive(Clone)]
 pub(crate) struct Forwarder {
     http: reqwest::Client,
-    conns: Arc<parking_lot::Mutex<HashMap<String, mpsc::UnboundedSender<Call>>>>,
+    conns: Arc<parking_lot::Mutex<HashMap<String, Conn>>>,
     /// Leaders that answered 404 to the upgrade.
     http_only: Arc<parking_lot::Mutex<HashSet<String>>>,
 }
@@ -73,23 +186,31 @@ impl Forwarder {
             return Forwarded::NoStream;
         }
         let (reply, answer) = oneshot::channel();
-        let call = (Bytes::from(req.encode_to_vec()), reply);
-        let sent = {
+        let conn = {
             let mut conns = self.conns.lock();
-            let tx = conns.entry(base.to_string()).or_insert_with(|| self.connect(base));
-            match tx.send(call) {
-                Ok(()) => Ok(()),
-                Err(mpsc::error::SendError(call)) => {
-                    // That stream has ended: start another.
-                    let fresh = self.connect(base);
-                    let res = fresh.send(call).map_err(|_| ());
-                    *tx = fresh;
-                    res
-                }
+            let conn = conns.entry(base.to_string()).or_insert_with(|| self.connect(base));
+            if conn.outlet.tx.is_closed() {
+                // That stream has ended: start another.
+                *conn = self.connect(base);
             }
+            conn.clone()
         };
-        if sent.is_err() {
-            return Forwarded::Retry;
+        let id = conn.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut frame = BytesMut::with_capacity(8 + req.encoded_len());
+        frame.put_u64(id);
+        if req.encode(&mut frame).is_err() {
+            return Forwarded::Failed(EtcdError::Internal("encoding a forwarded write".into()));
+        }
+        let lone = {
+            let mut waiting = conn.waiting.lock();
+            waiting.insert(id, reply);
+            waiting.len() == 1
+        };
+        if !conn.outlet.send(frame.freeze(), lone) {
+            // Answered by the task if it got to it first; else here.
+            if let Some(reply) = conn.waiting.lock().remove(&id) {
+                let _ = reply.send(Forwarded::Retry);
+            }
         }
         match answer.await {
             Ok(Forwarded::NoStream) => {
@@ -101,59 +222,37 @@ impl Forwarder {
         }
     }
 
-    fn connect(&self, base: &str) -> mpsc::UnboundedSender<Call> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run_stream(self.http.clone(), base.to_string(), rx));
-        tx
+    fn connect(&self, base: &str) -> Conn {
+        let (outlet, rx) = Outlet::new();
+        let conn = Conn { outlet: Arc::new(outlet), waiting: Waiting::default(), next_id: Arc::default() };
+        tokio::spawn(run_stream(self.http.clone(), base.to_string(), conn.clone(), rx));
+        conn
     }
 }
 
-/// One stream to a leader: writes calls as they come, matches answers to them by id.
-async fn run_stream(http: reqwest::Client, base: String, mut calls: mpsc::UnboundedReceiver<Call>) {
+/// One stream to a leader: opens it, writes what is queued for it, and matches answers to
+/// their callers by id.
+async fn run_stream(http: reqwest::Client, base: String, conn: Conn, mut rx: mpsc::UnboundedReceiver<Option<Bytes>>) {
     let stream = match open_upgraded(&http, &base, FORWARD_PATH, FORWARD_PROTOCOL).await {
         Ok(Some(s)) => s,
         failed => {
             let no_route = failed.is_ok();
-            calls.close();
-            while let Some((_, reply)) = calls.recv().await {
+            rx.close();
+            let waiting: Vec<_> = conn.waiting.lock().drain().collect();
+            for (_, reply) in waiting {
                 let _ = reply.send(if no_route { Forwarded::NoStream } else { Forwarded::Retry });
             }
             return;
         }
     };
-    let (mut sink, mut answers) = stream.split();
-    let mut waiting: HashMap<u64, oneshot::Sender<Forwarded>> = HashMap::new();
-    let mut next_id = 0u64;
+    let (sink, mut answers) = stream.split();
+    conn.outlet.state.lock().sink = Some(sink);
     loop {
         tokio::select! {
-            call = calls.recv() => {
-                let Some(first) = call else { break };
-                // Everything queued goes out in one write.
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match calls.try_recv() {
-                        Ok(c) => batch.push(c),
-                        Err(_) => break,
-                    }
-                }
-                let mut failed = false;
-                for (body, reply) in batch {
-                    if failed {
-                        let _ = reply.send(Forwarded::Retry);
-                        continue;
-                    }
-                    next_id += 1;
-                    let mut frame = BytesMut::with_capacity(8 + body.len());
-                    frame.put_u64(next_id);
-                    frame.extend_from_slice(&body);
-                    if sink.feed(frame.freeze()).await.is_err() {
-                        let _ = reply.send(Forwarded::Retry);
-                        failed = true;
-                        continue;
-                    }
-                    waiting.insert(next_id, reply);
-                }
-                if failed || sink.flush().await.is_err() {
+            first = rx.recv() => {
+                let Some(first) = first else { break };
+                let taken = take_batch(first, &mut rx);
+                if !conn.outlet.write_queued(taken).await {
                     break;
                 }
             }
@@ -164,7 +263,7 @@ async fn run_stream(http: reqwest::Client, base: String, mut calls: mpsc::Unboun
                 }
                 let (id, body) = frame.split_at(8);
                 let id = u64::from_be_bytes(id.try_into().unwrap_or_default());
-                let Some(reply) = waiting.remove(&id) else { continue };
+                let Some(reply) = conn.waiting.lock().remove(&id) else { continue };
                 let outcome = match decode::<Answer>(body) {
                     Ok(Answer::Applied(r)) => match RaftResponse::decode(r.as_slice()) {
                         Ok(r) => Forwarded::Applied(r),
@@ -178,10 +277,17 @@ async fn run_stream(http: reqwest::Client, base: String, mut calls: mpsc::Unboun
             }
         }
     }
+    // Nothing more goes out or comes back on this stream.
+    rx.close();
+    conn.outlet.state.lock().sink = None;
+    let waiting: Vec<_> = conn.waiting.lock().drain().collect();
     for (_, reply) in waiting {
         let _ = reply.send(Forwarded::Retry);
     }
 }
+
+/// The writing half of a forward stream the leader serves.
+type AnswerSink<T> = futures::stream::SplitSink<Framed<T, tokio_util::codec::LengthDelimitedCodec>, Bytes>;
 
 /// The leader's side: serves one follower's stream until it closes or this member stops.
 /// Each write is handed to the batcher at once, with a function that queues its answer for
@@ -190,8 +296,28 @@ pub(crate) async fn serve<T>(node: Arc<Node>, io: T, stop: tokio_util::sync::Can
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sink, mut frames) = Framed::new(io, frame_codec()).split();
-    let (tx, mut done) = mpsc::unbounded_channel::<Bytes>();
+    let (sink, frames) = Framed::new(io, frame_codec()).split();
+    let (outlet, rx) = Outlet::new();
+    outlet.state.lock().sink = Some(sink);
+    let outlet = Arc::new(outlet);
+    // Writes received and not yet answered: an answer that is the only one is written at once.
+    let outstanding = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    serve_frames(&node, &outlet, &outstanding, frames, rx, stop).await;
+    // Answers still to come find the stream closed (the follower retries those writes).
+    outlet.state.lock().sink = None;
+}
+
+/// [`serve`]'s loop, until the stream ends or fails, or this member stops.
+async fn serve_frames<T>(
+    node: &Arc<Node>,
+    outlet: &Arc<Outlet<AnswerSink<T>>>,
+    outstanding: &Arc<std::sync::atomic::AtomicUsize>,
+    mut frames: futures::stream::SplitStream<Framed<T, tokio_util::codec::LengthDelimitedCodec>>,
+    mut rx: mpsc::UnboundedReceiver<Option<Bytes>>,
+    stop: tokio_util::sync::CancellationToken,
+) where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     loop {
         tokio::select! {
             frame = frames.next() => {
@@ -202,13 +328,16 @@ where
                 let frame = frame.freeze();
                 let id = frame.slice(..8);
                 let body = frame.slice(8..);
-                let tx = tx.clone();
+                outstanding.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                let (outlet, outstanding) = (outlet.clone(), outstanding.clone());
                 let send = move |answer: Answer| {
+                    let lone = outstanding.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1;
                     let Ok(encoded) = encode(&answer) else { return };
                     let mut out = BytesMut::with_capacity(8 + encoded.len());
                     out.extend_from_slice(&id);
                     out.extend_from_slice(&encoded);
-                    let _ = tx.send(out.freeze());
+                    // (Not sent: the stream has ended, and the follower retries its writes.)
+                    outlet.send(out.freeze(), lone);
                 };
                 match RaftRequest::decode(body) {
                     // Answered by whichever task learns the result (see `Node::propose_here_then`).
@@ -222,20 +351,10 @@ where
                     Err(e) => send(Answer::Failed(EtcdError::Internal(e.to_string()))),
                 }
             }
-            Some(out) = done.recv() => {
-                // Every answer ready goes out in one write.
-                if sink.feed(out).await.is_err() {
-                    return;
-                }
-                let mut n = 1;
-                while n < MAX_BATCH {
-                    let Ok(more) = done.try_recv() else { break };
-                    if sink.feed(more).await.is_err() {
-                        return;
-                    }
-                    n += 1;
-                }
-                if sink.flush().await.is_err() {
+            Some(first) = rx.recv() => {
+                // Every answer queued goes out in one write.
+                let taken = take_batch(first, &mut rx);
+                if !outlet.write_queued(taken).await {
                     return;
                 }
             }

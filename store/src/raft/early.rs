@@ -45,7 +45,7 @@ use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
 use tokio::sync::{mpsc, watch};
 
 use super::flush::Flushes;
-use super::network::{open_stream, FRAME_APPEND};
+use super::network::{open_stream, write_now, Now, FRAME_APPEND};
 use super::{decode, encode, Entry, LogId, NodeId, TypeConfig, Vote};
 
 /// Early requests queued per follower at most; more are dropped.
@@ -99,18 +99,6 @@ enum Msg {
     Flush,
 }
 
-/// How writing a request at once went.
-enum Now {
-    /// It left.
-    Written,
-    /// It is in the stream's buffer, not all of it on the socket yet.
-    Buffered,
-    /// The stream cannot take it now.
-    Busy,
-    /// The stream has failed.
-    Broken,
-}
-
 impl Link {
     /// Sends `frame`, at once if the task has nothing to do; `false` if it had to be
     /// dropped (the task's queue is full, or it has stopped).
@@ -118,7 +106,8 @@ impl Link {
         let mut out = self.out.lock();
         if out.queued == 0 {
             if let Some((sink, in_flight)) = out.sink.as_mut() {
-                match write_now(sink, in_flight, &frame) {
+                let accepted = || in_flight.lock().push_back((frame.vote, frame.upto));
+                match write_now(sink, frame.bytes.clone(), accepted) {
                     Now::Written => return true,
                     Now::Buffered => {
                         out.queued += 1;
@@ -146,25 +135,6 @@ impl Link {
 
     fn is_closed(&self) -> bool {
         self.tx.is_closed()
-    }
-}
-
-/// Writes `frame` to `sink` without waiting: the stream is polled once, as it stands.
-fn write_now(sink: &mut Sink, in_flight: &InFlight, frame: &Frame) -> Now {
-    let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
-    match sink.poll_ready_unpin(&mut cx) {
-        std::task::Poll::Ready(Ok(())) => {}
-        std::task::Poll::Ready(Err(_)) => return Now::Broken,
-        std::task::Poll::Pending => return Now::Busy,
-    }
-    if sink.start_send_unpin(frame.bytes.clone()).is_err() {
-        return Now::Broken;
-    }
-    in_flight.lock().push_back((frame.vote, frame.upto));
-    match sink.poll_flush_unpin(&mut cx) {
-        std::task::Poll::Ready(Ok(())) => Now::Written,
-        std::task::Poll::Ready(Err(_)) => Now::Broken,
-        std::task::Poll::Pending => Now::Buffered,
     }
 }
 
