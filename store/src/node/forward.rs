@@ -362,3 +362,71 @@ async fn serve_frames<T>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures::{SinkExt, StreamExt};
+
+    use super::*;
+
+    type TestSink = futures::sink::SinkMapErr<
+        futures::channel::mpsc::Sender<Bytes>,
+        fn(futures::channel::mpsc::SendError) -> std::io::Error,
+    >;
+
+    /// An outlet over an in-memory "wire" of `room` frames.
+    fn outlet(
+        room: usize,
+    ) -> (Outlet<TestSink>, mpsc::UnboundedReceiver<Option<Bytes>>, futures::channel::mpsc::Receiver<Bytes>) {
+        let (tx, wire) = futures::channel::mpsc::channel::<Bytes>(room);
+        let closed: fn(futures::channel::mpsc::SendError) -> std::io::Error = |_| std::io::Error::other("closed");
+        let (outlet, queue) = Outlet::new();
+        outlet.state.lock().sink = Some(tx.sink_map_err(closed));
+        (outlet, queue, wire)
+    }
+
+    fn on_wire(wire: &mut futures::channel::mpsc::Receiver<Bytes>) -> Option<Bytes> {
+        wire.try_recv().ok()
+    }
+
+    #[tokio::test]
+    async fn a_lone_frame_goes_out_at_once_and_queued_ones_keep_their_order() {
+        let (outlet, mut queue, mut wire) = outlet(16);
+        // Alone, a frame is on the wire before any task has run.
+        assert!(outlet.send(Bytes::from_static(b"1"), true));
+        assert_eq!(on_wire(&mut wire), Some(Bytes::from_static(b"1")));
+        // With others outstanding it goes to the task, and a lone one after it waits its turn.
+        assert!(outlet.send(Bytes::from_static(b"2"), false));
+        assert!(outlet.send(Bytes::from_static(b"3"), true));
+        assert_eq!(on_wire(&mut wire), None);
+        let first = queue.recv().await.expect("queued");
+        assert!(outlet.write_queued(take_batch(first, &mut queue)).await);
+        assert_eq!(on_wire(&mut wire), Some(Bytes::from_static(b"2")));
+        assert_eq!(on_wire(&mut wire), Some(Bytes::from_static(b"3")));
+        // The task has caught up: alone again, at once.
+        assert!(outlet.send(Bytes::from_static(b"4"), true));
+        assert_eq!(on_wire(&mut wire), Some(Bytes::from_static(b"4")));
+    }
+
+    #[tokio::test]
+    async fn frames_the_stream_cannot_take_at_once_go_through_the_task_in_order() {
+        let (outlet, mut queue, mut wire) = outlet(1);
+        assert!(outlet.send(Bytes::from_static(b"1"), true));
+        // The wire is full after this one: it needs the task to see it through.
+        assert!(outlet.send(Bytes::from_static(b"2"), true));
+        // So this one, alone or not, waits behind it.
+        assert!(outlet.send(Bytes::from_static(b"3"), true));
+        assert_eq!(on_wire(&mut wire), Some(Bytes::from_static(b"1")));
+        let first = queue.recv().await.expect("queued");
+        let taken = take_batch(first, &mut queue);
+        let (ok, rest) = tokio::join!(outlet.write_queued(taken), async { [wire.next().await, wire.next().await] });
+        assert!(ok);
+        assert_eq!(rest, [Some(Bytes::from_static(b"2")), Some(Bytes::from_static(b"3"))]);
+        // A stream that has failed takes nothing more, at once or through the task.
+        drop(wire);
+        assert!(!outlet.send(Bytes::from_static(b"4"), true));
+        assert!(outlet.send(Bytes::from_static(b"5"), false), "handed to the task");
+        let first = queue.recv().await.expect("queued");
+        assert!(!outlet.write_queued(take_batch(first, &mut queue)).await);
+    }
+}
