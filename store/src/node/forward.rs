@@ -20,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::Framed;
@@ -28,7 +28,8 @@ use tokio_util::codec::Framed;
 use super::{LocalError, Node};
 use crate::error::EtcdError;
 use crate::proto::keelpb::{RaftRequest, RaftResponse};
-use crate::raft::network::{frame_codec, open_upgraded, write_now, Now, RaftStream};
+use crate::raft::network::{frame_codec, open_upgraded, RaftStream};
+use crate::raft::shared_sink::{Hand, SharedSink};
 use crate::raft::{decode, encode};
 
 pub const FORWARD_PATH: &str = "/keel/forward";
@@ -61,17 +62,9 @@ type Waiting = Arc<parking_lot::Mutex<HashMap<u64, oneshot::Sender<Forwarded>>>>
 
 /// One forward stream's writing half, shared by its task and whoever has a frame for it.
 struct Outlet<S> {
-    state: parking_lot::Mutex<OutletState<S>>,
+    sink: SharedSink<S>,
     /// Frames for the task to write; `None` asks it to finish writing one written at once.
     tx: mpsc::UnboundedSender<Option<Bytes>>,
-}
-
-struct OutletState<S> {
-    /// `None` until the stream is open, and once it has failed.
-    sink: Option<S>,
-    /// Messages handed to the task that it has not finished: while there are any, only it
-    /// writes, so frames keep their order.
-    queued: usize,
 }
 
 impl<S> Outlet<S>
@@ -80,36 +73,24 @@ where
 {
     fn new() -> (Outlet<S>, mpsc::UnboundedReceiver<Option<Bytes>>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Outlet { state: parking_lot::Mutex::new(OutletState { sink: None, queued: 0 }), tx }, rx)
+        (Outlet { sink: SharedSink::default(), tx }, rx)
     }
 
     /// Sends `frame`: written at once if it is the stream's only one outstanding (`lone`)
     /// and nothing waits for the task, else through the task. `false` if it cannot go out:
     /// the stream or its task has ended.
     fn send(&self, frame: Bytes, lone: bool) -> bool {
-        let mut st = self.state.lock();
-        if lone && st.queued == 0 {
-            if let Some(sink) = st.sink.as_mut() {
-                match write_now(sink, frame.clone(), || {}) {
-                    Now::Written => return true,
-                    Now::Buffered => return self.queue(&mut st, None),
-                    Now::Busy => {}
-                    Now::Broken => {
-                        st.sink = None;
-                        return false;
-                    }
-                }
-            }
-        }
-        self.queue(&mut st, Some(frame))
-    }
-
-    fn queue(&self, st: &mut OutletState<S>, frame: Option<Bytes>) -> bool {
-        if self.tx.send(frame).is_err() {
-            return false;
-        }
-        st.queued += 1;
-        true
+        self.sink.send(
+            &frame,
+            lone,
+            |_| {},
+            |hand| match hand {
+                Hand::Frame => self.tx.send(Some(frame.clone())).is_ok(),
+                Hand::Flush => self.tx.send(None).is_ok(),
+                // Its caller retries elsewhere.
+                Hand::AfterFailure => false,
+            },
+        )
     }
 
     /// The task's part: writes `taken` (messages from its queue) in one go; `false` if the
@@ -118,31 +99,14 @@ where
         let n = taken.len();
         let mut ok = true;
         for frame in taken.into_iter().flatten() {
-            ok = self.poll_sink(|sink, cx| sink.poll_ready_unpin(cx)).await
-                && self.state.lock().sink.as_mut().is_some_and(|sink| sink.start_send_unpin(frame).is_ok());
-            if !ok {
+            if !self.sink.feed(frame, |_| {}).await {
+                ok = false;
                 break;
             }
         }
-        ok = ok && self.poll_sink(|sink, cx| sink.poll_flush_unpin(cx)).await;
-        let mut st = self.state.lock();
-        st.queued = st.queued.saturating_sub(n);
-        if !ok {
-            st.sink = None;
-        }
+        let ok = ok && self.sink.flush().await;
+        self.sink.finished(n, ok);
         ok
-    }
-
-    /// Polls the open stream with `f` until it is ready; `false` if it is not open or failed.
-    async fn poll_sink(
-        &self,
-        mut f: impl FnMut(&mut S, &mut std::task::Context<'_>) -> std::task::Poll<Result<(), std::io::Error>>,
-    ) -> bool {
-        futures::future::poll_fn(|cx| match self.state.lock().sink.as_mut() {
-            Some(sink) => f(sink, cx).map(|r| r.is_ok()),
-            None => std::task::Poll::Ready(false),
-        })
-        .await
     }
 }
 
@@ -246,7 +210,7 @@ async fn run_stream(http: reqwest::Client, base: String, conn: Conn, mut rx: mps
         }
     };
     let (sink, mut answers) = stream.split();
-    conn.outlet.state.lock().sink = Some(sink);
+    conn.outlet.sink.open(sink, ());
     loop {
         tokio::select! {
             first = rx.recv() => {
@@ -279,7 +243,7 @@ async fn run_stream(http: reqwest::Client, base: String, conn: Conn, mut rx: mps
     }
     // Nothing more goes out or comes back on this stream.
     rx.close();
-    conn.outlet.state.lock().sink = None;
+    conn.outlet.sink.close();
     let waiting: Vec<_> = conn.waiting.lock().drain().collect();
     for (_, reply) in waiting {
         let _ = reply.send(Forwarded::Retry);
@@ -298,13 +262,13 @@ where
 {
     let (sink, frames) = Framed::new(io, frame_codec()).split();
     let (outlet, rx) = Outlet::new();
-    outlet.state.lock().sink = Some(sink);
+    outlet.sink.open(sink, ());
     let outlet = Arc::new(outlet);
     // Writes received and not yet answered: an answer that is the only one is written at once.
     let outstanding = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     serve_frames(&node, &outlet, &outstanding, frames, rx, stop).await;
     // Answers still to come find the stream closed (the follower retries those writes).
-    outlet.state.lock().sink = None;
+    outlet.sink.close();
 }
 
 /// [`serve`]'s loop, until the stream ends or fails, or this member stops.
@@ -381,7 +345,7 @@ mod tests {
         let (tx, wire) = futures::channel::mpsc::channel::<Bytes>(room);
         let closed: fn(futures::channel::mpsc::SendError) -> std::io::Error = |_| std::io::Error::other("closed");
         let (outlet, queue) = Outlet::new();
-        outlet.state.lock().sink = Some(tx.sink_map_err(closed));
+        outlet.sink.open(tx.sink_map_err(closed), ());
         (outlet, queue, wire)
     }
 

@@ -39,13 +39,14 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use openraft::error::RaftError;
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
 use tokio::sync::{mpsc, watch};
 
 use super::flush::Flushes;
-use super::network::{open_stream, write_now, Now, FRAME_APPEND};
+use super::network::{open_stream, FRAME_APPEND};
+use super::shared_sink::{Hand, SharedSink};
 use super::{decode, encode, Entry, LogId, NodeId, TypeConfig, Vote};
 
 /// Early requests queued per follower at most; more are dropped.
@@ -69,24 +70,15 @@ struct Target {
 }
 
 /// The way to one follower's stream: written at once by whoever sends, when nothing waits
-/// for the sender task; else through the task, in order.
+/// for the sender task; else through the task, in order (see [`SharedSink`]).
 ///
 /// Handing every request to the task cost the leader's requests 20–25 µs before they left:
 /// the task runs only once Raft's task, which appends and sends, has finished its turn.
 #[derive(Clone)]
 struct Link {
     tx: mpsc::Sender<Msg>,
-    out: Arc<parking_lot::Mutex<Out>>,
-}
-
-/// The writing half of a follower's stream, shared by the sender task and [`Link::send`].
-#[derive(Default)]
-struct Out {
-    /// The open stream's writing half and its requests awaiting answers.
-    sink: Option<(Sink, InFlight)>,
-    /// Messages handed to the sender task that it has not finished: while there are any,
-    /// only the task writes, so requests go out in the order they were sent.
-    queued: usize,
+    /// The open stream's writing half, with its requests awaiting answers.
+    out: Arc<SharedSink<Sink, InFlight>>,
 }
 
 type Sink = futures::stream::SplitSink<super::network::RaftStream, Bytes>;
@@ -103,34 +95,13 @@ impl Link {
     /// Sends `frame`, at once if the task has nothing to do; `false` if it had to be
     /// dropped (the task's queue is full, or it has stopped).
     fn send(&self, frame: Frame) -> bool {
-        let mut out = self.out.lock();
-        if out.queued == 0 {
-            if let Some((sink, in_flight)) = out.sink.as_mut() {
-                let accepted = || in_flight.lock().push_back((frame.vote, frame.upto));
-                match write_now(sink, frame.bytes.clone(), accepted) {
-                    Now::Written => return true,
-                    Now::Buffered => {
-                        out.queued += 1;
-                        if self.tx.try_send(Msg::Flush).is_err() {
-                            // The task has stopped; nothing more goes out on this stream.
-                            out.queued -= 1;
-                            out.sink = None;
-                        }
-                        return true;
-                    }
-                    Now::Busy => {}
-                    // The task opens another stream for it.
-                    Now::Broken => out.sink = None,
-                }
-            }
-        }
-        match self.tx.try_send(Msg::Frame(frame)) {
-            Ok(()) => {
-                out.queued += 1;
-                true
-            }
-            Err(_) => false,
-        }
+        let (bytes, vote, upto) = (frame.bytes.clone(), frame.vote, frame.upto);
+        let accepted = |in_flight: &InFlight| in_flight.lock().push_back((vote, upto));
+        self.out.send(&bytes, true, accepted, |hand| match hand {
+            Hand::Flush => self.tx.try_send(Msg::Flush).is_ok(),
+            // After a failure the task opens another stream for it.
+            Hand::Frame | Hand::AfterFailure => self.tx.try_send(Msg::Frame(frame)).is_ok(),
+        })
     }
 
     fn is_closed(&self) -> bool {
@@ -317,7 +288,7 @@ async fn send_loop(
     http: reqwest::Client,
     base: String,
     mut rx: mpsc::Receiver<Msg>,
-    out: Arc<parking_lot::Mutex<Out>>,
+    out: Arc<SharedSink<Sink, InFlight>>,
     acks: Arc<watch::Sender<Acks>>,
     report: Report,
 ) {
@@ -330,16 +301,13 @@ async fn send_loop(
             }
         })
     };
-    let finished = |n: usize| {
-        let mut o = out.lock();
-        o.queued = o.queued.saturating_sub(n);
-    };
+    let finished = |n: usize| out.finished(n, true);
     while let Some(msg) = rx.recv().await {
         let first = match msg {
             Msg::Frame(f) => Some(f),
             Msg::Flush => None,
         };
-        if out.lock().sink.is_none() {
+        if !out.is_open() {
             // (A flush for a stream that has failed has nothing left to do.)
             let Some(frame) = &first else {
                 finished(1);
@@ -355,7 +323,7 @@ async fn send_loop(
                     let (sink, answers) = stream.split();
                     let in_flight = InFlight::default();
                     tokio::spawn(read_answers(answers, in_flight.clone(), acks.clone(), report.clone()));
-                    out.lock().sink = Some((sink, in_flight));
+                    out.open(sink, in_flight);
                     failed_at = None;
                 }
                 Ok(None) | Err(_) => {
@@ -372,7 +340,8 @@ async fn send_loop(
         let mut next = first;
         loop {
             if let Some(f) = next.take() {
-                if !feed(&out, f).await {
+                let accepted = |in_flight: &InFlight| in_flight.lock().push_back((f.vote, f.upto));
+                if !out.feed(f.bytes.clone(), accepted).await {
                     ok = false;
                     break;
                 }
@@ -384,36 +353,9 @@ async fn send_loop(
             }
             taken += 1;
         }
-        let ok = ok && with_sink(&out, |sink, cx| sink.poll_flush_unpin(cx)).await;
-        if !ok {
-            out.lock().sink = None;
-        }
-        finished(taken);
+        let ok = ok && out.flush().await;
+        out.finished(taken, ok);
     }
-}
-
-/// Polls the open stream's writing half with `f` until it is ready; `false` if there is no
-/// open stream or it failed.
-async fn with_sink(
-    out: &parking_lot::Mutex<Out>,
-    mut f: impl FnMut(&mut Sink, &mut std::task::Context<'_>) -> std::task::Poll<Result<(), std::io::Error>>,
-) -> bool {
-    futures::future::poll_fn(|cx| match out.lock().sink.as_mut() {
-        Some((sink, _)) => f(sink, cx).map(|r| r.is_ok()),
-        None => std::task::Poll::Ready(false),
-    })
-    .await
-}
-
-/// Puts `frame` in the open stream's buffer; `false` if there is no open stream or it failed.
-async fn feed(out: &parking_lot::Mutex<Out>, frame: Frame) -> bool {
-    if !with_sink(out, |sink, cx| sink.poll_ready_unpin(cx)).await {
-        return false;
-    }
-    let mut o = out.lock();
-    let Some((sink, in_flight)) = o.sink.as_mut() else { return false };
-    in_flight.lock().push_back((frame.vote, frame.upto));
-    sink.start_send_unpin(frame.bytes).is_ok()
 }
 
 /// Reads one stream's answers, in the order its requests went out, and records what they
@@ -454,6 +396,8 @@ mod tests {
     use axum::response::Response;
     use openraft::raft::AppendEntriesResponse;
     use openraft::{CommittedLeaderId, EntryPayload};
+
+    use futures::SinkExt;
 
     use super::*;
     use crate::raft::network::{frame_codec, STREAM_PATH, STREAM_PROTOCOL};

@@ -9,6 +9,7 @@
 //! - [`network`], [`peer_server`]: the peer transport (HTTP + bincode) on
 //!   `--listen-peer-urls`, also used to forward writes and read-index requests to the leader.
 //! - [`early`]: the leader sends new entries to its followers while its own fsync runs.
+//! - [`shared_sink`]: a stream written at once by whoever has a frame, or by its task, in order.
 //! - [`answer`]: the proposing member's callers are answered by the state machine itself.
 //! - [`flush`]: a write commits once durable on any majority, the leader's copy or not.
 //! - [`ids`]: member and cluster ids, derived from the bootstrap configuration as etcd does.
@@ -25,6 +26,7 @@ pub mod log_store;
 pub mod network;
 pub mod peer_server;
 pub mod recent;
+pub mod shared_sink;
 pub mod snapshot;
 pub mod state_machine;
 pub mod wal;

@@ -115,47 +115,6 @@ pub fn frame_codec() -> LengthDelimitedCodec {
 
 pub(crate) type RaftStream = Framed<reqwest::Upgraded, LengthDelimitedCodec>;
 
-/// How writing a frame at once went (see [`write_now`]).
-pub(crate) enum Now {
-    /// It left.
-    Written,
-    /// The stream took it, but not all of it is on the socket yet: it needs a flush.
-    Buffered,
-    /// The stream cannot take it now; it was not taken.
-    Busy,
-    /// The stream has failed.
-    Broken,
-}
-
-/// Writes `frame` to `sink` without waiting: the stream is polled once, as it stands, with
-/// a waker that does nothing (whoever gets `Buffered` or `Busy` hands the rest to a task
-/// that waits properly). `accepted` runs once the stream has taken the frame, before it is
-/// flushed: an answer to it cannot come before.
-///
-/// Used where a frame would otherwise be handed to the stream's writer task, which runs only
-/// once the sending task's turn is over, on the path of every write.
-pub(crate) fn write_now<S>(sink: &mut S, frame: bytes::Bytes, accepted: impl FnOnce()) -> Now
-where
-    S: futures::Sink<bytes::Bytes, Error = std::io::Error> + Unpin,
-{
-    use std::task::Poll;
-    let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
-    match sink.poll_ready_unpin(&mut cx) {
-        Poll::Ready(Ok(())) => {}
-        Poll::Ready(Err(_)) => return Now::Broken,
-        Poll::Pending => return Now::Busy,
-    }
-    if sink.start_send_unpin(frame).is_err() {
-        return Now::Broken;
-    }
-    accepted();
-    match sink.poll_flush_unpin(&mut cx) {
-        Poll::Ready(Ok(())) => Now::Written,
-        Poll::Ready(Err(_)) => Now::Broken,
-        Poll::Pending => Now::Buffered,
-    }
-}
-
 /// Opens a Raft stream to the member whose peer URL is `base`. `None` if the member has no
 /// stream route.
 pub(crate) async fn open_stream(http: &reqwest::Client, base: &str) -> Result<Option<RaftStream>, String> {
