@@ -413,6 +413,15 @@ mod tests {
     async fn follower_answering(
         answer: AppendEntriesResponse<NodeId>,
     ) -> (String, mpsc::UnboundedReceiver<AppendEntriesRequest<TypeConfig>>) {
+        follower_pausing(answer, Duration::ZERO).await
+    }
+
+    /// A follower that answers like [`follower_answering`], but stops reading for `pause`
+    /// after its first request (so that the leader's writes fill the socket meanwhile).
+    async fn follower_pausing(
+        answer: AppendEntriesResponse<NodeId>,
+        pause: Duration,
+    ) -> (String, mpsc::UnboundedReceiver<AppendEntriesRequest<TypeConfig>>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let answer: Result<AppendEntriesResponse<NodeId>, openraft::error::RaftError<NodeId>> = Ok(answer);
         let answer = Bytes::from(encode(&answer).expect("an answer encodes"));
@@ -431,9 +440,13 @@ mod tests {
                             let Ok(req) = super::super::decode::<AppendEntriesRequest<TypeConfig>>(body) else {
                                 return;
                             };
+                            let first = req.entries.first().map(|e| e.log_id.index) == Some(10);
                             let _ = tx.send(req);
                             if framed.send(answer.clone()).await.is_err() {
                                 return;
+                            }
+                            if first {
+                                tokio::time::sleep(pause).await;
                             }
                         }
                     });
@@ -496,7 +509,7 @@ mod tests {
 
     #[tokio::test]
     async fn requests_written_at_once_and_by_the_task_arrive_in_order() {
-        let (url, mut rx) = follower().await;
+        let (url, mut rx) = follower_pausing(AppendEntriesResponse::Success, Duration::from_millis(300)).await;
         let early = EarlyAppends::new(reqwest::Client::new());
         early.target(2, &url);
         early.send(entry(3, 1, 9).log_id, &[entry(3, 1, 10)]);
