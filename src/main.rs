@@ -75,10 +75,51 @@ async fn shutdown_signal() {
     }
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing();
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Cmd::Store(cfg) = &cli.command {
+        if let Some(n) = store_workers(cfg) {
+            rt.worker_threads(n);
+        }
+    }
+    match rt.build() {
+        Ok(rt) => rt.block_on(run(cli)),
+        Err(e) => {
+            eprintln!("keel: starting the async runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The async worker threads for a store member: its share of the machine's cores when other
+/// members of its cluster run on the same machine (`None`: tokio's default, one per core, or
+/// `TOKIO_WORKER_THREADS` when set).
+///
+/// Workers beyond the cores a member can have to itself add wake-ups, not capacity: a worker
+/// that finds work wakes an idle one to look for more, and a task woken from another thread
+/// wakes a parked worker, each hand-off two context switches, which cost a virtual machine
+/// more than the work handed over. Three members on loopback on two cores, one client's puts
+/// (random keys), nine A/B runs of 8,000-10,000 puts on fresh clusters: with one worker each
+/// instead of two, p99 was lower in eight, its median 0.75 against 0.83 ms and 0.80 against
+/// 0.92 ms in two series; p50 about 30 µs lower; context switches 18.0 a put against 25.0,
+/// the members' CPU about 550 µs a put against 615. Watch delivery to 1,000 watchers did not
+/// change (p99 median 2.88 against 2.89 ms, six A/B runs); put throughput under 100 clients
+/// fell 3-5%.
+fn store_workers(cfg: &StoreConfig) -> Option<usize> {
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_some() {
+        return None;
+    }
+    let here = cfg.members_on_this_host().ok().filter(|n| *n > 1)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = (cores / here).max(1);
+    tracing::info!(workers, members_on_this_host = here, cores, "sharing the machine's cores with other members");
+    Some(workers)
+}
+
+async fn run(cli: Cli) -> std::process::ExitCode {
     let result = match cli.command {
         Cmd::Store(cfg) => run_store(*cfg).await,
         Cmd::Apiserver(cfg) => keel_apiserver::run(*cfg, shutdown_signal()).await,

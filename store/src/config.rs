@@ -236,6 +236,24 @@ impl StoreConfig {
         Ok(out)
     }
 
+    /// How many members of the initial cluster, this one included, run on this machine: those
+    /// with a peer URL on a loopback address or on a host this member advertises. At least 1.
+    pub fn members_on_this_host(&self) -> Result<usize, ConfigError> {
+        let own: Vec<String> = parse_urls(&self.initial_advertise_peer_urls, "initial-advertise-peer-urls")?
+            .iter()
+            .filter_map(|u| u.host_str().map(str::to_string))
+            .collect();
+        let local = |url: &str| {
+            Url::parse(url).ok().and_then(|u| u.host().map(|h| h.to_owned())).is_some_and(|h| match h {
+                url::Host::Domain(d) => d == "localhost" || own.contains(&d),
+                url::Host::Ipv4(ip) => ip.is_loopback() || own.contains(&ip.to_string()),
+                url::Host::Ipv6(ip) => ip.is_loopback() || own.contains(&format!("[{ip}]")),
+            })
+        };
+        let n = self.initial_members()?.iter().filter(|m| m.peer_urls.iter().any(|u| local(u))).count();
+        Ok(n.max(1))
+    }
+
     pub fn auto_compaction(&self) -> Result<AutoCompaction, ConfigError> {
         let r = self.auto_compaction_retention.trim();
         match self.auto_compaction_mode.as_str() {
@@ -313,6 +331,32 @@ impl StoreConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        store: StoreConfig,
+    }
+
+    fn with_cluster(name: &str, advertise: &str, cluster: &str) -> StoreConfig {
+        use clap::Parser;
+        let args = ["store", "--name", name, "--initial-advertise-peer-urls", advertise, "--initial-cluster", cluster];
+        Flags::parse_from(args).store
+    }
+
+    #[test]
+    fn members_on_this_host_are_those_on_loopback_or_on_our_own_host() {
+        let loopback = "a=http://127.0.0.1:2380,b=http://127.0.0.1:12380,c=http://localhost:22380";
+        assert_eq!(with_cluster("a", "http://127.0.0.1:2380", loopback).members_on_this_host().ok(), Some(3));
+        let spread = "a=http://10.0.0.1:2380,b=http://10.0.0.2:2380,c=http://10.0.0.3:2380";
+        assert_eq!(with_cluster("a", "http://10.0.0.1:2380", spread).members_on_this_host().ok(), Some(1));
+        let two_here = "a=http://10.0.0.1:2380,b=http://10.0.0.1:12380,c=http://10.0.0.3:2380";
+        assert_eq!(with_cluster("b", "http://10.0.0.1:12380", two_here).members_on_this_host().ok(), Some(2));
+        let v6 = "a=http://[::1]:2380,b=http://[::1]:12380";
+        assert_eq!(with_cluster("a", "http://[::1]:2380", v6).members_on_this_host().ok(), Some(2));
+        let named = "a=http://node-a:2380,b=http://node-b:2380";
+        assert_eq!(with_cluster("a", "http://node-a:2380", named).members_on_this_host().ok(), Some(1));
+    }
 
     #[test]
     fn go_durations() {
