@@ -41,6 +41,11 @@ pub struct CompareOpts {
     /// Only run workloads whose id contains one of these (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// Also write every operation of the put, range, txn and mixed runs to a file in this
+    /// directory (`<workload>-<server>-<round>.trace`, as `put --trace` does), to see where
+    /// in a run its slowest operations fell.
+    #[arg(long)]
+    pub trace_dir: Option<PathBuf>,
 }
 
 /// The extra figure holding the share of CPU time the hypervisor stole during a run.
@@ -177,9 +182,9 @@ async fn settle() -> String {
     }
 }
 
-async fn run_one(w: &Workload, c: &Cluster) -> anyhow::Result<Summary> {
+async fn run_one(w: &Workload, c: &Cluster, trace: Option<PathBuf>) -> anyhow::Result<Summary> {
     let eps = c.endpoints.clone();
-    let with = |o: &LoadOpts| LoadOpts { endpoints: eps.clone(), ..o.clone() };
+    let with = |o: &LoadOpts| LoadOpts { endpoints: eps.clone(), trace: trace.clone(), ..o.clone() };
     let load = matches!(w.kind, Kind::Put(..) | Kind::Range(..) | Kind::Txn(..) | Kind::Mixed(..));
     let before = if load { idle::counters(&c.pids()) } else { None };
     let mut s = match &w.kind {
@@ -233,6 +238,9 @@ pub async fn run(o: &CompareOpts) -> anyhow::Result<()> {
         None => std::env::current_exe()?.with_file_name("keel"),
     };
     let base = std::env::temp_dir();
+    if let Some(d) = &o.trace_dir {
+        std::fs::create_dir_all(d)?;
+    }
     let mut m = machine::probe(&base);
     // The floor first, on a machine with nothing else of ours running.
     let floor_puts = if o.quick { 2_000 } else { 5_000 };
@@ -285,7 +293,10 @@ pub async fn run(o: &CompareOpts) -> anyhow::Result<()> {
                 loop {
                     let settled = settle().await;
                     let before = machine::cpu_times();
-                    match run_one(w, c).await {
+                    let trace = o.trace_dir.as_ref().map(|d| {
+                        d.join(format!("{}-{}-{}.trace", w.id, c.flavor.name(), label.replace([' ', '/'], "-")))
+                    });
+                    match run_one(w, c, trace).await {
                         Ok(mut s) => {
                             // How much CPU the hypervisor took meanwhile: on a shared host this,
                             // not the server, often decides a run's tail.

@@ -21,35 +21,44 @@ pub const MAX_BYTES: usize = 4 << 20;
 #[derive(Default)]
 pub struct Recent {
     entries: BTreeMap<u64, Vec<u8>>,
+    /// The bytes of `entries`, kept as they change (summing them on every write took 0.6% of
+    /// the members' CPU under one client's puts, in a profile).
+    bytes: usize,
 }
 
 impl Recent {
     /// `bytes` were written as the entry at `index` (replacing any older one there).
     pub fn written(&mut self, index: u64, bytes: Vec<u8>) {
-        self.entries.insert(index, bytes);
+        self.bytes += bytes.len();
+        if let Some(old) = self.entries.insert(index, bytes) {
+            self.bytes -= old.len();
+        }
     }
 
     /// Entries from `from` on are gone.
     pub fn truncated(&mut self, from: u64) {
-        self.entries.split_off(&from);
+        let gone = self.entries.split_off(&from);
+        self.bytes -= gone.values().map(Vec::len).sum::<usize>();
     }
 
     /// Entries up to and including `upto` are gone.
     pub fn purged(&mut self, upto: u64) {
-        self.entries = self.entries.split_off(&upto.saturating_add(1));
+        let kept = self.entries.split_off(&upto.saturating_add(1));
+        self.bytes -= self.entries.values().map(Vec::len).sum::<usize>();
+        self.entries = kept;
     }
 
     /// Forgets everything (after a failed write).
     pub fn clear(&mut self) {
         self.entries.clear();
+        self.bytes = 0;
     }
 
     /// Drops the oldest entries beyond [`MAX_ENTRIES`] or [`MAX_BYTES`].
     pub fn trim(&mut self) {
-        let mut bytes: usize = self.entries.values().map(Vec::len).sum();
-        while self.entries.len() > MAX_ENTRIES || bytes > MAX_BYTES {
+        while self.entries.len() > MAX_ENTRIES || self.bytes > MAX_BYTES {
             match self.entries.pop_first() {
-                Some((_, b)) => bytes -= b.len(),
+                Some((_, b)) => self.bytes -= b.len(),
                 None => break,
             }
         }
@@ -63,6 +72,11 @@ impl Recent {
     #[cfg(test)]
     pub fn indexes(&self) -> Vec<u64> {
         self.entries.keys().copied().collect()
+    }
+
+    #[cfg(test)]
+    fn counted_bytes_are_right(&self) -> bool {
+        self.bytes == self.entries.values().map(Vec::len).sum::<usize>()
     }
 }
 
@@ -87,6 +101,9 @@ mod tests {
         }
         r.trim();
         assert_eq!(r.indexes(), [301, 302]);
+        assert!(r.counted_bytes_are_right());
+        r.clear();
+        assert!(r.counted_bytes_are_right());
     }
 
     #[test]
@@ -97,8 +114,10 @@ mod tests {
         }
         r.truncated(8);
         r.written(8, vec![2]);
+        r.written(5, vec![3; 4]);
         r.purged(3);
         assert_eq!(r.indexes(), [4, 5, 6, 7, 8]);
+        assert!(r.counted_bytes_are_right(), "the bytes follow replacements, truncations and purges");
         assert_eq!(r.range(8..9).map(|(_, b)| b.to_vec()).collect::<Vec<_>>(), [vec![2]]);
     }
 }
