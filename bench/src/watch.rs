@@ -47,21 +47,32 @@ pub fn rss_mb(pid: u32) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-struct Stream {
-    handle: tokio::task::JoinHandle<()>,
+/// What one stream's watchers received: every delivery's latency, and per put how many of
+/// them got it and the latest of them.
+#[derive(Default)]
+struct Received {
+    rec: Recorder,
+    per_put: HashMap<u64, (u64, u64)>,
 }
 
-/// Opens the streams and watchers; returns once every watcher is created.
-async fn open_watchers(
-    clients: &[Client],
-    w: &WatchOpts,
-    t0: Instant,
-    sent: Arc<Vec<AtomicU64>>,
-    per_event_done: mpsc::UnboundedSender<(u64, u64)>,
-) -> anyhow::Result<Vec<Stream>> {
+struct Streams {
+    handles: Vec<tokio::task::JoinHandle<Received>>,
+    /// One message per stream whose watchers have every event.
+    complete: mpsc::Receiver<()>,
+    /// Set to end the streams that are still waiting.
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+/// Opens the streams and watchers; returns once every watcher is created. Each stream's
+/// task keeps its own figures, merged at the end: the client does as little per event as it
+/// can (1,000 events a put at 100 puts/s), since on a small machine its work delays the
+/// servers' too.
+async fn open_watchers(clients: &[Client], w: &WatchOpts, t0: Instant, sent: Arc<Vec<AtomicU64>>) -> anyhow::Result<Streams> {
     let streams = w.streams.clamp(1, w.watchers.max(1));
     let (ready_tx, mut ready_rx) = mpsc::channel::<()>(streams);
-    let mut out = Vec::new();
+    let (complete_tx, complete) = mpsc::channel::<()>(streams);
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let mut handles = Vec::new();
     for s in 0..streams {
         let n = w.watchers / streams + usize::from(s < w.watchers % streams);
         if n == 0 {
@@ -73,10 +84,20 @@ async fn open_watchers(
         for _ in 1..n {
             ws.watch(KEY, opts()).await?;
         }
-        let (ready, sent, done) = (ready_tx.clone(), sent.clone(), per_event_done.clone());
-        let handle = tokio::spawn(async move {
-            let mut created = 0;
-            while let Ok(Some(resp)) = ws.message().await {
+        let (ready, sent, complete) = (ready_tx.clone(), sent.clone(), complete_tx.clone());
+        let mut stop = stop_rx.clone();
+        let expected = n as u64 * w.puts;
+        handles.push(tokio::spawn(async move {
+            let mut got = Received::default();
+            let (mut created, mut events) = (0, 0u64);
+            loop {
+                let resp = tokio::select! {
+                    r = ws.message() => match r {
+                        Ok(Some(resp)) => resp,
+                        _ => break,
+                    },
+                    _ = stop.changed() => break,
+                };
                 if resp.created() {
                     created += 1;
                     if created == n {
@@ -86,27 +107,34 @@ async fn open_watchers(
                 }
                 let now = t0.elapsed().as_nanos() as u64;
                 for e in resp.events() {
-                    let Some(kv) = e.kv() else { continue };
-                    let seq = parse_seq(kv.value());
-                    let Some(at) = seq.and_then(|s| sent.get(s as usize)) else { continue };
+                    let Some(seq) = e.kv().and_then(|kv| parse_seq(kv.value())) else { continue };
+                    let Some(at) = sent.get(seq as usize) else { continue };
                     let lat = now.saturating_sub(at.load(Ordering::Relaxed));
-                    if let Some(s) = seq {
-                        let _ = done.send((s, lat));
-                    }
+                    got.rec.record(Duration::from_nanos(lat));
+                    let p = got.per_put.entry(seq).or_default();
+                    p.0 += 1;
+                    p.1 = p.1.max(lat);
+                    events += 1;
+                }
+                if events >= expected {
+                    let _ = complete.send(()).await;
+                    break;
                 }
             }
-        });
-        out.push(Stream { handle });
+            got
+        }));
     }
-    for _ in 0..out.len() {
+    for _ in 0..handles.len() {
         ready_rx.recv().await;
     }
-    Ok(out)
+    Ok(Streams { handles, complete, stop })
 }
 
+/// The put's sequence number: the value's leading digits.
 fn parse_seq(v: &[u8]) -> Option<u64> {
-    let digits: Vec<u8> = v.iter().copied().take_while(u8::is_ascii_digit).collect();
-    std::str::from_utf8(&digits).ok()?.parse().ok()
+    let digits = v.iter().take_while(|b| b.is_ascii_digit()).take(19);
+    let (n, len) = digits.fold((0u64, 0), |(n, len), d| (n * 10 + u64::from(d - b'0'), len + 1));
+    (len > 0).then_some(n)
 }
 
 /// The writer: puts at a fixed rate; returns its own (acknowledged) latencies.
@@ -133,37 +161,35 @@ async fn measure(name: &str, opts: &LoadOpts, w: &WatchOpts) -> anyhow::Result<(
     let conns = load::connect(opts).await?;
     let t0 = Instant::now();
     let sent: Arc<Vec<AtomicU64>> = Arc::new((0..w.puts).map(|_| AtomicU64::new(u64::MAX)).collect());
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     // Streams are spread over the connections.
-    let streams = open_watchers(&conns, w, t0, sent.clone(), done_tx.clone()).await?;
-    drop(done_tx);
+    let mut streams = open_watchers(&conns, w, t0, sent.clone()).await?;
     let rss_before: Vec<f64> = w.member_pid.iter().filter_map(|p| rss_mb(*p)).collect();
 
     let start = Instant::now();
     let writer_rec = write(conns[0].clone(), w, t0, sent.clone()).await;
-    // Completion per event: when the last watcher got it.
-    let want = w.watchers as u64 * w.puts;
-    let mut got = 0u64;
-    let mut all = Recorder::default();
-    let mut last_for: HashMap<u64, (u64, u64)> = HashMap::new();
+    // Until every stream has every event, or 30 s more.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while got < want {
-        match tokio::time::timeout_at(deadline, done_rx.recv()).await {
-            Ok(Some((seq, lat))) => {
-                got += 1;
-                all.record(Duration::from_nanos(lat));
-                let e = last_for.entry(seq).or_default();
-                e.0 += 1;
-                e.1 = e.1.max(lat);
-            }
-            _ => break,
+    for _ in 0..streams.handles.len() {
+        if !matches!(tokio::time::timeout_at(deadline, streams.complete.recv()).await, Ok(Some(()))) {
+            break;
         }
     }
     let elapsed = start.elapsed();
     let rss_after: Vec<f64> = w.member_pid.iter().filter_map(|p| rss_mb(*p)).collect();
-    for s in streams {
-        s.handle.abort();
+    let _ = streams.stop.send(true);
+    let want = w.watchers as u64 * w.puts;
+    let mut all = Recorder::default();
+    let mut last_for: HashMap<u64, (u64, u64)> = HashMap::new();
+    for h in streams.handles {
+        let got = h.await?;
+        all.merge(&got.rec);
+        for (seq, (n, lat)) in got.per_put {
+            let e = last_for.entry(seq).or_default();
+            e.0 += n;
+            e.1 = e.1.max(lat);
+        }
     }
+    let got = all.count();
     let mut summary = all.summary(name, elapsed);
     summary.count = got;
     let full: Vec<u64> = last_for.values().filter(|(n, _)| *n == w.watchers as u64).map(|(_, l)| *l).collect();
