@@ -67,7 +67,12 @@ struct Streams {
 /// task keeps its own figures, merged at the end: the client does as little per event as it
 /// can (1,000 events a put at 100 puts/s), since on a small machine its work delays the
 /// servers' too.
-async fn open_watchers(clients: &[Client], w: &WatchOpts, t0: Instant, sent: Arc<Vec<AtomicU64>>) -> anyhow::Result<Streams> {
+async fn open_watchers(
+    clients: &[Client],
+    w: &WatchOpts,
+    t0: Instant,
+    sent: Arc<Vec<AtomicU64>>,
+) -> anyhow::Result<Streams> {
     let streams = w.streams.clamp(1, w.watchers.max(1));
     let (ready_tx, mut ready_rx) = mpsc::channel::<()>(streams);
     let (complete_tx, complete) = mpsc::channel::<()>(streams);
