@@ -348,9 +348,8 @@ impl Wal {
                 let seq = w.active.seq + 1;
                 let header = w.meta.header(seq);
                 let fits = round_up(record::framed_len(header.len()) as u64 + need + END_LEN as u64);
-                let size = w.next_size.max(fits);
-                self.prep.ask(seq, size, false);
-                let spare = self.prep.take(seq, size)?;
+                self.prep.ask(seq, w.next_size.max(fits), false);
+                let spare = self.prep.take(seq, fits)?;
                 w.next_size = (w.next_size * 2).min(self.opts.max_segment.max(w.next_size));
                 buf.clear();
                 start = 0;

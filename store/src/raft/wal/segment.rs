@@ -161,9 +161,10 @@ impl Preparer {
         }
     }
 
-    /// The spare for segment `seq`, of at least `size` bytes: the one asked for if it fits
-    /// (waiting for it if need be), else one made here and now.
-    pub fn take(&self, seq: u64, size: u64) -> io::Result<Spare> {
+    /// The spare for segment `seq`, of at least `need` bytes: the one asked for if it is that
+    /// big (waiting for it if need be; it may be smaller than asked, see [`Pool::spare`]),
+    /// else one of `need` bytes made here and now.
+    pub fn take(&self, seq: u64, need: u64) -> io::Result<Spare> {
         let (lock, cv) = &*self.ready;
         let mut ready = lock.lock();
         if ready.asked.is_some() {
@@ -173,13 +174,13 @@ impl Preparer {
             }
             ready.asked = None;
             if let Some(Ok(spare)) = ready.spare.take() {
-                if spare.seq == seq && spare.size >= size {
+                if spare.seq == seq && spare.size >= need {
                     return Ok(spare);
                 }
             }
         }
         drop(ready);
-        create(&self.dir, seq, size, None)
+        create(&self.dir, seq, need, None)
     }
 
     /// Keeps a segment file that is no longer part of the log, for reuse.
@@ -258,16 +259,32 @@ impl Pool {
         self.free.sort_by_key(|(_, s)| *s);
     }
 
-    /// A spare for `seq`: the smallest free file that is big enough, else a new one.
+    /// A spare for `seq`: the smallest free file of at least `size` bytes, else the largest
+    /// free file, else a new one. A smaller segment than asked for beats a new file: while
+    /// the log grows (4, 8, ... 64 MiB segments), the first segments freed by a purge were
+    /// never big enough again, and each larger segment was zero-filled while they sat in the
+    /// pool. Zero-filling an 8 MiB spare put 38 of a one-client run's 100 slowest puts in its
+    /// 90 ms, a 64 MiB one 37 in 0.6 s, with freed 4-32 MiB files unused (all three members
+    /// fill theirs at the same log position). The writer takes a smaller spare as long as
+    /// what it must write fits ([`Preparer::take`]).
     fn spare(&mut self, seq: u64, size: u64, paced: &AtomicBool) -> io::Result<Spare> {
-        if let Some(i) = self.free.iter().position(|(_, s)| *s >= size) {
+        let fitting = self.free.iter().position(|(_, s)| *s >= size);
+        if let Some(i) = fitting.or(self.free.len().checked_sub(1)) {
             let (path, size) = self.free.remove(i);
             let to = self.dir.join(seg_name(seq));
             std::fs::rename(&path, &to)?;
             sync_dir(&self.dir)?;
             return Ok(Spare { seq, file: open_rw(&to)?, size });
         }
-        create(&self.dir, seq, size, Some(paced))
+        let started = Instant::now();
+        let spare = create(&self.dir, seq, size, Some(paced))?;
+        tracing::info!(
+            seq,
+            mib = size >> 20,
+            took_ms = started.elapsed().as_millis() as u64,
+            "log segment zero-filled"
+        );
+        Ok(spare)
     }
 }
 
@@ -309,6 +326,31 @@ mod tests {
         let mut head = [0u8; 3];
         spare.file.read_exact_at(&mut head, 0)?;
         assert_eq!(&head, b"big");
+        Ok(())
+    }
+
+    #[test]
+    fn the_largest_free_file_is_used_before_a_bigger_one_is_made() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let mut pool = Pool { dir: dir.path().to_path_buf(), free: Vec::new(), next: 1 };
+        for (seq, pages) in [(1, 2), (2, 3)] {
+            create(dir.path(), seq, pages * PAGE, None)?.file.write_all_at(&[seq as u8], 0)?;
+            pool.keep(dir.path().join(seg_name(seq)));
+        }
+        let spare = pool.spare(3, 8 * PAGE, &AtomicBool::new(false))?;
+        let mut head = [0u8; 1];
+        spare.file.read_exact_at(&mut head, 0)?;
+        assert_eq!((spare.size, head[0]), (3 * PAGE, 2), "the 3-page file, not a new 8-page one");
+        assert_eq!(std::fs::read_dir(dir.path())?.count(), 2, "no file was made");
+        // The writer takes it only if what it must write fits.
+        let prep = Preparer::start(dir.path(), vec![dir.path().join(free_name(1))])?;
+        prep.ask(4, 8 * PAGE, true);
+        assert_eq!(prep.take(4, 2 * PAGE)?.size, 2 * PAGE, "the free 2-page file holds 2 pages");
+        prep.ask(5, 8 * PAGE, true);
+        assert_eq!(prep.take(5, 4 * PAGE)?.size, 8 * PAGE, "nothing free: made at the size asked");
+        prep.free(dir.path().join(seg_name(4)));
+        prep.ask(6, 8 * PAGE, true);
+        assert_eq!(prep.take(6, 4 * PAGE)?.size, 4 * PAGE, "the free 2-page file is too small: made anew");
         Ok(())
     }
 
