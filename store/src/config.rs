@@ -239,15 +239,19 @@ impl StoreConfig {
     /// How many members of the initial cluster, this one included, run on this machine: those
     /// with a peer URL on a loopback address or on a host this member advertises. At least 1.
     pub fn members_on_this_host(&self) -> Result<usize, ConfigError> {
-        let own: Vec<String> = parse_urls(&self.initial_advertise_peer_urls, "initial-advertise-peer-urls")?
+        let host = |u: &Url| u.host().map(|h| h.to_owned());
+        let own: Vec<url::Host> = parse_urls(&self.initial_advertise_peer_urls, "initial-advertise-peer-urls")?
             .iter()
-            .filter_map(|u| u.host_str().map(str::to_string))
+            .filter_map(host)
             .collect();
         let local = |url: &str| {
-            Url::parse(url).ok().and_then(|u| u.host().map(|h| h.to_owned())).is_some_and(|h| match h {
-                url::Host::Domain(d) => d == "localhost" || own.contains(&d),
-                url::Host::Ipv4(ip) => ip.is_loopback() || own.contains(&ip.to_string()),
-                url::Host::Ipv6(ip) => ip.is_loopback() || own.contains(&format!("[{ip}]")),
+            Url::parse(url).ok().as_ref().and_then(host).is_some_and(|h| {
+                own.contains(&h)
+                    || match h {
+                        url::Host::Domain(d) => d == "localhost",
+                        url::Host::Ipv4(ip) => ip.is_loopback(),
+                        url::Host::Ipv6(ip) => ip.is_loopback(),
+                    }
             })
         };
         let n = self.initial_members()?.iter().filter(|m| m.peer_urls.iter().any(|u| local(u))).count();
