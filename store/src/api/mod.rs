@@ -22,7 +22,6 @@ use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
-use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::watch::WatchHub;
 
 /// gRPC's own framing overhead on top of the largest request, as etcd allows.
@@ -49,7 +48,7 @@ pub fn router(node: Arc<Node>, hub: Arc<WatchHub>, backup_dir: std::path::PathBu
     let grpc = tonic::service::Routes::new(kv)
         .add_service(MaintenanceServer::new(maintenance::MaintenanceService::new(node.clone(), backup_dir)))
         .add_service(ClusterServer::new(cluster::ClusterService::new(node.clone())))
-        .add_service(WatchServer::new(watch::WatchService::new(node.clone(), hub)))
+        .add_service(watch::WatchService::new(node.clone(), hub))
         .add_service(LeaseServer::new(lease::LeaseService::new(node.clone())));
     grpc.into_axum_router().merge(http::router(node))
 }

@@ -1,18 +1,21 @@
 //! The Watch service: one bidirectional stream carrying many watchers.
 
+use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::codec::{Codec, EncodeBuf, Encoder};
+use tonic::codegen::{http, Body, BoxFuture, Service, StdError};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::node::Node;
 use crate::proto::etcdserverpb::watch_request::RequestUnion;
-use crate::proto::etcdserverpb::watch_server::Watch;
-use crate::proto::etcdserverpb::{ResponseHeader, WatchRequest, WatchResponse};
-use crate::watch::watcher::Out;
+use crate::proto::etcdserverpb::{ResponseHeader, WatchRequest};
+use crate::watch::watcher::{Out, Wire};
 use crate::watch::WatchHub;
 
 /// Items queued per stream (a response, or one revision for a group of watchers of one key:
@@ -22,6 +25,13 @@ use crate::watch::WatchHub;
 /// held 300 MB while events flowed; at 128, 176 MB.
 const OUTBOX: usize = 128;
 
+const PATH: &str = "/etcdserverpb.Watch/Watch";
+
+/// The Watch service, served by hand rather than by the generated `WatchServer`: its
+/// responses go out as [`Wire`] items, so that a group's response (one revision for every
+/// watcher of a key on a stream) is encoded once, not once per watcher. The bytes on the
+/// wire are the same.
+#[derive(Clone)]
 pub struct WatchService {
     node: Arc<Node>,
     hub: Arc<WatchHub>,
@@ -31,13 +41,8 @@ impl WatchService {
     pub fn new(node: Arc<Node>, hub: Arc<WatchHub>) -> Self {
         WatchService { node, hub }
     }
-}
 
-type ResponseStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl Watch for WatchService {
-    async fn watch(&self, req: Request<Streaming<WatchRequest>>) -> Result<Response<ResponseStream>, Status> {
+    fn watch(&self, req: Request<Streaming<WatchRequest>>) -> ResponseStream {
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(OUTBOX);
         let stream = self.hub.open_stream(tx);
@@ -54,8 +59,76 @@ impl Watch for WatchService {
             hub.close_stream(stream);
         });
         let node = self.node.clone();
-        let out = responses(rx, move |h| node.fill(h, 0));
-        Ok(Response::new(Box::pin(out)))
+        Box::pin(responses(rx, move |h| node.fill(h, 0)))
+    }
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<Wire, Status>> + Send>>;
+
+impl tonic::server::NamedService for WatchService {
+    const NAME: &'static str = "etcdserverpb.Watch";
+}
+
+impl<B> Service<http::Request<B>> for WatchService
+where
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() != PATH {
+            return Box::pin(async { Ok(Status::unimplemented("").into_http()) });
+        }
+        let method = Method(self.clone());
+        Box::pin(async move { Ok(tonic::server::Grpc::new(WireCodec).streaming(method, req).await) })
+    }
+}
+
+struct Method(WatchService);
+
+impl tonic::server::StreamingService<WatchRequest> for Method {
+    type Response = Wire;
+    type ResponseStream = ResponseStream;
+    type Future = BoxFuture<Response<ResponseStream>, Status>;
+
+    fn call(&mut self, req: Request<Streaming<WatchRequest>>) -> Self::Future {
+        let out = self.0.watch(req);
+        Box::pin(async move { Ok(Response::new(out)) })
+    }
+}
+
+/// Decodes requests with prost; writes [`Wire`] responses.
+struct WireCodec;
+
+impl Codec for WireCodec {
+    type Encode = Wire;
+    type Decode = WatchRequest;
+    type Encoder = WireCodec;
+    type Decoder = tonic_prost::ProstDecoder<WatchRequest>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        WireCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::default()
+    }
+}
+
+impl Encoder for WireCodec {
+    type Item = Wire;
+    type Error = Status;
+
+    fn encode(&mut self, item: Wire, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.encode(buf);
+        Ok(())
     }
 }
 
@@ -69,8 +142,8 @@ impl Watch for WatchService {
 fn responses(
     rx: mpsc::Receiver<Out>,
     fill: impl Fn(&mut Option<ResponseHeader>) + Send + 'static,
-) -> impl Stream<Item = Result<WatchResponse, Status>> + Send {
-    ReceiverStream::new(rx).flat_map(move |out| futures::stream::iter(out.into_responses(&fill).map(Ok))).then(
+) -> impl Stream<Item = Result<Wire, Status>> + Send {
+    ReceiverStream::new(rx).flat_map(move |out| futures::stream::iter(out.into_wire(&fill).map(Ok))).then(
         |r| async move {
             tokio::task::coop::consume_budget().await;
             r
@@ -84,8 +157,10 @@ mod tests {
     use std::task::Poll;
 
     use futures::StreamExt;
+    use prost::Message;
 
     use super::*;
+    use crate::proto::etcdserverpb::WatchResponse;
     use crate::watch::watcher::Group;
 
     #[tokio::test]
@@ -103,7 +178,8 @@ mod tests {
             // when the task's budget is spent, and goes on once polled again.
             match futures::poll!(out.next()) {
                 Poll::Ready(Some(r)) => {
-                    let r = r.expect("response");
+                    let bytes = r.expect("response").to_bytes();
+                    let r = WatchResponse::decode(bytes.as_slice()).expect("decodes");
                     assert_eq!(r.header.map(|h| h.revision), Some(7));
                     got.push(r.watch_id);
                 }

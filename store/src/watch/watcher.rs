@@ -44,33 +44,93 @@ impl From<WatchResponse> for Out {
 }
 
 impl Out {
-    /// The responses this stands for, in order, their headers completed by `fill` (a
-    /// group's once, from the group's revision, then copied to each response).
-    pub fn into_responses(
-        self,
-        fill: &dyn Fn(&mut Option<ResponseHeader>),
-    ) -> impl Iterator<Item = WatchResponse> + use<> {
+    /// The responses this stands for, in order, as they go on the wire, their headers
+    /// completed by `fill`. A group's response differs between its watchers only in the
+    /// watch id, so it is encoded once ([`Wire::Member`]), not once per watcher.
+    pub fn into_wire(self, fill: &dyn Fn(&mut Option<ResponseHeader>)) -> impl Iterator<Item = Wire> + use<> {
         let (one, group) = match self {
             Out::One(mut r) => {
                 fill(&mut r.header);
-                (Some(r), None)
+                (Some(Wire::One(r)), None)
             }
             Out::Group(g) => {
                 let mut header = Some(ResponseHeader { revision: g.revision, ..Default::default() });
                 fill(&mut header);
-                (None, Some((g, header)))
+                let shared = Shared::of(header.as_ref(), &g.events);
+                (None, Some((g.ids, shared)))
             }
         };
-        let many = group.into_iter().flat_map(|(g, header)| {
-            let Group { events, ids, .. } = g;
-            ids.into_iter().map(move |watch_id| WatchResponse {
-                header,
-                watch_id,
-                events: events.as_ref().clone(),
-                ..Default::default()
-            })
+        let many = group.into_iter().flat_map(|(ids, shared)| {
+            ids.into_iter().map(move |watch_id| Wire::Member { watch_id, shared: shared.clone() })
         });
         one.into_iter().chain(many)
+    }
+
+    /// The responses this stands for, decoded: what a client reads from
+    /// [`into_wire`](Self::into_wire).
+    #[cfg(test)]
+    pub fn into_responses(self, fill: &dyn Fn(&mut Option<ResponseHeader>)) -> Vec<WatchResponse> {
+        self.into_wire(fill).map(|w| WatchResponse::decode(w.to_bytes().as_slice()).expect("decodes")).collect()
+    }
+}
+
+/// One response as a watch stream writes it.
+#[derive(Debug)]
+pub enum Wire {
+    /// Encoded as it is written.
+    One(WatchResponse),
+    /// One watcher's copy of a group's response: the group's encoding with this watcher's id
+    /// put in its place.
+    Member { watch_id: i64, shared: Shared },
+}
+
+/// A group's response encoded once, without its watch id: the fields before the id (the
+/// header), then those after it (the events). The other fields of a group's response are
+/// unset, so they take no bytes.
+#[derive(Clone, Debug)]
+pub struct Shared {
+    bytes: Bytes,
+    /// Where the watch id goes.
+    split: usize,
+}
+
+impl Shared {
+    fn of(header: Option<&ResponseHeader>, events: &[Event]) -> Shared {
+        use prost::encoding::message;
+        let mut b = bytes::BytesMut::new();
+        if let Some(h) = header {
+            message::encode(1, h, &mut b);
+        }
+        let split = b.len();
+        for e in events {
+            message::encode(11, e, &mut b);
+        }
+        Shared { bytes: b.freeze(), split }
+    }
+}
+
+impl Wire {
+    /// Writes the response's protobuf encoding: for a group's member, the same bytes as
+    /// encoding the whole response, fields in number order.
+    pub fn encode(&self, buf: &mut impl bytes::BufMut) {
+        match self {
+            Wire::One(r) => r.encode_raw(buf),
+            Wire::Member { watch_id, shared } => {
+                buf.put_slice(&shared.bytes[..shared.split]);
+                // proto3 leaves a zero out, as prost does.
+                if *watch_id != 0 {
+                    prost::encoding::int64::encode(2, watch_id, buf);
+                }
+                buf.put_slice(&shared.bytes[shared.split..]);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        self.encode(&mut v);
+        v
     }
 }
 
@@ -191,5 +251,59 @@ impl Watcher {
                 ..Default::default()
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(key: &str, value: &str, delete: bool) -> Event {
+        let kv = KeyValue {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            value: Bytes::copy_from_slice(value.as_bytes()),
+            create_revision: 3,
+            mod_revision: 9,
+            version: 2,
+            lease: 0,
+        };
+        let kind = if delete { EventType::Delete } else { EventType::Put };
+        Event { r#type: kind as i32, kv: Some(kv.clone()), prev_kv: delete.then_some(kv) }
+    }
+
+    #[test]
+    fn a_groups_responses_are_byte_for_byte_what_encoding_each_whole_gives() {
+        let events =
+            Arc::new(vec![event("a", "1", false), event("b", "", true), event("", "x".repeat(300).as_str(), false)]);
+        let ids = vec![0, 1, 127, 128, 1 << 40, -1, i64::MIN];
+        let fill = |h: &mut Option<ResponseHeader>| {
+            let h = h.get_or_insert_with(Default::default);
+            (h.cluster_id, h.member_id, h.raft_term) = (11, 22, 5);
+        };
+        let group = Out::Group(Group { revision: 9, events: events.clone(), ids: ids.clone() });
+        let wire: Vec<Wire> = group.into_wire(&fill).collect();
+        assert_eq!(wire.len(), ids.len());
+        for (w, id) in wire.iter().zip(&ids) {
+            let whole = WatchResponse {
+                header: Some(ResponseHeader { cluster_id: 11, member_id: 22, revision: 9, raft_term: 5 }),
+                watch_id: *id,
+                events: events.as_ref().clone(),
+                ..Default::default()
+            };
+            assert_eq!(w.to_bytes(), whole.encode_to_vec(), "watch id {id}");
+        }
+        // A group with no events, and a single response, too.
+        let empty: Vec<Wire> =
+            Out::Group(Group { revision: 2, events: Arc::new(Vec::new()), ids: vec![4] }).into_wire(&fill).collect();
+        let whole = WatchResponse {
+            header: Some(ResponseHeader { cluster_id: 11, member_id: 22, revision: 2, raft_term: 5 }),
+            watch_id: 4,
+            ..Default::default()
+        };
+        assert_eq!(empty[0].to_bytes(), whole.encode_to_vec());
+        let one = WatchResponse { watch_id: 3, created: true, ..Default::default() };
+        let wire: Vec<Wire> = Out::One(one.clone()).into_wire(&|_| {}).collect();
+        assert_eq!(wire.len(), 1);
+        assert_eq!(wire[0].to_bytes(), one.encode_to_vec());
     }
 }
