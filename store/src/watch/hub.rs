@@ -20,6 +20,7 @@
 //! each: a stream's queue bounds revisions in flight, not watchers times revisions, so
 //! 100,000 watchers of one key stay synced instead of cycling through the sync loop.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
@@ -57,8 +58,9 @@ struct Inner {
     last_rev: i64,
     streams: HashMap<u64, Stream>,
     synced: HashMap<WatchKey, Watcher>,
-    /// Synced watchers of exactly one key, by key.
-    by_key: HashMap<Bytes, HashSet<WatchKey>>,
+    /// Synced watchers of exactly one key, by key; in order of stream, so that a revision's
+    /// fan-out meets each stream's watchers together.
+    by_key: HashMap<Bytes, BTreeSet<WatchKey>>,
     /// Synced watchers of a range.
     ranged: HashSet<WatchKey>,
     /// Synced watchers that asked for previous values.
@@ -522,38 +524,54 @@ impl CommitListener for WatchHub {
                 v.push(c);
             }
         }
-        type Filters = (bool, bool, bool);
         let mut groups: Vec<(u64, Outbox, Group)> = Vec::new();
-        for key in keys_in_order {
-            let (Some(watchers), Some(key_changes)) = (inner.by_key.get(key), changes_of.get(key)) else { continue };
-            let mut events_by_filters: HashMap<Filters, Option<Arc<Vec<crate::proto::mvccpb::Event>>>> = HashMap::new();
-            let mut group_of: HashMap<(u64, Filters), usize> = HashMap::new();
-            for k in watchers {
-                let Some(w) = inner.synced.get(k) else { continue };
-                if revision < w.next_rev {
-                    continue;
+        {
+            let Inner { by_key, synced, .. } = &mut *inner;
+            for key in keys_in_order {
+                let (Some(watchers), Some(key_changes)) = (by_key.get(key), changes_of.get(key)) else { continue };
+                // This revision's events for each combination of filters, made when first
+                // wanted (`None` inside: none pass them).
+                let mut events_by_filters: [Option<Option<Arc<Vec<crate::proto::mvccpb::Event>>>>; 8] =
+                    Default::default();
+                let mut group_of: HashMap<(u64, usize), usize> = HashMap::new();
+                // The group of the watcher before, which the next one (same stream, in
+                // order) usually shares.
+                let mut last: Option<(u64, usize, usize)> = None;
+                for k in watchers {
+                    let Some(w) = synced.get_mut(k) else { continue };
+                    if revision < w.next_rev {
+                        continue;
+                    }
+                    if w.fragment {
+                        // Its response may need splitting: it gets its own.
+                        plan.own(*k, &w.tx, key_changes.iter().filter_map(|c| w.event_for(c, revision)).collect());
+                        continue;
+                    }
+                    let filters = usize::from(w.no_put) | usize::from(w.no_delete) << 1 | usize::from(w.prev_kv) << 2;
+                    let Some(events) = events_by_filters[filters]
+                        .get_or_insert_with(|| {
+                            let evs: Vec<_> = key_changes.iter().filter_map(|c| w.event_for(c, revision)).collect();
+                            (!evs.is_empty()).then(|| Arc::new(evs))
+                        })
+                        .clone()
+                    else {
+                        continue;
+                    };
+                    let gi = match last {
+                        Some((stream, f, gi)) if stream == k.0 && f == filters => gi,
+                        _ => {
+                            let gi = *group_of.entry((k.0, filters)).or_insert_with(|| {
+                                groups.push((k.0, w.tx.clone(), Group { revision, events, ids: Vec::new() }));
+                                groups.len() - 1
+                            });
+                            last = Some((k.0, filters, gi));
+                            gi
+                        }
+                    };
+                    groups[gi].2.ids.push(k.1);
+                    // Counted as sent; put back below if its group is not queued.
+                    w.next_rev = revision + 1;
                 }
-                if w.fragment {
-                    // Its response may need splitting: it gets its own.
-                    plan.own(*k, &w.tx, key_changes.iter().filter_map(|c| w.event_for(c, revision)).collect());
-                    continue;
-                }
-                let filters = (w.no_put, w.no_delete, w.prev_kv);
-                let Some(events) = events_by_filters
-                    .entry(filters)
-                    .or_insert_with(|| {
-                        let evs: Vec<_> = key_changes.iter().filter_map(|c| w.event_for(c, revision)).collect();
-                        (!evs.is_empty()).then(|| Arc::new(evs))
-                    })
-                    .clone()
-                else {
-                    continue;
-                };
-                let gi = *group_of.entry((k.0, filters)).or_insert_with(|| {
-                    groups.push((k.0, w.tx.clone(), Group { revision, events, ids: Vec::new() }));
-                    groups.len() - 1
-                });
-                groups[gi].2.ids.push(k.1);
             }
         }
         for k in &inner.ranged {
@@ -568,18 +586,31 @@ impl CommitListener for WatchHub {
 
         let mut delivered: Vec<WatchKey> = Vec::new();
         let mut gone = Vec::new();
+        let mut not_queued = Vec::new();
         for (stream, tx, group) in groups {
             if !plan.room_for(stream, &tx) {
-                plan.behind.extend(group.ids.iter().map(|id| (stream, *id)));
+                not_queued.push((stream, group.ids, false));
                 continue;
             }
-            // Counted as delivered, and moved elsewhere if the send fails.
-            let at = delivered.len();
-            delivered.extend(group.ids.iter().map(|id| (stream, *id)));
-            match tx.try_send(Out::Group(group)) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => plan.behind.extend(delivered.drain(at..)),
-                Err(TrySendError::Closed(_)) => gone.extend(delivered.drain(at..)),
+            let (out, closed) = match tx.try_send(Out::Group(group)) {
+                Ok(()) => continue,
+                Err(TrySendError::Full(out)) => (out, false),
+                Err(TrySendError::Closed(out)) => (out, true),
+            };
+            if let Out::Group(g) = out {
+                not_queued.push((stream, g.ids, closed));
+            }
+        }
+        for (stream, ids, closed) in not_queued {
+            for id in ids {
+                let k = (stream, id);
+                if closed {
+                    gone.push(k);
+                } else if let Some(w) = inner.synced.get_mut(&k) {
+                    // Not sent after all: from this revision on, from history.
+                    w.next_rev = revision;
+                    plan.behind.push(k);
+                }
             }
         }
         let Plan { own, mut behind, .. } = plan;
