@@ -66,7 +66,7 @@ impl WatchService {
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<Wire, Status>> + Send>>;
 
 impl tonic::server::NamedService for WatchService {
-    const NAME: &'static str = "etcdserverpb.Watch";
+    const NAME: &'static str = crate::proto::etcdserverpb::watch_server::SERVICE_NAME;
 }
 
 impl<B> Service<http::Request<B>> for WatchService
