@@ -61,6 +61,9 @@ pub const ON_LEADER: &str = "watchers_on_leader";
 /// which on two shared cores is also what the requests queue behind.
 pub const CPU_PER_OP: &str = "members_cpu_us_per_op";
 pub const SWITCHES_PER_OP: &str = "members_switches_per_op";
+/// The three members' CPU time (µs) per event delivered, over a watch-latency run (its
+/// writer's puts included): what a fan-out costs the servers, apart from the client.
+pub const CPU_PER_EVENT: &str = "members_cpu_us_per_event";
 
 /// A run during which the hypervisor took more than this share of the machine's CPU (in
 /// percent) is run again, on either side: on this host it stole 5-23% for seconds at a
@@ -186,7 +189,8 @@ async fn run_one(w: &Workload, c: &Cluster, trace: Option<PathBuf>) -> anyhow::R
     let eps = c.endpoints.clone();
     let with = |o: &LoadOpts| LoadOpts { endpoints: eps.clone(), trace: trace.clone(), ..o.clone() };
     let load = matches!(w.kind, Kind::Put(..) | Kind::Range(..) | Kind::Txn(..) | Kind::Mixed(..));
-    let before = if load { idle::counters(&c.pids()) } else { None };
+    let watch = matches!(w.kind, Kind::WatchLatency(..));
+    let before = if load || watch { idle::counters(&c.pids()) } else { None };
     let mut s = match &w.kind {
         Kind::Put(o, p) => workloads::put(&with(o), p).await?,
         Kind::Range(o, r) => workloads::range(&with(o), r).await?,
@@ -211,24 +215,41 @@ async fn run_one(w: &Workload, c: &Cluster, trace: Option<PathBuf>) -> anyhow::R
     };
     if let Some(before) = before {
         if let Some(after) = idle::counters(&c.pids()) {
-            per_op(&mut s, before, after);
+            if watch {
+                per_event(&mut s, before, after);
+            } else {
+                per_op(&mut s, before, after);
+            }
         }
     }
     s.name = w.title.clone();
     Ok(s)
 }
 
-/// Records [`CPU_PER_OP`] and [`SWITCHES_PER_OP`] from counters (clock ticks, switches)
-/// taken before and after the run.
-pub fn per_op(s: &mut Summary, (ticks0, switches0): (u64, u64), (ticks1, switches1): (u64, u64)) {
+/// The members' CPU time (µs) and context switches per operation of `s`, from counters
+/// (clock ticks, switches) taken before and after its run; none if it did nothing.
+fn per_count(s: &Summary, (ticks0, switches0): (u64, u64), (ticks1, switches1): (u64, u64)) -> Option<(f64, f64)> {
     if s.count == 0 {
-        return;
+        return None;
     }
     let per = |d: u64| d as f64 / s.count as f64;
     let cpu = per(ticks1.saturating_sub(ticks0)) * 1e6 / idle::TICKS_PER_SEC;
-    let switches = per(switches1.saturating_sub(switches0));
-    s.extra.insert(CPU_PER_OP.into(), cpu);
-    s.extra.insert(SWITCHES_PER_OP.into(), switches);
+    Some((cpu, per(switches1.saturating_sub(switches0))))
+}
+
+/// Records [`CPU_PER_OP`] and [`SWITCHES_PER_OP`] for a load run.
+pub fn per_op(s: &mut Summary, before: (u64, u64), after: (u64, u64)) {
+    if let Some((cpu, switches)) = per_count(s, before, after) {
+        s.extra.insert(CPU_PER_OP.into(), cpu);
+        s.extra.insert(SWITCHES_PER_OP.into(), switches);
+    }
+}
+
+/// Records [`CPU_PER_EVENT`] for a watch run, whose count is its events delivered.
+fn per_event(s: &mut Summary, before: (u64, u64), after: (u64, u64)) {
+    if let Some((cpu, _)) = per_count(s, before, after) {
+        s.extra.insert(CPU_PER_EVENT.into(), cpu);
+    }
 }
 
 pub async fn run(o: &CompareOpts) -> anyhow::Result<()> {
@@ -366,5 +387,15 @@ mod tests {
         // A counter that went backwards (a thread ended) counts as nothing, not as negative.
         per_op(&mut s, (150, 15_000), (150, 14_000));
         assert_eq!(s.extra.get(SWITCHES_PER_OP), Some(&0.0));
+    }
+
+    #[test]
+    fn a_watch_run_counts_cpu_per_event_delivered_and_nothing_else() {
+        let mut s = crate::report::Recorder::default().summary("watch", std::time::Duration::from_secs(1));
+        s.count = 100_000;
+        // 40 ticks of 10 ms over 100,000 events: 4 µs each.
+        per_event(&mut s, (100, 2_000), (140, 3_000));
+        assert_eq!(s.extra.get(CPU_PER_EVENT), Some(&4.0));
+        assert_eq!(s.extra.len(), 1, "{:?}", s.extra);
     }
 }

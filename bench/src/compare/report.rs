@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::idle::IdleCost;
 use super::machine::Machine;
 use super::plot;
-use super::{Workload, CPU_PER_OP, MAX_STEAL_PCT, ON_LEADER, STEAL, SWITCHES_PER_OP};
+use super::{Workload, CPU_PER_EVENT, CPU_PER_OP, MAX_STEAL_PCT, ON_LEADER, STEAL, SWITCHES_PER_OP};
 use crate::report::Summary;
 
 /// Runs `etcdctl check perf --load=l` (60 s) against the cluster and reads its verdict.
@@ -106,6 +106,7 @@ fn label_of(extra: &str) -> (&str, usize) {
     match extra {
         CPU_PER_OP => ("the members' CPU per request (µs)", 0),
         SWITCHES_PER_OP => ("the members' context switches per request", 1),
+        CPU_PER_EVENT => ("the members' CPU per event delivered (µs)", 2),
         other => (other, 2),
     }
 }
