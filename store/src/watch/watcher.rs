@@ -134,6 +134,22 @@ impl Wire {
     }
 }
 
+/// The event a committed change makes for watchers whose filters are `filters` (bits: 1 no
+/// puts, 2 no deletes, 4 previous values; see [`Watcher::filters`]), if they want it.
+pub fn event_with(filters: u8, c: &Change, revision: i64) -> Option<Event> {
+    let delete = c.kv.is_none();
+    if filters & if delete { 2 } else { 1 } != 0 {
+        return None;
+    }
+    let kv = match &c.kv {
+        Some(kv) => kv.clone(),
+        None => KeyValue { key: c.key.clone(), mod_revision: revision, ..Default::default() },
+    };
+    let prev_kv = if filters & 4 != 0 { c.prev.clone() } else { None };
+    let kind = if delete { EventType::Delete } else { EventType::Put };
+    Some(Event { r#type: kind as i32, kv: Some(kv), prev_kv })
+}
+
 /// Identifies a watcher: its stream and its id on that stream.
 pub type WatchKey = (u64, i64);
 
@@ -147,7 +163,10 @@ pub struct Watcher {
     pub prev_kv: bool,
     pub progress_notify: bool,
     pub fragment: bool,
-    /// The first revision this watcher has not been sent yet.
+    /// Catching up: the first revision this watcher has not been sent yet. Synced: the
+    /// revision from which on it takes events as they are made (not moved on as they are
+    /// sent; whoever makes it catch up again starts at the later of this and where it fell
+    /// behind).
     pub next_rev: i64,
     pub tx: Outbox,
 }
@@ -189,19 +208,14 @@ impl Watcher {
         }
     }
 
+    /// How this watcher filters events, as bits: see [`event_with`].
+    pub fn filters(&self) -> u8 {
+        u8::from(self.no_put) | u8::from(self.no_delete) << 1 | u8::from(self.prev_kv) << 2
+    }
+
     /// The event a committed change makes for this watcher, if it wants it.
     pub fn event_for(&self, c: &Change, revision: i64) -> Option<Event> {
-        let delete = c.kv.is_none();
-        if !self.wants(delete) {
-            return None;
-        }
-        let kv = match &c.kv {
-            Some(kv) => kv.clone(),
-            None => KeyValue { key: c.key.clone(), mod_revision: revision, ..Default::default() },
-        };
-        let prev_kv = if self.prev_kv { c.prev.clone() } else { None };
-        let kind = if delete { EventType::Delete } else { EventType::Put };
-        Some(Event { r#type: kind as i32, kv: Some(kv), prev_kv })
+        event_with(self.filters(), c, revision)
     }
 
     /// The event a change read back from history makes for this watcher, if wanted.
