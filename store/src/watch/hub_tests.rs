@@ -67,7 +67,15 @@ fn watchers_of_k(hub: &Arc<WatchHub>, n: usize, queue: usize) -> Rx {
 /// Reads until `n` events have arrived: the watchers that answered `created`, and each
 /// watcher's event revisions. Fails on a second `created`, or on events before `created`.
 async fn created_and_revisions(rx: &mut Rx, n: usize) -> (HashSet<i64>, HashMap<i64, Vec<i64>>) {
-    let mut created: HashSet<i64> = HashSet::new();
+    let mut created = HashSet::new();
+    let seen = revisions(rx, n, &mut created).await;
+    (created, seen)
+}
+
+/// Reads until `n` events have arrived: each watcher's event revisions. `created` holds the
+/// watchers that have answered `created` so far, and gains those that do now. Fails on a
+/// second `created`, or on events before `created`.
+async fn revisions(rx: &mut Rx, n: usize, created: &mut HashSet<i64>) -> HashMap<i64, Vec<i64>> {
     let mut seen: HashMap<i64, Vec<i64>> = HashMap::new();
     while seen.values().map(Vec::len).sum::<usize>() < n {
         let r =
@@ -81,7 +89,7 @@ async fn created_and_revisions(rx: &mut Rx, n: usize) -> (HashSet<i64>, HashMap<
             .or_default()
             .extend(r.events.iter().filter_map(|e| e.kv.as_ref()).map(|kv| kv.mod_revision));
     }
-    (created, seen)
+    seen
 }
 
 async fn events(rx: &mut Rx, n: usize) -> Vec<(i64, String)> {
@@ -278,19 +286,14 @@ async fn a_stalled_stream_of_grouped_watchers_catches_each_up_once_in_order() {
     assert_eq!(rx.queued(), 1);
 }
 
-/// Reads until `n` events have arrived (answers to `created` aside): each watcher's event
-/// revisions.
-async fn revisions(rx: &mut Rx, n: usize) -> HashMap<i64, Vec<i64>> {
-    let mut seen: HashMap<i64, Vec<i64>> = HashMap::new();
-    while seen.values().map(Vec::len).sum::<usize>() < n {
-        let r =
-            tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await.expect("in time").expect("open");
-        if !r.created {
-            let revs = r.events.iter().filter_map(|e| e.kv.as_ref()).map(|kv| kv.mod_revision);
-            seen.entry(r.watch_id).or_default().extend(revs);
-        }
-    }
-    seen
+/// A stream with a queue of `queue` items and two watchers of key `k` on it: one from now,
+/// one from revision 5 (a fresh store's first write makes revision 2).
+fn from_now_and_from_5(hub: &Arc<WatchHub>, queue: usize) -> Rx {
+    let (tx, rx) = channel(queue);
+    let stream = hub.open_stream(tx);
+    hub.create(stream, &WatchCreateRequest { key: "k".into(), ..Default::default() });
+    hub.create(stream, &WatchCreateRequest { key: "k".into(), start_revision: 5, ..Default::default() });
+    rx
 }
 
 #[tokio::test]
@@ -298,22 +301,20 @@ async fn a_watcher_from_a_later_revision_gets_nothing_before_it_even_beside_watc
     let (_dir, store, hub) = open();
     // A queue of 2 items, not read while 20 revisions are made: both watchers also fall
     // behind and catch up, the later one once it has started.
-    let (tx, mut rx) = channel(2);
-    let stream = hub.open_stream(tx);
-    hub.create(stream, &WatchCreateRequest { key: "k".into(), ..Default::default() });
-    hub.create(stream, &WatchCreateRequest { key: "k".into(), start_revision: 5, ..Default::default() });
+    let mut rx = from_now_and_from_5(&hub, 2);
     puts_to_k(&store, 3);
     // Revisions 2, 3, 4 to the first; the second starts at 5.
-    let seen = revisions(&mut rx, 3).await;
+    let mut created = HashSet::new();
+    let seen = revisions(&mut rx, 3, &mut created).await;
     assert_eq!(seen.len(), 1, "only the watcher from now: {seen:?}");
     assert!(seen.values().all(|r| r == &vec![2, 3, 4]), "{seen:?}");
     puts_to_k(&store, 20);
-    let mut got: Vec<Vec<i64>> = revisions(&mut rx, 40).await.into_values().collect();
+    let mut got: Vec<Vec<i64>> = revisions(&mut rx, 40, &mut created).await.into_values().collect();
     got.sort();
     assert_eq!(got, vec![(5..=24).collect::<Vec<i64>>(), (5..=24).collect()]);
     // Synced again, both get the next revision directly.
     put(&store, "k", "live");
-    let seen = revisions(&mut rx, 2).await;
+    let seen = revisions(&mut rx, 2, &mut created).await;
     assert_eq!(seen.len(), 2);
     assert!(seen.values().all(|r| r == &vec![25]), "{seen:?}");
 }
@@ -321,13 +322,10 @@ async fn a_watcher_from_a_later_revision_gets_nothing_before_it_even_beside_watc
 #[tokio::test]
 async fn a_watcher_from_a_later_revision_on_a_stream_with_room_starts_there() {
     let (_dir, store, hub) = open();
-    let (tx, mut rx) = channel(64);
-    let stream = hub.open_stream(tx);
-    hub.create(stream, &WatchCreateRequest { key: "k".into(), ..Default::default() });
-    hub.create(stream, &WatchCreateRequest { key: "k".into(), start_revision: 5, ..Default::default() });
+    let mut rx = from_now_and_from_5(&hub, 64);
     puts_to_k(&store, 5);
     // Revisions 2 to 6 to the first, 5 and 6 to the second.
-    let mut got: Vec<Vec<i64>> = revisions(&mut rx, 7).await.into_values().collect();
+    let mut got: Vec<Vec<i64>> = revisions(&mut rx, 7, &mut HashSet::new()).await.into_values().collect();
     got.sort();
     assert_eq!(got, vec![vec![2, 3, 4, 5, 6], vec![5, 6]]);
 }
