@@ -613,34 +613,26 @@ impl CommitListener for WatchHub {
             plan.own(*k, &w.tx, events);
         }
 
-        let mut delivered: Vec<WatchKey> = Vec::new();
+        // A watcher whose item is not queued goes to the sync loop, which sends it this
+        // revision from history: a synced watcher's `next_rev` is not moved on as items are
+        // sent (it stays where the watcher could start taking them), and the sync loop starts
+        // at the later of the two.
         let mut gone = Vec::new();
-        let mut not_queued = Vec::new();
         for (stream, tx, group) in groups {
-            if !plan.room_for(stream, &tx) {
-                not_queued.push((stream, group.ids, false));
-                continue;
-            }
-            let (out, closed) = match tx.try_send(Out::Group(group)) {
-                Ok(()) => continue,
-                Err(TrySendError::Full(out)) => (out, false),
-                Err(TrySendError::Closed(out)) => (out, true),
-            };
-            if let Out::Group(g) = out {
-                not_queued.push((stream, g.ids, closed));
-            }
-        }
-        for (stream, ids, closed) in not_queued {
-            for id in ids {
-                let k = (stream, id);
-                if closed {
-                    gone.push(k);
-                } else {
-                    // From this revision on, from history: a synced watcher's `next_rev` is
-                    // not moved on as groups are sent (it stays where the watcher could start
-                    // taking them), and the sync loop starts at the later of the two.
-                    plan.behind.push(k);
+            let (ids, closed) = if plan.room_for(stream, &tx) {
+                match tx.try_send(Out::Group(group)) {
+                    Ok(()) => continue,
+                    Err(TrySendError::Full(out)) => (out.into_ids(), false),
+                    Err(TrySendError::Closed(out)) => (out.into_ids(), true),
                 }
+            } else {
+                (group.ids, false)
+            };
+            let keys = ids.into_iter().map(|id| (stream, id));
+            if closed {
+                gone.extend(keys);
+            } else {
+                plan.behind.extend(keys);
             }
         }
         let Plan { own, mut behind, .. } = plan;
@@ -660,13 +652,6 @@ impl CommitListener for WatchHub {
             }
             if closed {
                 gone.push(k);
-            } else {
-                delivered.push(k);
-            }
-        }
-        for k in delivered {
-            if let Some(w) = inner.synced.get_mut(&k) {
-                w.next_rev = revision + 1;
             }
         }
         for k in gone {

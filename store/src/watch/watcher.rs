@@ -37,6 +37,16 @@ pub struct Group {
     pub ids: Vec<i64>,
 }
 
+impl Out {
+    /// The watchers a group was for (none for a single response).
+    pub fn into_ids(self) -> Vec<i64> {
+        match self {
+            Out::Group(g) => g.ids,
+            Out::One(_) => Vec::new(),
+        }
+    }
+}
+
 impl From<WatchResponse> for Out {
     fn from(r: WatchResponse) -> Out {
         Out::One(r)
@@ -134,11 +144,17 @@ impl Wire {
     }
 }
 
+/// Whether watchers with `filters` (see [`event_with`]) take a delete, or a put.
+fn wants(filters: u8, delete: bool) -> bool {
+    let unwanted = if delete { 2 } else { 1 };
+    filters & unwanted == 0
+}
+
 /// The event a committed change makes for watchers whose filters are `filters` (bits: 1 no
 /// puts, 2 no deletes, 4 previous values; see [`Watcher::filters`]), if they want it.
 pub fn event_with(filters: u8, c: &Change, revision: i64) -> Option<Event> {
     let delete = c.kv.is_none();
-    if filters & if delete { 2 } else { 1 } != 0 {
+    if !wants(filters, delete) {
         return None;
     }
     let kv = match &c.kv {
@@ -200,14 +216,6 @@ impl Watcher {
         }
     }
 
-    fn wants(&self, delete: bool) -> bool {
-        if delete {
-            !self.no_delete
-        } else {
-            !self.no_put
-        }
-    }
-
     /// How this watcher filters events, as bits: see [`event_with`].
     pub fn filters(&self) -> u8 {
         u8::from(self.no_put) | u8::from(self.no_delete) << 1 | u8::from(self.prev_kv) << 2
@@ -220,7 +228,7 @@ impl Watcher {
 
     /// The event a change read back from history makes for this watcher, if wanted.
     pub fn event_from_history(&self, h: &HistoryEvent) -> Option<Event> {
-        if !self.wants(h.delete) {
+        if !wants(self.filters(), h.delete) {
             return None;
         }
         let kind = if h.delete { EventType::Delete } else { EventType::Put };
