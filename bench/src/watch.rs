@@ -1,7 +1,6 @@
 //! Watch workloads: delivery latency from the moment a put is *sent* to each watcher's
 //! receipt (so it includes the commit), missed events, and fan-out to many watchers.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,10 +48,10 @@ pub fn rss_mb(pid: u32) -> Option<f64> {
 
 /// What one stream's watchers received: every delivery's latency, and per put how many of
 /// them got it and the latest of them.
-#[derive(Default)]
 struct Received {
     rec: Recorder,
-    per_put: HashMap<u64, (u64, u64)>,
+    /// Indexed by the put's sequence number.
+    per_put: Vec<(u64, u64)>,
 }
 
 struct Streams {
@@ -93,7 +92,7 @@ async fn open_watchers(
         let mut stop = stop_rx.clone();
         let expected = n as u64 * w.puts;
         handles.push(tokio::spawn(async move {
-            let mut got = Received::default();
+            let mut got = Received { rec: Recorder::default(), per_put: vec![(0, 0); sent.len()] };
             let (mut created, mut events) = (0, 0u64);
             loop {
                 let resp = tokio::select! {
@@ -116,7 +115,8 @@ async fn open_watchers(
                     let Some(at) = sent.get(seq as usize) else { continue };
                     let lat = now.saturating_sub(at.load(Ordering::Relaxed));
                     got.rec.record(Duration::from_nanos(lat));
-                    let p = got.per_put.entry(seq).or_default();
+                    // In range: `sent` has an entry for it.
+                    let p = &mut got.per_put[seq as usize];
                     p.0 += 1;
                     p.1 = p.1.max(lat);
                     events += 1;
@@ -137,9 +137,12 @@ async fn open_watchers(
 
 /// The put's sequence number: the value's leading digits.
 fn parse_seq(v: &[u8]) -> Option<u64> {
-    let digits = v.iter().take_while(|b| b.is_ascii_digit()).take(19);
-    let (n, len) = digits.fold((0u64, 0), |(n, len), d| (n * 10 + u64::from(d - b'0'), len + 1));
-    (len > 0).then_some(n)
+    let digits: &[u8] = &v[..v.iter().take_while(|b| b.is_ascii_digit()).count()];
+    if digits.is_empty() {
+        return None;
+    }
+    // A value from the server: too many digits is no sequence number, not an overflow.
+    digits.iter().try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
 }
 
 /// The writer: puts at a fixed rate; returns its own (acknowledged) latencies.
@@ -184,12 +187,11 @@ async fn measure(name: &str, opts: &LoadOpts, w: &WatchOpts) -> anyhow::Result<(
     let _ = streams.stop.send(true);
     let want = w.watchers as u64 * w.puts;
     let mut all = Recorder::default();
-    let mut last_for: HashMap<u64, (u64, u64)> = HashMap::new();
+    let mut last_for: Vec<(u64, u64)> = vec![(0, 0); sent.len()];
     for h in streams.handles {
         let got = h.await?;
         all.merge(&got.rec);
-        for (seq, (n, lat)) in got.per_put {
-            let e = last_for.entry(seq).or_default();
+        for (e, (n, lat)) in last_for.iter_mut().zip(got.per_put) {
             e.0 += n;
             e.1 = e.1.max(lat);
         }
@@ -197,7 +199,7 @@ async fn measure(name: &str, opts: &LoadOpts, w: &WatchOpts) -> anyhow::Result<(
     let got = all.count();
     let mut summary = all.summary(name, elapsed);
     summary.count = got;
-    let full: Vec<u64> = last_for.values().filter(|(n, _)| *n == w.watchers as u64).map(|(_, l)| *l).collect();
+    let full: Vec<u64> = last_for.iter().filter(|(n, _)| *n == w.watchers as u64).map(|(_, l)| *l).collect();
     summary.extra.insert("missed_events".into(), want.saturating_sub(got) as f64);
     let put = writer_rec.summary("put", elapsed);
     summary.extra.insert("put_p50_ms".into(), put.p50_ms);
@@ -230,4 +232,20 @@ pub async fn fanout(opts: &LoadOpts, w: &WatchOpts) -> anyhow::Result<Summary> {
     s.extra.insert("all_watchers_p99_ms".into(), c.p99_ms);
     s.extra.insert("all_watchers_max_ms".into(), c.max_ms);
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_seq;
+
+    #[test]
+    fn a_sequence_number_is_the_values_leading_digits_and_never_overflows() {
+        assert_eq!(parse_seq(b"42-padding"), Some(42));
+        assert_eq!(parse_seq(b"0"), Some(0));
+        assert_eq!(parse_seq(b""), None);
+        assert_eq!(parse_seq(b"x1"), None);
+        assert_eq!(parse_seq(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_seq(b"18446744073709551616"), None);
+        assert_eq!(parse_seq(b"99999999999999999999999"), None);
+    }
 }
