@@ -94,13 +94,16 @@ async fn open_watchers(
         handles.push(tokio::spawn(async move {
             let mut got = Received { rec: Recorder::default(), per_put: vec![(0, 0); sent.len()] };
             let (mut created, mut events) = (0, 0u64);
+            let stopped = stop.changed();
+            tokio::pin!(stopped);
             loop {
                 let resp = tokio::select! {
+                    biased;
                     r = ws.message() => match r {
                         Ok(Some(resp)) => resp,
                         _ => break,
                     },
-                    _ = stop.changed() => break,
+                    _ = &mut stopped => break,
                 };
                 if resp.created() {
                     created += 1;
