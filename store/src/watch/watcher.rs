@@ -37,6 +37,12 @@ pub struct Group {
     pub ids: Vec<i64>,
 }
 
+impl From<WatchResponse> for Out {
+    fn from(r: WatchResponse) -> Out {
+        Out::One(r)
+    }
+}
+
 impl Out {
     /// The watchers a group was for (none for a single response).
     pub fn into_ids(self) -> Vec<i64> {
@@ -45,15 +51,7 @@ impl Out {
             Out::One(_) => Vec::new(),
         }
     }
-}
 
-impl From<WatchResponse> for Out {
-    fn from(r: WatchResponse) -> Out {
-        Out::One(r)
-    }
-}
-
-impl Out {
     /// The responses this stands for, in order, as they go on the wire, their headers
     /// completed by `fill`. A group's response differs between its watchers only in the
     /// watch id, so it is encoded once ([`Wire::Member`]), not once per watcher.
