@@ -36,6 +36,10 @@ enum Cmd {
     /// Start a three-member Keel and a three-member etcd cluster, run the same workloads
     /// against each (alternating), and write docs/benchmarks.md with plots.
     Compare(compare::CompareOpts),
+    /// The training run of a profile-guided build: the quick comparison's workloads against
+    /// a three-member cluster of an instrumented `keel` alone, then a clean stop (see
+    /// `bench/pgo-build`).
+    Train(compare::TrainOpts),
     /// The least a replicated, durable put takes on this machine: a client, a leader and two
     /// followers as plain blocking processes, no server work (`--total` puts).
     Floor(floor::FloorOpts),
@@ -64,6 +68,7 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         Cmd::WatchFanout(w) => watch::fanout(o, w).await?,
         Cmd::Mixed(m) => workloads::mixed(o, m).await?,
         Cmd::Compare(c) => return compare::run(c).await,
+        Cmd::Train(t) => return compare::train(t).await,
         Cmd::Floor(_) | Cmd::FloorMember(_) => anyhow::bail!("the floor runs without a runtime"),
     };
     print_summary(cli, summary)

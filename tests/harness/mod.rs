@@ -211,6 +211,25 @@ impl Member {
         }
     }
 
+    /// SIGTERM, as an operator (or systemd) stops a member; waits for it to exit and
+    /// returns how it did. Panics if it is still running after `grace`.
+    pub fn terminate(&mut self, grace: Duration) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("a running member");
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let deadline = Instant::now() + grace;
+        loop {
+            if let Some(status) = c.try_wait().expect("wait for the member") {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("{} still running {grace:?} after SIGTERM\n{}", self.name, self.log_tail());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn restart(&mut self) {
         self.kill();
         self.start();

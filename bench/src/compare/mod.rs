@@ -32,6 +32,9 @@ pub struct CompareOpts {
     /// The keel binary (default: `keel` next to this binary).
     #[arg(long)]
     pub keel: Option<PathBuf>,
+    /// What the keel binary is, for the report ("the release build", ...).
+    #[arg(long, default_value = "the release build")]
+    pub keel_build: String,
     /// The etcd binary.
     #[arg(long, default_value = "etcd")]
     pub etcd: PathBuf,
@@ -46,6 +49,14 @@ pub struct CompareOpts {
     /// in a run its slowest operations fell.
     #[arg(long)]
     pub trace_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct TrainOpts {
+    /// The keel binary: a build instrumented with `-Cprofile-generate` (default: `keel` next
+    /// to this binary).
+    #[arg(long)]
+    pub keel: Option<PathBuf>,
 }
 
 /// The extra figure holding the share of CPU time the hypervisor stole during a run.
@@ -252,6 +263,28 @@ fn per_event(s: &mut Summary, before: (u64, u64), after: (u64, u64)) {
     }
 }
 
+/// The training run of a profile-guided build (`bench/pgo-build`): the quick comparison's
+/// workloads, once each, against a three-member cluster of `o.keel` alone, which is then
+/// stopped the way an operator would stop it, so that every member writes its profile.
+/// The heavy workloads are left out: they would weigh the profile towards themselves, and
+/// their code is the same fan-out and write paths the others run.
+pub async fn train(o: &TrainOpts) -> anyhow::Result<()> {
+    let keel = match &o.keel {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?.with_file_name("keel"),
+    };
+    let started = Instant::now();
+    let cluster = Cluster::start(Flavor::Keel, &keel, &std::env::temp_dir()).await?;
+    for w in plan(true).iter().filter(|w| !matches!(w.kind, Kind::WatchFanout(..) | Kind::CheckPerf)) {
+        let s = run_one(w, &cluster, None).await?;
+        eprintln!("{}: {:.0} ops/s, p50 {:.3}  p99 {:.3} ms", w.id, s.throughput, s.p50_ms, s.p99_ms);
+    }
+    // The join is blocking: off the runtime's thread.
+    tokio::task::spawn_blocking(move || cluster.stop(std::time::Duration::from_secs(30))).await??;
+    eprintln!("trained in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
 pub async fn run(o: &CompareOpts) -> anyhow::Result<()> {
     let started = Instant::now();
     let keel = match &o.keel {
@@ -353,9 +386,21 @@ pub async fn run(o: &CompareOpts) -> anyhow::Result<()> {
             }
         }
     }
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    // The command line as run, less the build's description (the report says it in words).
+    let mut args: Vec<String> = Vec::new();
+    let mut skip = false;
+    for a in std::env::args().skip(1) {
+        if std::mem::take(&mut skip) || a.starts_with("--keel-build=") {
+            continue;
+        }
+        skip = a == "--keel-build";
+        if !skip {
+            args.push(a);
+        }
+    }
     let run = report::Outcome {
         command: format!("keel-bench {}", args.join(" ")),
+        keel_build: &o.keel_build,
         rounds,
         workloads: &workloads,
         results: &results,

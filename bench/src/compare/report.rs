@@ -130,6 +130,8 @@ fn ratio(k: Option<f64>, e: Option<f64>, lower_is_better: bool) -> String {
 /// What a comparison ran and measured.
 pub struct Outcome<'a> {
     pub command: String,
+    /// What the keel binary is ("the release build", ...).
+    pub keel_build: &'a str,
     pub rounds: usize,
     pub workloads: &'a [Workload],
     pub results: &'a [[Vec<Summary>; 2]],
@@ -142,7 +144,7 @@ pub struct Outcome<'a> {
 }
 
 pub fn write(out: &Path, m: &Machine, run: &Outcome<'_>) -> anyhow::Result<()> {
-    let Outcome { command, rounds, workloads, results, repeats, idle, idle_window, took } = run;
+    let Outcome { command, keel_build, rounds, workloads, results, repeats, idle, idle_window, took } = run;
     let (rounds, took, workloads, results) = (*rounds, *took, *workloads, *results);
     let plots = out.with_file_name("bench");
     std::fs::create_dir_all(&plots)?;
@@ -158,7 +160,7 @@ pub fn write(out: &Path, m: &Machine, run: &Outcome<'_>) -> anyhow::Result<()> {
         d,
         "Both clusters: three members on loopback, identical flags (`--heartbeat-interval=100 \
          --election-timeout=1000 --snapshot-count=10000`), the same `keel-bench` client code \
-         (Rust `etcd-client`). Keel is the release build; etcd is Debian's `etcd-server`."
+         (Rust `etcd-client`). Keel is {keel_build}; etcd is Debian's `etcd-server`."
     )?;
     writeln!(
         d,
