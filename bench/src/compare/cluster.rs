@@ -113,9 +113,7 @@ impl Cluster {
         }
         Ok(leaders.iter().all(|l| *l != 0 && *l == leaders[0]))
     }
-}
 
-impl Cluster {
     /// Stops every member with SIGTERM, as an operator would, and waits for each to exit
     /// (a profile-instrumented build writes its profile on the way out); kills any member
     /// still running after `grace`. Fails if a member did not exit cleanly by itself.

@@ -285,6 +285,23 @@ pub async fn train(o: &TrainOpts) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The command line as run, for the report, less the build's description (`--keel-build`,
+/// which the report gives in words).
+fn shown_command(args: impl Iterator<Item = String>) -> String {
+    let mut shown = vec!["keel-bench".to_string()];
+    let mut skip = false;
+    for a in args {
+        if std::mem::take(&mut skip) || a.starts_with("--keel-build=") {
+            continue;
+        }
+        skip = a == "--keel-build";
+        if !skip {
+            shown.push(a);
+        }
+    }
+    shown.join(" ")
+}
+
 pub async fn run(o: &CompareOpts) -> anyhow::Result<()> {
     let started = Instant::now();
     let keel = match &o.keel {
@@ -386,20 +403,8 @@ pub async fn run(o: &CompareOpts) -> anyhow::Result<()> {
             }
         }
     }
-    // The command line as run, less the build's description (the report says it in words).
-    let mut args: Vec<String> = Vec::new();
-    let mut skip = false;
-    for a in std::env::args().skip(1) {
-        if std::mem::take(&mut skip) || a.starts_with("--keel-build=") {
-            continue;
-        }
-        skip = a == "--keel-build";
-        if !skip {
-            args.push(a);
-        }
-    }
     let run = report::Outcome {
-        command: format!("keel-bench {}", args.join(" ")),
+        command: shown_command(std::env::args().skip(1)),
         keel_build: &o.keel_build,
         rounds,
         workloads: &workloads,
@@ -432,6 +437,20 @@ mod tests {
         // A counter that went backwards (a thread ended) counts as nothing, not as negative.
         per_op(&mut s, (150, 15_000), (150, 14_000));
         assert_eq!(s.extra.get(SWITCHES_PER_OP), Some(&0.0));
+    }
+
+    #[test]
+    fn the_reported_command_leaves_out_the_builds_description() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>().into_iter();
+        assert_eq!(
+            shown_command(args(&["compare", "--keel", "k", "--keel-build", "the release build", "--quick"])),
+            "keel-bench compare --keel k --quick"
+        );
+        assert_eq!(
+            shown_command(args(&["compare", "--keel-build=x y", "--only", "put"])),
+            "keel-bench compare --only put"
+        );
+        assert_eq!(shown_command(args(&[])), "keel-bench");
     }
 
     #[test]
