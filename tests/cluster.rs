@@ -45,6 +45,24 @@ async fn catches_up(m: &Member, log: &load::Log) {
     }
 }
 
+/// Starts every (stopped) member again and checks that every write in `log` that was
+/// acknowledged is there, through the cluster and in each member's own serializable reads.
+async fn restarts_with_every_acknowledged_write(c: &mut Cluster, log: &load::Log) {
+    tokio::task::block_in_place(|| {
+        for m in &mut c.members {
+            m.start();
+        }
+        for m in &c.members {
+            m.wait_ready();
+        }
+    });
+    let mut any = etcd_client::Client::connect(c.client_urls(), None).await.expect("connect");
+    load::verify(&mut any, log, false).await.expect("every acknowledged write survived");
+    for m in &c.members {
+        catches_up(m, log).await;
+    }
+}
+
 #[test]
 fn three_members_replicate_and_serve_reads_everywhere() {
     let c = Cluster::start(Flavor::Keel, 3, &[]);
@@ -114,26 +132,9 @@ async fn killing_every_member_at_once_loses_nothing() {
     for w in writers {
         w.abort();
     }
-    tokio::task::block_in_place(|| {
-        for m in &mut c.members {
-            m.start();
-        }
-        for m in &c.members {
-            m.wait_ready();
-        }
-    });
-    let mut any = etcd_client::Client::connect(c.client_urls(), None).await.expect("connect");
-    load::verify(&mut any, &log, false).await.expect("every acknowledged write survived");
-    for m in &c.members {
-        catches_up(m, &log).await;
-    }
+    restarts_with_every_acknowledged_write(&mut c, &log).await;
 }
 
-/// A write commits once it is durable on a majority, whether or not the leader's own copy
-/// is part of it: with the leader's log writes stalled (a failpoint), writes through it are
-/// still acknowledged, on its followers' copies. Killed before any of those writes reached
-/// its own log, the leader comes back without them, and nothing it acknowledged is lost:
-/// the new leader has every write, and the old one catches up.
 /// Every member stopped with SIGTERM, mid-write, as an operator stops a cluster: each exits
 /// by itself and reports success (a profile-instrumented build writes its profile only
 /// then: `bench/pgo-build` relies on it), and after a restart every acknowledged write is
@@ -151,21 +152,14 @@ async fn stopping_every_member_with_sigterm_mid_write_exits_cleanly_and_loses_no
     for w in writers {
         w.abort();
     }
-    tokio::task::block_in_place(|| {
-        for m in &mut c.members {
-            m.start();
-        }
-        for m in &c.members {
-            m.wait_ready();
-        }
-    });
-    let mut any = etcd_client::Client::connect(c.client_urls(), None).await.expect("connect");
-    load::verify(&mut any, &log, false).await.expect("every acknowledged write survived");
-    for m in &c.members {
-        catches_up(m, &log).await;
-    }
+    restarts_with_every_acknowledged_write(&mut c, &log).await;
 }
 
+/// A write commits once it is durable on a majority, whether or not the leader's own copy
+/// is part of it: with the leader's log writes stalled (a failpoint), writes through it are
+/// still acknowledged, on its followers' copies. Killed before any of those writes reached
+/// its own log, the leader comes back without them, and nothing it acknowledged is lost:
+/// the new leader has every write, and the old one catches up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_commit_on_the_followers_while_the_leaders_disk_stalls_and_survive_its_crash() {
     let tmp = tempfile::tempdir().expect("temp dir");
