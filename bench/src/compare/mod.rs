@@ -100,6 +100,23 @@ enum Kind {
     CheckPerf,
 }
 
+impl Workload {
+    /// The 100k-watcher fan-out and check perf's large load: they leave a cluster loaded for
+    /// a long while (etcd spent minutes per later workload), so the comparison runs them
+    /// once, after the rounds, and the training run leaves them out.
+    fn heavy(&self) -> bool {
+        matches!(self.kind, Kind::WatchFanout(..) | Kind::CheckPerf)
+    }
+}
+
+/// The keel binary to run: the one given, or `keel` next to this binary.
+fn keel_program(given: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
+    Ok(match given {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?.with_file_name("keel"),
+    })
+}
+
 fn load(clients: usize, conns: usize, total: u64) -> LoadOpts {
     LoadOpts { endpoints: Vec::new(), conns, clients, total, duration: None, rate: 0.0, json: None, trace: None }
 }
@@ -269,13 +286,10 @@ fn per_event(s: &mut Summary, before: (u64, u64), after: (u64, u64)) {
 /// The heavy workloads are left out: they would weigh the profile towards themselves, and
 /// their code is the same fan-out and write paths the others run.
 pub async fn train(o: &TrainOpts) -> anyhow::Result<()> {
-    let keel = match &o.keel {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?.with_file_name("keel"),
-    };
+    let keel = keel_program(o.keel.as_ref())?;
     let started = Instant::now();
     let cluster = Cluster::start(Flavor::Keel, &keel, &std::env::temp_dir()).await?;
-    for w in plan(true).iter().filter(|w| !matches!(w.kind, Kind::WatchFanout(..) | Kind::CheckPerf)) {
+    for w in plan(true).iter().filter(|w| !w.heavy()) {
         let s = run_one(w, &cluster, None).await?;
         eprintln!("{}: {:.0} ops/s, p50 {:.3}  p99 {:.3} ms", w.id, s.throughput, s.p50_ms, s.p99_ms);
     }
@@ -304,10 +318,7 @@ fn shown_command(args: impl Iterator<Item = String>) -> String {
 
 pub async fn run(o: &CompareOpts) -> anyhow::Result<()> {
     let started = Instant::now();
-    let keel = match &o.keel {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?.with_file_name("keel"),
-    };
+    let keel = keel_program(o.keel.as_ref())?;
     let base = std::env::temp_dir();
     if let Some(d) = &o.trace_dir {
         std::fs::create_dir_all(d)?;
@@ -341,17 +352,13 @@ pub async fn run(o: &CompareOpts) -> anyhow::Result<()> {
     let idle = idle::measure([clusters[0].pids(), clusters[1].pids()], window).await;
     eprintln!("idle for {} s{settled}: Keel {:?}, etcd {:?}", window.as_secs(), idle[0], idle[1]);
     let mut results: Vec<[Vec<Summary>; 2]> = workloads.iter().map(|_| [Vec::new(), Vec::new()]).collect();
-    // The heavy workloads (100k watchers, check perf's large load) leave the clusters loaded
-    // for a long while (etcd spent minutes per later workload): they run once, after the
-    // rounds of the others.
-    let heavy = |w: &Workload| matches!(w.kind, Kind::WatchFanout(..) | Kind::CheckPerf);
     // Runs repeated because the hypervisor took CPU during them, per cluster, and how many
     // repeats the whole comparison may make.
     let mut repeats = [0usize; 2];
     let budget = if o.quick { 4 } else { 12 };
     for round in 0..=rounds {
         for (wi, w) in workloads.iter().enumerate() {
-            if (round == rounds) != heavy(w) {
+            if (round == rounds) != w.heavy() {
                 continue;
             }
             // A/B in even rounds, B/A in odd ones.
@@ -387,7 +394,10 @@ pub async fn run(o: &CompareOpts) -> anyhow::Result<()> {
                                 steal.map_or("unknown".into(), |p| format!("{p:.0}%"))
                             );
                             let disturbed = steal.is_some_and(|p| p > MAX_STEAL_PCT);
-                            if disturbed && !heavy(w) && attempt < MAX_REPEATS && repeats.iter().sum::<usize>() < budget
+                            if disturbed
+                                && !w.heavy()
+                                && attempt < MAX_REPEATS
+                                && repeats.iter().sum::<usize>() < budget
                             {
                                 attempt += 1;
                                 repeats[ci] += 1;
