@@ -53,8 +53,8 @@ pub struct CompareOpts {
 
 #[derive(Args, Clone, Debug)]
 pub struct TrainOpts {
-    /// The keel binary: a build instrumented with `-Cprofile-generate` (default: `keel` next
-    /// to this binary).
+    /// The keel binary: a build instrumented with `-Cprofile-generate` or by BOLT, or the
+    /// optimised build to check (default: `keel` next to this binary).
     #[arg(long)]
     pub keel: Option<PathBuf>,
 }
@@ -282,7 +282,8 @@ fn per_event(s: &mut Summary, before: (u64, u64), after: (u64, u64)) {
 
 /// The training run of a profile-guided build (`bench/pgo-build`): the quick comparison's
 /// workloads, once each, against a three-member cluster of `o.keel` alone, which is then
-/// stopped the way an operator would stop it, so that every member writes its profile.
+/// stopped the way an operator would stop it, so that every member writes its profile (an
+/// instrumented build's; the same run checks the optimised binary before it is used).
 /// The heavy workloads are left out: they would weigh the profile towards themselves, and
 /// their code is the same fan-out and write paths the others run.
 pub async fn train(o: &TrainOpts) -> anyhow::Result<()> {
