@@ -512,7 +512,7 @@ fn backup_and_restore_into_a_new_cluster() {
         .map(|(i, (c, p))| Member::new(Flavor::Keel, &format!("r{i}"), *c, *p, &initial, "new", &[]))
         .collect();
     for m in &mut members {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        let out = std::process::Command::new(crate::harness::keel_program())
             .args(["snapshot", "restore", &file.display().to_string(), "--data-dir", &m.data_dir.display().to_string()])
             .output()
             .expect("restore");

@@ -10,7 +10,7 @@ use etcd_client::GetOptions;
 use crate::harness::{client, free_port, wait_for, Flavor, Member};
 
 fn keel(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_keel")).arg("store").args(args).output().expect("run keel")
+    Command::new(crate::harness::keel_program()).arg("store").args(args).output().expect("run keel")
 }
 
 fn member_flags(client: u16, peer: u16, dir: &str) -> Vec<String> {
@@ -78,7 +78,7 @@ fn taken_port_is_refused() {
 fn flags_come_from_the_environment_too() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (c, p) = (free_port(), free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
+    let mut child = Command::new(crate::harness::keel_program())
         .arg("store")
         .env("KEEL_NAME", "envy")
         .env("KEEL_DATA_DIR", tmp.path().join("d"))

@@ -39,7 +39,7 @@ fn collects_garbage(dir: &std::path::Path, tag: &str) {
 
 fn up_once(dir: &std::path::Path, port: u16) -> String {
     let log = std::fs::File::create(dir.join("up.log")).expect("log");
-    let mut up = Command::new(env!("CARGO_BIN_EXE_keel"))
+    let mut up = Command::new(crate::harness::keel_program())
         .args(["up", "--data-dir"])
         .arg(dir.join("data"))
         .arg(format!("--apiserver-port={port}"))

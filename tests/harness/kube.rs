@@ -81,7 +81,7 @@ impl ApiServer {
             .open(self.dir.path().join("apiserver.log"))
             .expect("log file");
         let err = log.try_clone().expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_keel"))
+        let child = Command::new(super::keel_program())
             .arg("apiserver")
             .arg(format!("--etcd-servers={}", self.etcd_servers))
             .arg(format!("--port={}", self.port))
@@ -179,7 +179,7 @@ impl ControllerManager {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = std::fs::File::create(dir.path().join("controller-manager.log")).expect("log file");
         let err = log.try_clone().expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_keel"))
+        let child = Command::new(super::keel_program())
             .arg("controller-manager")
             .arg(format!("--server={}", api.url()))
             .env("RUST_LOG", "info,keel_controllers=debug")

@@ -23,10 +23,16 @@ pub enum Flavor {
 impl Flavor {
     fn program(self) -> PathBuf {
         match self {
-            Flavor::Keel => PathBuf::from(env!("CARGO_BIN_EXE_keel")),
+            Flavor::Keel => keel_program(),
             Flavor::Etcd => PathBuf::from("etcd"),
         }
     }
+}
+
+/// The `keel` binary under test: this build's, or the one `KEEL_TEST_BINARY` names (to run
+/// the suite against another build of the same code, such as the benchmarks' optimised one).
+pub fn keel_program() -> PathBuf {
+    std::env::var_os("KEEL_TEST_BINARY").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_keel")), PathBuf::from)
 }
 
 /// A loopback port nobody is listening on right now.
