@@ -13,5 +13,6 @@ mod kv_client;
 mod logs;
 mod store_flags;
 mod up;
+mod watch_diff;
 mod watch_guarantees;
 mod watch_lease;

@@ -245,26 +245,38 @@ impl WatchHub {
         let mut inner = self.inner.lock();
         let last = inner.last_rev;
         let Some(s) = inner.streams.get_mut(&stream) else { return };
+        // etcd refuses, for watch id -1, a range that ends at or before its key (before it
+        // takes an id), and a watch id already in use on the stream.
+        let refuse = |reason: &str| {
+            let resp = WatchResponse {
+                header: header(last),
+                watch_id: -1,
+                created: true,
+                canceled: true,
+                cancel_reason: reason.to_string(),
+                ..Default::default()
+            };
+            send_soon(&s.tx, resp);
+        };
+        let key: &[u8] = if req.key.is_empty() { b"\0" } else { &req.key };
+        if !matches!(req.range_end.as_ref(), [] | [0]) && key >= req.range_end.as_ref() {
+            refuse("mvcc: watcher range is empty");
+            return;
+        }
         let id = if req.watch_id != 0 {
             if s.ids.contains(&req.watch_id) {
-                let reason = "mvcc: duplicate watch ID provided on the WatchStream".to_string();
-                let resp = WatchResponse {
-                    header: header(last),
-                    watch_id: -1,
-                    created: true,
-                    canceled: true,
-                    cancel_reason: reason,
-                    ..Default::default()
-                };
-                send_soon(&s.tx, resp);
+                refuse("mvcc: duplicate watch ID provided on the WatchStream");
                 return;
             }
             req.watch_id
         } else {
+            // As etcd: the next id not in use, and never one handed out before on this
+            // stream, so a late response for a cancelled watcher names no other.
             while s.ids.contains(&s.next_id) {
                 s.next_id += 1;
             }
-            s.next_id
+            s.next_id += 1;
+            s.next_id - 1
         };
         s.ids.insert(id);
         // etcd: no start revision means "from the next revision".

@@ -329,3 +329,45 @@ async fn a_watcher_from_a_later_revision_on_a_stream_with_room_starts_there() {
     got.sort();
     assert_eq!(got, vec![vec![2, 3, 4, 5, 6], vec![5, 6]]);
 }
+
+#[tokio::test]
+async fn ids_are_never_handed_out_twice_and_empty_ranges_are_refused() {
+    let (_dir, store, hub) = open();
+    let (tx, mut rx) = channel(16);
+    let stream = hub.open_stream(tx);
+    let create = |key: &str, range_end: &str| {
+        hub.create(
+            stream,
+            &WatchCreateRequest {
+                key: key.to_string().into(),
+                range_end: range_end.to_string().into(),
+                ..Default::default()
+            },
+        );
+    };
+    create("k", "");
+    create("k", "");
+    let ids: Vec<i64> = [rx.recv().await, rx.recv().await].into_iter().flatten().map(|r| r.watch_id).collect();
+    assert_eq!(ids, [0, 1]);
+    // The newest id cancelled: etcd does not hand it out again on the stream.
+    hub.cancel(stream, 1);
+    assert!(rx.recv().await.expect("canceled").canceled);
+    create("k", "");
+    assert_eq!(rx.recv().await.expect("created").watch_id, 2);
+    // A range that ends at or before its key is refused, for id -1, taking no id.
+    for (key, end) in [("b", "a"), ("b", "b")] {
+        create(key, end);
+        let r = rx.recv().await.expect("refused");
+        assert!(r.created && r.canceled, "{key}..{end}: {r:?}");
+        assert_eq!((r.watch_id, r.cancel_reason.as_str()), (-1, "mvcc: watcher range is empty"));
+    }
+    // An empty key is "\0", the smallest key; with a range end of "\0", every key.
+    create("", "");
+    create("", "\0");
+    let ids: Vec<i64> = [rx.recv().await, rx.recv().await].into_iter().flatten().map(|r| r.watch_id).collect();
+    assert_eq!(ids, [3, 4]);
+    put(&store, "\0", "zero");
+    let mut got: Vec<i64> = [rx.recv().await, rx.recv().await].into_iter().flatten().map(|r| r.watch_id).collect();
+    got.sort_unstable();
+    assert_eq!(got, [3, 4], "the watcher of \"\" and the watcher of every key see \"\\0\"");
+}

@@ -191,7 +191,11 @@ impl Watcher {
         Watcher {
             id,
             stream,
-            range: KeyRange::new(&req.key, &req.range_end),
+            // etcd reads an empty key as "\0", the smallest key.
+            range: KeyRange::new(
+                &if req.key.is_empty() { Bytes::from_static(b"\0") } else { req.key.clone() },
+                &req.range_end,
+            ),
             no_put: has(FilterType::Noput),
             no_delete: has(FilterType::Nodelete),
             prev_kv: req.prev_kv,

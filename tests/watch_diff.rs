@@ -1,0 +1,565 @@
+//! Watches against a real etcd: a seeded random mix of watchers (one key, prefixes, ranges,
+//! from-key, all keys, an empty range; start revisions now, past, future and compacted;
+//! `prev_kv`; filters; cancels; several watchers on one stream) and writes (puts, deletes,
+//! transactions, compactions), run step by step against Keel and etcd. After every step
+//! each server must have delivered what a model of the history says each watcher is owed,
+//! and every watcher's responses, normalised, must be the same on both.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use etcd_client::{
+    Client, DeleteOptions, EventType, KeyValue, PutOptions, Txn, TxnOp, TxnOpResponse, WatchFilterType, WatchOptions,
+    WatchRequestSender, WatchResponse,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::harness::{client, Flavor, Member};
+
+const KEYS: [&str; 8] = ["\0", "a", "a/1", "a/2", "ab", "b", "c", "d"];
+
+/// Which keys a watcher covers.
+#[derive(Clone, Debug)]
+enum Sel {
+    Key(&'static str),
+    Prefix(&'static str),
+    Range(&'static str, &'static str),
+    FromKey(&'static str),
+    All,
+}
+
+impl Sel {
+    fn covers(&self, k: &str) -> bool {
+        match self {
+            // etcd reads an empty key as "\0".
+            Sel::Key(x) => k == if x.is_empty() { "\0" } else { x },
+            Sel::Prefix(p) => k.starts_with(p),
+            Sel::Range(a, b) => *a <= k && k < *b,
+            Sel::FromKey(a) => *a <= k,
+            Sel::All => true,
+        }
+    }
+
+    fn options(&self) -> (&'static str, WatchOptions) {
+        match self {
+            Sel::Key(k) => (k, WatchOptions::new()),
+            Sel::Prefix(p) => (p, WatchOptions::new().with_prefix()),
+            Sel::Range(a, b) => (a, WatchOptions::new().with_range(*b)),
+            Sel::FromKey(a) => (a, WatchOptions::new().with_from_key()),
+            Sel::All => ("", WatchOptions::new().with_all_keys()),
+        }
+    }
+}
+
+/// One watcher as the model sees it.
+#[derive(Debug)]
+struct Watch {
+    stream: usize,
+    /// Its place among the create requests of its stream: the n-th created response is its.
+    nth: usize,
+    sel: Sel,
+    /// The first revision it is owed (a start of 0 is the next revision).
+    from: i64,
+    no_put: bool,
+    no_delete: bool,
+    /// Refused at creation (an empty range) or cancelled for a compacted start.
+    refused: bool,
+    compacted: bool,
+    /// The store's revision when it was cancelled.
+    cancelled_at: Option<i64>,
+    /// Started at a past revision: until it has had an event, etcd may still be catching it
+    /// up (every 100 ms), and a compaction past its start would cancel it there.
+    past: bool,
+}
+
+/// One change in the history: revision, key, put (else delete).
+type Change = (i64, String, bool);
+
+#[derive(Default)]
+struct Model {
+    current: i64,
+    compacted: i64,
+    history: Vec<Change>,
+    watches: Vec<Watch>,
+    /// Create requests sent on each stream.
+    creates: Vec<usize>,
+}
+
+impl Model {
+    /// The highest revision a compaction may take without racing etcd's catch-up of a
+    /// watcher that started in the past and has had no event yet.
+    fn compact_max(&self) -> i64 {
+        self.watches
+            .iter()
+            .filter(|w| w.past && !w.refused && !w.compacted && w.cancelled_at.is_none() && self.owed(w) == 0)
+            .map(|w| w.from)
+            .fold(self.current, i64::min)
+    }
+
+    /// The changes watcher `w` is owed so far.
+    fn owed(&self, w: &Watch) -> usize {
+        if w.refused || w.compacted {
+            return 0;
+        }
+        let until = w.cancelled_at.unwrap_or(i64::MAX);
+        self.history
+            .iter()
+            .filter(|(rev, key, put)| {
+                *rev >= w.from && *rev <= until && w.sel.covers(key) && !(*put && w.no_put) && !(!*put && w.no_delete)
+            })
+            .count()
+    }
+}
+
+/// One server's side of the run: its client, its watch streams and what they received.
+struct Side {
+    name: &'static str,
+    client: Client,
+    senders: Vec<WatchRequestSender>,
+    received: Arc<Mutex<Vec<(usize, WatchResponse)>>>,
+    errors: Arc<Mutex<Vec<String>>>,
+    tick_tx: tokio::sync::watch::Sender<u64>,
+    tick_rx: tokio::sync::watch::Receiver<u64>,
+}
+
+impl Side {
+    async fn new(name: &'static str, m: &Member) -> Side {
+        let (tick_tx, tick_rx) = tokio::sync::watch::channel(0);
+        Side {
+            name,
+            client: client(m).await,
+            senders: Vec::new(),
+            received: Arc::default(),
+            errors: Arc::default(),
+            tick_tx,
+            tick_rx,
+        }
+    }
+
+    async fn open_stream(&mut self, key: &str, opts: WatchOptions) {
+        let stream = self.client.watch(key, Some(opts)).await.expect("open a watch stream");
+        let (sender, mut responses) = stream.split();
+        let idx = self.senders.len();
+        self.senders.push(sender);
+        let (received, errors, tick) = (self.received.clone(), self.errors.clone(), self.tick_tx.clone());
+        tokio::spawn(async move {
+            loop {
+                match responses.message().await {
+                    Ok(Some(r)) => received.lock().expect("lock").push((idx, r)),
+                    Ok(None) => {
+                        errors.lock().expect("lock").push(format!("stream {idx} ended"));
+                        break;
+                    }
+                    Err(e) => {
+                        errors.lock().expect("lock").push(format!("stream {idx}: {e}"));
+                        break;
+                    }
+                }
+                tick.send_modify(|n| *n += 1);
+            }
+            tick.send_modify(|n| *n += 1);
+        });
+    }
+
+    /// Every watcher's responses, normalised, in model order.
+    fn transcripts(&self, model: &Model) -> Vec<String> {
+        let received = self.received.lock().expect("lock");
+        // The n-th created response of a stream is its n-th create request's.
+        let mut created_seen: HashMap<usize, usize> = HashMap::new();
+        let mut out: Vec<Vec<String>> = model.watches.iter().map(|_| Vec::new()).collect();
+        let by_place: HashMap<(usize, usize), usize> =
+            model.watches.iter().enumerate().map(|(i, w)| ((w.stream, w.nth), i)).collect();
+        // Responses of a refused watcher carry id -1; they are matched by order like the rest.
+        let mut owner_of_id: HashMap<(usize, i64), usize> = HashMap::new();
+        for (stream, r) in received.iter() {
+            let hdr = r.header().map_or(-1, |h| h.revision());
+            if r.created() {
+                let n = created_seen.entry(*stream).or_default();
+                let place = (*stream, *n);
+                *n += 1;
+                let Some(&wi) = by_place.get(&place) else {
+                    out.push(vec![format!("stream {stream}: a created response beyond its create requests: {r:?}")]);
+                    continue;
+                };
+                owner_of_id.insert((*stream, r.watch_id()), wi);
+                out[wi].push(format!(
+                    "created id={} hdr={hdr} canceled={} compact={} reason={:?}",
+                    r.watch_id(),
+                    r.canceled(),
+                    r.compact_revision(),
+                    r.cancel_reason()
+                ));
+                continue;
+            }
+            let Some(&wi) = owner_of_id.get(&(*stream, r.watch_id())) else {
+                out.push(vec![format!("stream {stream}: response for unknown watch {}: {r:?}", r.watch_id())]);
+                continue;
+            };
+            for e in r.events() {
+                out[wi].push(format!("{} hdr={hdr}", event(e.event_type(), e.kv(), e.prev_kv())));
+            }
+            if r.canceled() {
+                out[wi].push(format!(
+                    "canceled hdr={hdr} compact={} reason={:?}",
+                    r.compact_revision(),
+                    r.cancel_reason()
+                ));
+            } else if r.events().is_empty() {
+                out[wi].push(format!("empty hdr={hdr} compact={}", r.compact_revision()));
+            }
+        }
+        out.into_iter().enumerate().map(|(i, lines)| format!("watch {i}:\n  {}", lines.join("\n  "))).collect()
+    }
+
+    /// (events, cancelled, created) received so far for each watcher of the model.
+    fn progress(&self, model: &Model) -> Vec<(usize, bool, bool)> {
+        let received = self.received.lock().expect("lock");
+        let by_place: HashMap<(usize, usize), usize> =
+            model.watches.iter().enumerate().map(|(i, w)| ((w.stream, w.nth), i)).collect();
+        let mut created_seen: HashMap<usize, usize> = HashMap::new();
+        let mut owner_of_id: HashMap<(usize, i64), usize> = HashMap::new();
+        let mut p = vec![(0, false, false); model.watches.len()];
+        for (stream, r) in received.iter() {
+            if r.created() {
+                let n = created_seen.entry(*stream).or_default();
+                if let Some(&wi) = by_place.get(&(*stream, *n)) {
+                    owner_of_id.insert((*stream, r.watch_id()), wi);
+                    p[wi].2 = true;
+                    p[wi].1 |= r.canceled();
+                }
+                *n += 1;
+                continue;
+            }
+            if let Some(&wi) = owner_of_id.get(&(*stream, r.watch_id())) {
+                p[wi].0 += r.events().len();
+                p[wi].1 |= r.canceled();
+            }
+        }
+        p
+    }
+
+    /// Waits until every watcher has what the model says it is owed: created, its events,
+    /// and its cancellation where one is due. Panics with the transcripts after a deadline.
+    async fn settle(&mut self, model: &Model, step: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let p = self.progress(model);
+            let done = model.watches.iter().zip(&p).all(|(w, (events, cancelled, created))| {
+                *created
+                    && *events == model.owed(w)
+                    && *cancelled == (w.refused || w.compacted || w.cancelled_at.is_some())
+            });
+            let errors = self.errors.lock().expect("lock").clone();
+            assert!(errors.is_empty(), "{} after step {step}: {errors:?}", self.name);
+            if done {
+                return;
+            }
+            let behind: Vec<String> = model
+                .watches
+                .iter()
+                .zip(&p)
+                .enumerate()
+                .filter(|(_, (w, (ev, c, cr)))| {
+                    !*cr || *ev != model.owed(w) || *c != (w.refused || w.compacted || w.cancelled_at.is_some())
+                })
+                .map(|(i, (w, (ev, c, cr)))| {
+                    format!("watch {i} {w:?}: {ev} events of {}, cancelled {c}, created {cr}", model.owed(w))
+                })
+                .collect();
+            if tokio::time::timeout_at(deadline, self.tick_rx.changed()).await.is_err() {
+                panic!(
+                    "{} after step {step}: watchers not where the model says\n{}\n{}",
+                    self.name,
+                    behind.join("\n"),
+                    self.transcripts(model).join("\n")
+                );
+            }
+        }
+    }
+}
+
+fn kv(k: &KeyValue) -> String {
+    format!(
+        "{}={}@c{}m{}v{}l{}",
+        String::from_utf8_lossy(k.key()),
+        String::from_utf8_lossy(k.value()),
+        k.create_revision(),
+        k.mod_revision(),
+        k.version(),
+        k.lease()
+    )
+}
+
+fn event(t: EventType, k: Option<&KeyValue>, prev: Option<&KeyValue>) -> String {
+    let t = if t == EventType::Put { "PUT" } else { "DEL" };
+    format!("{t} {} prev={}", k.map_or_else(|| "-".into(), kv), prev.map_or_else(|| "-".into(), kv))
+}
+
+fn err(e: etcd_client::Error) -> String {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => format!("ERR {:?} {}", s.code(), s.message()),
+        other => format!("ERR {other}"),
+    }
+}
+
+fn rev(h: Option<&etcd_client::ResponseHeader>) -> i64 {
+    h.map_or(-1, |h| h.revision())
+}
+
+/// One write step, from its own seed; returns a description of the result and the
+/// changes it made (revision, key, put).
+async fn write(c: &mut Client, seed: u64, compact_max: i64, compacted: i64) -> (String, Vec<Change>, Option<i64>) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let key = |rng: &mut StdRng| KEYS[rng.random_range(0..KEYS.len())];
+    match rng.random_range(0..10) {
+        0..=4 => {
+            let (k, v) = (key(&mut rng), format!("v{}", rng.random_range(0..100)));
+            match c.put(k, v.clone(), Some(PutOptions::new())).await {
+                Ok(r) => (format!("put {k}={v}: {}", rev(r.header())), vec![(rev(r.header()), k.into(), true)], None),
+                Err(e) => (err(e), Vec::new(), None),
+            }
+        }
+        5..=6 => {
+            let k = key(&mut rng);
+            let mut o = DeleteOptions::new().with_prev_key();
+            if rng.random_bool(0.4) {
+                o = o.with_prefix();
+            }
+            match c.delete(k, Some(o)).await {
+                Ok(r) => {
+                    let changes = r
+                        .prev_kvs()
+                        .iter()
+                        .map(|p| (rev(r.header()), String::from_utf8_lossy(p.key()).into_owned(), false))
+                        .collect();
+                    (format!("del {k}: {} {}", rev(r.header()), r.deleted()), changes, None)
+                }
+                Err(e) => (err(e), Vec::new(), None),
+            }
+        }
+        7..=8 => {
+            let mut used = std::collections::HashSet::new();
+            let (mut ops, mut planned) = (Vec::new(), Vec::new());
+            for _ in 0..rng.random_range(1..4) {
+                let k = key(&mut rng);
+                if !used.insert(k) {
+                    continue;
+                }
+                let put = rng.random_bool(0.7);
+                planned.push((k, put));
+                ops.push(if put {
+                    TxnOp::put(k, format!("t{}", rng.random_range(0..100)), None)
+                } else {
+                    TxnOp::delete(k, Some(DeleteOptions::new().with_prev_key()))
+                });
+            }
+            match c.txn(Txn::new().and_then(ops)).await {
+                Ok(r) => {
+                    let at = rev(r.header());
+                    let mut changes = Vec::new();
+                    for ((k, put), op) in planned.iter().zip(r.op_responses()) {
+                        match op {
+                            TxnOpResponse::Put(_) if *put => changes.push((at, (*k).to_string(), true)),
+                            TxnOpResponse::Delete(d) if !*put => changes.extend(
+                                d.prev_kvs().iter().map(|p| (at, String::from_utf8_lossy(p.key()).into_owned(), false)),
+                            ),
+                            other => panic!("txn: {other:?} for {k} (put {put})"),
+                        }
+                    }
+                    (format!("txn {planned:?}: {at}"), changes, None)
+                }
+                Err(e) => (format!("txn: {}", err(e)), Vec::new(), None),
+            }
+        }
+        _ => {
+            if compact_max <= compacted {
+                return ("no compaction".into(), Vec::new(), None);
+            }
+            let target = rng.random_range(compacted + 1..=compact_max);
+            match c.compact(target, None).await {
+                Ok(r) => (format!("compact {target}: {}", rev(r.header())), Vec::new(), Some(target)),
+                Err(e) => (format!("compact {target}: {}", err(e)), Vec::new(), None),
+            }
+        }
+    }
+}
+
+/// A new watcher's request, drawn from the run's generator.
+struct NewWatch {
+    /// An existing stream, or a new one.
+    stream: Option<usize>,
+    sel: Sel,
+    start: i64,
+    prev_kv: bool,
+    filter: Option<WatchFilterType>,
+}
+
+fn draw_watch(rng: &mut StdRng, model: &Model) -> NewWatch {
+    let sel = match rng.random_range(0..11) {
+        0 => Sel::Key("a"),
+        9 => Sel::Key(""),
+        10 => Sel::Range("b", "b"),
+        1 => Sel::Key("b"),
+        2 => Sel::Key("a/1"),
+        3 => Sel::Prefix("a/"),
+        4 => Sel::Prefix("a"),
+        5 => Sel::Range("a", "b"),
+        6 => Sel::FromKey("ab"),
+        7 => Sel::All,
+        // An empty range: refused at creation.
+        _ => Sel::Range("c", "a"),
+    };
+    let start = match rng.random_range(0..10) {
+        0..=4 => 0,
+        5..=7 => rng.random_range(model.compacted.max(1)..=model.current.max(1)),
+        8 if model.compacted > 1 => rng.random_range(1..model.compacted),
+        _ => model.current + rng.random_range(1..=3),
+    };
+    let filter = match rng.random_range(0..5) {
+        0 => Some(WatchFilterType::NoPut),
+        1 => Some(WatchFilterType::NoDelete),
+        _ => None,
+    };
+    let stream = (!model.creates.is_empty() && rng.random_bool(0.7)).then(|| rng.random_range(0..model.creates.len()));
+    NewWatch { stream, sel, start, prev_kv: rng.random_bool(0.5), filter }
+}
+
+impl NewWatch {
+    fn request(&self) -> (&'static str, WatchOptions) {
+        let (key, mut o) = self.sel.options();
+        if self.start != 0 {
+            o = o.with_start_revision(self.start);
+        }
+        if self.prev_kv {
+            o = o.with_prev_key();
+        }
+        if let Some(f) = self.filter {
+            o = o.with_filters([f]);
+        }
+        (key, o)
+    }
+
+    fn record(&self, model: &mut Model) {
+        let stream = match self.stream {
+            Some(s) => s,
+            None => {
+                model.creates.push(0);
+                model.creates.len() - 1
+            }
+        };
+        let nth = model.creates[stream];
+        model.creates[stream] += 1;
+        model.watches.push(Watch {
+            stream,
+            nth,
+            sel: self.sel.clone(),
+            from: if self.start == 0 { model.current + 1 } else { self.start },
+            no_put: self.filter == Some(WatchFilterType::NoPut),
+            no_delete: self.filter == Some(WatchFilterType::NoDelete),
+            refused: matches!(self.sel, Sel::Range(a, b) if a >= b),
+            compacted: self.start != 0 && self.start < model.compacted,
+            cancelled_at: None,
+            past: self.start != 0 && self.start <= model.current,
+        });
+    }
+}
+
+impl Side {
+    async fn create(&mut self, w: &NewWatch) {
+        let (key, opts) = w.request();
+        match w.stream {
+            Some(s) => self.senders[s].watch(key, Some(opts)).await.expect("send a create request"),
+            None => self.open_stream(key, opts).await,
+        }
+    }
+
+    /// The id this server gave watcher `wi`, from its created response.
+    fn id_of(&self, model: &Model, wi: usize) -> Option<i64> {
+        let w = &model.watches[wi];
+        let received = self.received.lock().expect("lock");
+        received.iter().filter(|(s, r)| *s == w.stream && r.created()).nth(w.nth).map(|(_, r)| r.watch_id())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_watches_match_etcd() {
+    let keel = Member::single(Flavor::Keel);
+    let etcd = Member::single(Flavor::Etcd);
+    let mut sides = [Side::new("keel", &keel).await, Side::new("etcd", &etcd).await];
+    let mut model = Model::default();
+    for s in &mut sides {
+        model.current = rev(s.client.get("probe", None).await.expect("probe").header());
+    }
+    let mut rng = StdRng::seed_from_u64(0x3a7c_4000);
+    const STEPS: usize = 600;
+    for step in 0..STEPS {
+        let live: Vec<usize> = model
+            .watches
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| !w.refused && !w.compacted && w.cancelled_at.is_none())
+            .map(|(i, _)| i)
+            .collect();
+        let what = match rng.random_range(0..10) {
+            0..=2 => {
+                let w = draw_watch(&mut rng, &model);
+                for s in &mut sides {
+                    s.create(&w).await;
+                }
+                w.record(&mut model);
+                format!("watch {:?} from {} prev_kv {} filter {:?}", w.sel, w.start, w.prev_kv, w.filter)
+            }
+            3 if !live.is_empty() => {
+                let wi = live[rng.random_range(0..live.len())];
+                let stream = model.watches[wi].stream;
+                for s in &mut sides {
+                    let id = s.id_of(&model, wi).expect("a live watcher was created");
+                    s.senders[stream].cancel(id).await.expect("send a cancel request");
+                }
+                model.watches[wi].cancelled_at = Some(model.current);
+                format!("cancel watch {wi}")
+            }
+            _ => {
+                let seed = rng.random();
+                let mut results = Vec::new();
+                for s in &mut sides {
+                    results.push(write(&mut s.client, seed, model.compact_max(), model.compacted).await);
+                }
+                let (etcd_result, keel_result) = (results.pop().expect("etcd"), results.pop().expect("keel"));
+                assert_eq!(keel_result.0, etcd_result.0, "step {step}: the write's result differs");
+                if let Some(&(at, _, _)) = etcd_result.1.last() {
+                    model.current = at;
+                }
+                model.history.extend(etcd_result.1);
+                if let Some(c) = etcd_result.2 {
+                    model.compacted = c;
+                }
+                etcd_result.0
+            }
+        };
+        for s in &mut sides {
+            s.settle(&model, step).await;
+        }
+        if step % 10 == 9 || step == STEPS - 1 {
+            let (k, e) = (sides[0].transcripts(&model), sides[1].transcripts(&model));
+            for (i, (a, b)) in k.iter().zip(&e).enumerate() {
+                assert_eq!(a, b, "step {step} ({what}): watch {i} differs (left Keel, right etcd)");
+            }
+            assert_eq!(k.len(), e.len(), "step {step}: responses for unknown watchers");
+        }
+    }
+    let events: usize = model.watches.iter().map(|w| model.owed(w)).sum();
+    let count = |f: fn(&Watch) -> bool| model.watches.iter().filter(|w| f(w)).count();
+    eprintln!(
+        "{} watchers on {} streams, {events} events; refused {}, compacted {}, cancelled {}, from the past {}",
+        model.watches.len(),
+        model.creates.len(),
+        count(|w| w.refused),
+        count(|w| w.compacted),
+        count(|w| w.cancelled_at.is_some()),
+        count(|w| w.past)
+    );
+    assert!(events > 1000, "the run delivered only {events} events: the mix is too thin to mean much");
+}
