@@ -74,6 +74,14 @@ struct Watch {
     past: bool,
 }
 
+impl Watch {
+    /// The cancellations it is owed: the server's (refused, compacted), then the client's
+    /// (etcd answers a client's cancel of a watcher it cancelled itself, too).
+    fn cancellations(&self) -> usize {
+        usize::from(self.refused || self.compacted) + usize::from(self.cancelled_at.is_some())
+    }
+}
+
 /// One change in the history: revision, key, put (else delete).
 type Change = (i64, String, bool);
 
@@ -89,12 +97,13 @@ struct Model {
 
 impl Model {
     /// The highest revision a compaction may take without racing etcd's catch-up of a
-    /// watcher that started in the past and has had no event yet.
+    /// watcher that started in the past and has had no event yet (and without making its
+    /// start the compaction point: see `draw_watch`).
     fn compact_max(&self) -> i64 {
         self.watches
             .iter()
             .filter(|w| w.past && !w.refused && !w.compacted && w.cancelled_at.is_none() && self.owed(w) == 0)
-            .map(|w| w.from)
+            .map(|w| w.from - 1)
             .fold(self.current, i64::min)
     }
 
@@ -107,7 +116,7 @@ impl Model {
         self.history
             .iter()
             .filter(|(rev, key, put)| {
-                *rev >= w.from && *rev <= until && w.sel.covers(key) && !(*put && w.no_put) && !(!*put && w.no_delete)
+                *rev >= w.from && *rev <= until && w.sel.covers(key) && if *put { !w.no_put } else { !w.no_delete }
             })
             .count()
     }
@@ -213,28 +222,28 @@ impl Side {
         out.into_iter().enumerate().map(|(i, lines)| format!("watch {i}:\n  {}", lines.join("\n  "))).collect()
     }
 
-    /// (events, cancelled, created) received so far for each watcher of the model.
-    fn progress(&self, model: &Model) -> Vec<(usize, bool, bool)> {
+    /// (events, cancellations, created) received so far for each watcher of the model.
+    fn progress(&self, model: &Model) -> Vec<(usize, usize, bool)> {
         let received = self.received.lock().expect("lock");
         let by_place: HashMap<(usize, usize), usize> =
             model.watches.iter().enumerate().map(|(i, w)| ((w.stream, w.nth), i)).collect();
         let mut created_seen: HashMap<usize, usize> = HashMap::new();
         let mut owner_of_id: HashMap<(usize, i64), usize> = HashMap::new();
-        let mut p = vec![(0, false, false); model.watches.len()];
+        let mut p = vec![(0, 0, false); model.watches.len()];
         for (stream, r) in received.iter() {
             if r.created() {
                 let n = created_seen.entry(*stream).or_default();
                 if let Some(&wi) = by_place.get(&(*stream, *n)) {
                     owner_of_id.insert((*stream, r.watch_id()), wi);
                     p[wi].2 = true;
-                    p[wi].1 |= r.canceled();
+                    p[wi].1 += usize::from(r.canceled());
                 }
                 *n += 1;
                 continue;
             }
             if let Some(&wi) = owner_of_id.get(&(*stream, r.watch_id())) {
                 p[wi].0 += r.events().len();
-                p[wi].1 |= r.canceled();
+                p[wi].1 += usize::from(r.canceled());
             }
         }
         p
@@ -247,9 +256,7 @@ impl Side {
         loop {
             let p = self.progress(model);
             let done = model.watches.iter().zip(&p).all(|(w, (events, cancelled, created))| {
-                *created
-                    && *events == model.owed(w)
-                    && *cancelled == (w.refused || w.compacted || w.cancelled_at.is_some())
+                *created && *events == model.owed(w) && *cancelled == w.cancellations()
             });
             let errors = self.errors.lock().expect("lock").clone();
             assert!(errors.is_empty(), "{} after step {step}: {errors:?}", self.name);
@@ -261,18 +268,18 @@ impl Side {
                 .iter()
                 .zip(&p)
                 .enumerate()
-                .filter(|(_, (w, (ev, c, cr)))| {
-                    !*cr || *ev != model.owed(w) || *c != (w.refused || w.compacted || w.cancelled_at.is_some())
-                })
+                .filter(|(_, (w, (ev, c, cr)))| !*cr || *ev != model.owed(w) || *c != w.cancellations())
                 .map(|(i, (w, (ev, c, cr)))| {
                     format!("watch {i} {w:?}: {ev} events of {}, cancelled {c}, created {cr}", model.owed(w))
                 })
                 .collect();
             if tokio::time::timeout_at(deadline, self.tick_rx.changed()).await.is_err() {
                 panic!(
-                    "{} after step {step}: watchers not where the model says\n{}\n{}",
+                    "{} after step {step}: watchers not where the model says\n{}\nhistory {:?}, compacted at {}\n{}",
                     self.name,
                     behind.join("\n"),
+                    model.history,
+                    model.compacted,
                     self.transcripts(model).join("\n")
                 );
             }
@@ -394,6 +401,8 @@ struct NewWatch {
     start: i64,
     prev_kv: bool,
     filter: Option<WatchFilterType>,
+    /// A watch id the client chooses (0: the server's choice).
+    id: i64,
 }
 
 fn draw_watch(rng: &mut StdRng, model: &Model) -> NewWatch {
@@ -413,8 +422,15 @@ fn draw_watch(rng: &mut StdRng, model: &Model) -> NewWatch {
     };
     let start = match rng.random_range(0..10) {
         0..=4 => 0,
-        5..=7 => rng.random_range(model.compacted.max(1)..=model.current.max(1)),
+        // Past, but not the compaction point itself: etcd 3.4 drops a tombstone at that
+        // revision, so a watcher from there misses the delete (etcd issue 19179), where
+        // Keel keeps it (`mvcc/key_index.rs`).
+        5..=7 if model.current > model.compacted => rng.random_range((model.compacted + 1).max(1)..=model.current),
         8 if model.compacted > 1 => rng.random_range(1..model.compacted),
+        // Negative: etcd 3.4 compares it with its compaction point, -1 before the first
+        // compaction. (A start of -1 then reads history from nothing, and in etcd 3.4 that
+        // empties the catch-up read of every watcher in the same sync pass: not drawn.)
+        9 if rng.random_bool(0.3) => -rng.random_range(if model.compacted > 0 { 1 } else { 2 }..=3),
         _ => model.current + rng.random_range(1..=3),
     };
     let filter = match rng.random_range(0..5) {
@@ -423,7 +439,8 @@ fn draw_watch(rng: &mut StdRng, model: &Model) -> NewWatch {
         _ => None,
     };
     let stream = (!model.creates.is_empty() && rng.random_bool(0.7)).then(|| rng.random_range(0..model.creates.len()));
-    NewWatch { stream, sel, start, prev_kv: rng.random_bool(0.5), filter }
+    let id = if rng.random_bool(0.15) { rng.random_range(1..=6) } else { 0 };
+    NewWatch { stream, sel, start, prev_kv: rng.random_bool(0.5), filter, id }
 }
 
 impl NewWatch {
@@ -437,6 +454,9 @@ impl NewWatch {
         }
         if let Some(f) = self.filter {
             o = o.with_filters([f]);
+        }
+        if self.id != 0 {
+            o = o.with_watch_id(self.id);
         }
         (key, o)
     }
@@ -455,13 +475,14 @@ impl NewWatch {
             stream,
             nth,
             sel: self.sel.clone(),
-            from: if self.start == 0 { model.current + 1 } else { self.start },
+            from: if self.start <= 0 { model.current + 1 } else { self.start },
             no_put: self.filter == Some(WatchFilterType::NoPut),
             no_delete: self.filter == Some(WatchFilterType::NoDelete),
             refused: matches!(self.sel, Sel::Range(a, b) if a >= b),
-            compacted: self.start != 0 && self.start < model.compacted,
+            // etcd 3.4 takes a negative start as it is: compacted once anything has been.
+            compacted: (self.start > 0 && self.start < model.compacted) || self.start < 0,
             cancelled_at: None,
-            past: self.start != 0 && self.start <= model.current,
+            past: self.start > 0 && self.start <= model.current,
         });
     }
 }
@@ -472,6 +493,24 @@ impl Side {
         match w.stream {
             Some(s) => self.senders[s].watch(key, Some(opts)).await.expect("send a create request"),
             None => self.open_stream(key, opts).await,
+        }
+    }
+
+    /// Waits for watcher `wi`'s created response; true if it refused the watcher.
+    async fn refused(&mut self, model: &Model, wi: usize) -> bool {
+        let w = &model.watches[wi];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let created = {
+                let received = self.received.lock().expect("lock");
+                received.iter().filter(|(s, r)| *s == w.stream && r.created()).nth(w.nth).map(|(_, r)| r.canceled())
+            };
+            if let Some(refused) = created {
+                return refused;
+            }
+            if tokio::time::timeout_at(deadline, self.tick_rx.changed()).await.is_err() {
+                panic!("{}: no created response for watch {wi} {w:?}", self.name);
+            }
         }
     }
 
@@ -492,14 +531,16 @@ async fn random_watches_match_etcd() {
     for s in &mut sides {
         model.current = rev(s.client.get("probe", None).await.expect("probe").header());
     }
-    let mut rng = StdRng::seed_from_u64(0x3a7c_4000);
+    // Another seed explores another mix: KEEL_WATCH_DIFF_SEED=n.
+    let seed = std::env::var("KEEL_WATCH_DIFF_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x3a7c_4000);
+    let mut rng = StdRng::seed_from_u64(seed);
     const STEPS: usize = 600;
     for step in 0..STEPS {
         let live: Vec<usize> = model
             .watches
             .iter()
             .enumerate()
-            .filter(|(_, w)| !w.refused && !w.compacted && w.cancelled_at.is_none())
+            .filter(|(_, w)| !w.refused && w.cancelled_at.is_none())
             .map(|(i, _)| i)
             .collect();
         let what = match rng.random_range(0..10) {
@@ -509,13 +550,16 @@ async fn random_watches_match_etcd() {
                     s.create(&w).await;
                 }
                 w.record(&mut model);
+                // Whether a chosen id is taken is etcd's to say; Keel must then agree.
+                let wi = model.watches.len() - 1;
+                model.watches[wi].refused = sides[1].refused(&model, wi).await;
                 format!("watch {:?} from {} prev_kv {} filter {:?}", w.sel, w.start, w.prev_kv, w.filter)
             }
             3 if !live.is_empty() => {
                 let wi = live[rng.random_range(0..live.len())];
                 let stream = model.watches[wi].stream;
                 for s in &mut sides {
-                    let id = s.id_of(&model, wi).expect("a live watcher was created");
+                    let id = s.id_of(&model, wi).expect("the watcher was created");
                     s.senders[stream].cancel(id).await.expect("send a cancel request");
                 }
                 model.watches[wi].cancelled_at = Some(model.current);

@@ -49,6 +49,9 @@ struct Stream {
     tx: Outbox,
     next_id: i64,
     ids: HashSet<i64>,
+    /// Watchers the server cancelled (compacted history): as in etcd, their ids stay taken
+    /// on the stream until the client cancels them too, which it is then answered for.
+    retired: HashSet<i64>,
     /// A progress request arrived while some watcher was catching up.
     progress_pending: bool,
 }
@@ -153,6 +156,16 @@ impl Inner {
         self.remove_synced(k).or_else(|| self.unsynced.remove(k))
     }
 
+    /// Removes a watcher the server cancels, keeping its id taken (see [`Stream::retired`]).
+    fn retire(&mut self, k: &WatchKey) {
+        if self.remove(k).is_some() {
+            if let Some(s) = self.streams.get_mut(&k.0) {
+                s.ids.insert(k.1);
+                s.retired.insert(k.1);
+            }
+        }
+    }
+
     fn stream_synced(&self, stream: u64) -> bool {
         self.streams.get(&stream).is_none_or(|s| s.ids.iter().all(|id| !self.unsynced.contains_key(&(stream, *id))))
     }
@@ -219,7 +232,10 @@ impl WatchHub {
     /// Registers a client stream; watchers created on it send through `tx`.
     pub fn open_stream(&self, tx: Outbox) -> u64 {
         let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
-        self.inner.lock().streams.insert(id, Stream { tx, next_id: 0, ids: HashSet::new(), progress_pending: false });
+        self.inner.lock().streams.insert(
+            id,
+            Stream { tx, next_id: 0, ids: HashSet::new(), retired: HashSet::new(), progress_pending: false },
+        );
         id
     }
 
@@ -242,6 +258,8 @@ impl WatchHub {
 
     /// Creates a watcher and answers `created` on its stream.
     pub fn create(self: &Arc<Self>, stream: u64, req: &WatchCreateRequest) {
+        // Read before the hub's lock, which commits take inside the store's.
+        let compacted = self.store().map_or(0, |s| s.compact_revision());
         let mut inner = self.inner.lock();
         let last = inner.last_rev;
         let Some(s) = inner.streams.get_mut(&stream) else { return };
@@ -279,8 +297,15 @@ impl WatchHub {
             s.next_id - 1
         };
         s.ids.insert(id);
-        // etcd: no start revision means "from the next revision".
-        let start = if req.start_revision <= 0 { last + 1 } else { req.start_revision };
+        // etcd: no start revision means "from the next revision". etcd 3.4 takes a negative
+        // one as it is, against a compaction point of -1 until the first compaction: below
+        // it, the watcher is cancelled as compacted; -1 before any compaction reads nothing
+        // from history, so it is "from the next revision" too.
+        let start = match req.start_revision {
+            r if r < 0 && (compacted > 0 || r < -1) => r,
+            r if r <= 0 => last + 1,
+            r => r,
+        };
         let tx = s.tx.clone();
         let w = Watcher::new(id, stream, req, start, tx.clone());
         let created = WatchResponse { header: header(last), watch_id: id, created: true, ..Default::default() };
@@ -303,9 +328,14 @@ impl WatchHub {
     pub fn cancel(&self, stream: u64, id: i64) {
         let mut inner = self.inner.lock();
         let last = inner.last_rev;
+        let resp = WatchResponse { header: header(last), watch_id: id, canceled: true, ..Default::default() };
         if let Some(w) = inner.remove(&(stream, id)) {
-            let resp = WatchResponse { header: header(last), watch_id: id, canceled: true, ..Default::default() };
             send_soon(&w.tx, resp);
+        } else if let Some(s) = inner.streams.get_mut(&stream) {
+            if s.retired.remove(&id) {
+                s.ids.remove(&id);
+                send_soon(&s.tx, resp);
+            }
         }
     }
 
@@ -399,7 +429,8 @@ impl WatchHub {
             Err(e) => {
                 // History is gone (compacted) or unreadable: the watcher ends here.
                 let (compact_revision, cancel_reason) = match e {
-                    HistoryError::Compacted(rev) => (rev, String::new()),
+                    // etcd's compaction point is -1 until the first compaction.
+                    HistoryError::Compacted(rev) => (if rev == 0 { -1 } else { rev }, String::new()),
                     HistoryError::Storage(reason) => (0, reason),
                 };
                 let resp = WatchResponse {
@@ -413,7 +444,7 @@ impl WatchHub {
                 if let Err(TrySendError::Full(_)) = w.tx.try_send(resp.into()) {
                     return false;
                 }
-                self.inner.lock().remove(&key);
+                self.inner.lock().retire(&key);
                 return true;
             }
         };

@@ -371,3 +371,43 @@ async fn ids_are_never_handed_out_twice_and_empty_ranges_are_refused() {
     got.sort_unstable();
     assert_eq!(got, [3, 4], "the watcher of \"\" and the watcher of every key see \"\\0\"");
 }
+
+#[tokio::test]
+async fn a_watcher_cancelled_for_compaction_keeps_its_id_until_the_client_cancels_it() {
+    let (_dir, store, hub) = open();
+    let (tx, mut rx) = channel(16);
+    let stream = hub.open_stream(tx);
+    let create = |start_revision: i64| {
+        hub.create(stream, &WatchCreateRequest { key: "k".into(), start_revision, ..Default::default() });
+    };
+    // Before any compaction etcd 3.4's compaction point is -1: a start below it is
+    // compacted (and reported so), a start of -1 is "from the next revision".
+    create(-2);
+    let created = rx.recv().await.expect("created");
+    assert_eq!((created.created, created.canceled, created.watch_id), (true, false, 0));
+    let r = rx.recv().await.expect("compacted");
+    assert_eq!((r.watch_id, r.canceled, r.compact_revision), (0, true, -1));
+    create(-1);
+    let r = rx.recv().await.expect("created");
+    assert_eq!((r.watch_id, r.canceled), (1, false));
+    puts_to_k(&store, 3);
+    assert_eq!(events(&mut rx, 3).await.len(), 3, "-1 before any compaction: every new revision");
+
+    let compact = Command::Compaction(CompactionRequest { revision: 3, physical: false });
+    store.apply(&compact, WriteBatch::default()).expect("compact");
+    create(2);
+    assert_eq!(rx.recv().await.expect("created").watch_id, 2);
+    let r = rx.recv().await.expect("compacted");
+    assert_eq!((r.watch_id, r.canceled, r.compact_revision), (2, true, 3));
+    // The server's cancel leaves id 2 taken: a client may not choose it...
+    hub.create(stream, &WatchCreateRequest { key: "k".into(), watch_id: 2, ..Default::default() });
+    let r = rx.recv().await.expect("refused");
+    assert_eq!((r.watch_id, r.canceled), (-1, true), "{r:?}");
+    // ...until it cancels the watcher itself, which is answered, and frees it.
+    hub.cancel(stream, 2);
+    let r = rx.recv().await.expect("canceled");
+    assert_eq!((r.watch_id, r.canceled), (2, true));
+    hub.create(stream, &WatchCreateRequest { key: "k".into(), watch_id: 2, ..Default::default() });
+    let r = rx.recv().await.expect("created");
+    assert_eq!((r.watch_id, r.canceled), (2, false));
+}
