@@ -10,6 +10,7 @@ mod gc;
 mod kube_client;
 mod kubectl;
 mod kv_client;
+mod lease_diff;
 mod logs;
 mod store_flags;
 mod up;
