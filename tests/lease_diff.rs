@@ -82,7 +82,7 @@ async fn random_op(c: &mut Client, ids: &mut Ids, seed: u64) -> String {
             // to its minimum, refuses them over its maximum) are revoked at once, so that no
             // lease expires while the two servers are compared.
             let ttl = [600, 3600, 1, 2, 5, 0, -5, 9_000_000_000, 9_000_000_001][rng.random_range(0..9)];
-            let keep = ttl >= 600 && ttl <= 3600;
+            let keep = (600..=3600).contains(&ttl);
             let chosen = rng.random_bool(0.6).then(|| 0x1ea5_0000 + rng.random_range(0..6));
             let opts = chosen.map(|id| LeaseGrantOptions::new().with_id(id));
             match c.lease_grant(ttl, opts).await {
