@@ -93,6 +93,8 @@ struct Model {
     watches: Vec<Watch>,
     /// Create requests sent on each stream.
     creates: Vec<usize>,
+    /// Progress requests sent on each stream.
+    progress: Vec<usize>,
 }
 
 impl Model {
@@ -182,8 +184,18 @@ impl Side {
             model.watches.iter().enumerate().map(|(i, w)| ((w.stream, w.nth), i)).collect();
         // Responses of a refused watcher carry id -1; they are matched by order like the rest.
         let mut owner_of_id: HashMap<(usize, i64), usize> = HashMap::new();
+        let mut streams: Vec<Vec<String>> = model.creates.iter().map(|_| Vec::new()).collect();
         for (stream, r) in received.iter() {
             let hdr = r.header().map_or(-1, |h| h.revision());
+            if !r.created() && r.watch_id() == -1 {
+                streams[*stream].push(format!(
+                    "id=-1 hdr={hdr} canceled={} events={} compact={}",
+                    r.canceled(),
+                    r.events().len(),
+                    r.compact_revision()
+                ));
+                continue;
+            }
             if r.created() {
                 let n = created_seen.entry(*stream).or_default();
                 let place = (*stream, *n);
@@ -219,18 +231,27 @@ impl Side {
                 out[wi].push(format!("empty hdr={hdr} compact={}", r.compact_revision()));
             }
         }
-        out.into_iter().enumerate().map(|(i, lines)| format!("watch {i}:\n  {}", lines.join("\n  "))).collect()
+        let watches = out.into_iter().enumerate().map(|(i, lines)| format!("watch {i}:\n  {}", lines.join("\n  ")));
+        let streams =
+            streams.into_iter().enumerate().map(|(i, lines)| format!("stream {i}:\n  {}", lines.join("\n  ")));
+        watches.chain(streams).collect()
     }
 
-    /// (events, cancellations, created) received so far for each watcher of the model.
-    fn progress(&self, model: &Model) -> Vec<(usize, usize, bool)> {
+    /// (events, cancellations, created) received so far for each watcher of the model, and
+    /// the progress responses (watch id -1) on each stream.
+    fn tally(&self, model: &Model) -> (Vec<(usize, usize, bool)>, Vec<usize>) {
         let received = self.received.lock().expect("lock");
         let by_place: HashMap<(usize, usize), usize> =
             model.watches.iter().enumerate().map(|(i, w)| ((w.stream, w.nth), i)).collect();
         let mut created_seen: HashMap<usize, usize> = HashMap::new();
         let mut owner_of_id: HashMap<(usize, i64), usize> = HashMap::new();
         let mut p = vec![(0, 0, false); model.watches.len()];
+        let mut progress = vec![0; model.creates.len()];
         for (stream, r) in received.iter() {
+            if !r.created() && r.watch_id() == -1 {
+                progress[*stream] += 1;
+                continue;
+            }
             if r.created() {
                 let n = created_seen.entry(*stream).or_default();
                 if let Some(&wi) = by_place.get(&(*stream, *n)) {
@@ -246,7 +267,7 @@ impl Side {
                 p[wi].1 += usize::from(r.canceled());
             }
         }
-        p
+        (p, progress)
     }
 
     /// Waits until every watcher has what the model says it is owed: created, its events,
@@ -254,10 +275,10 @@ impl Side {
     async fn settle(&mut self, model: &Model, step: usize) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let p = self.progress(model);
+            let (p, progress) = self.tally(model);
             let done = model.watches.iter().zip(&p).all(|(w, (events, cancelled, created))| {
                 *created && *events == model.owed(w) && *cancelled == w.cancellations()
-            });
+            }) && progress == model.progress;
             let errors = self.errors.lock().expect("lock").clone();
             assert!(errors.is_empty(), "{} after step {step}: {errors:?}", self.name);
             if done {
@@ -277,7 +298,7 @@ impl Side {
                 panic!(
                     "{} after step {step}: watchers not where the model says\n{}\nhistory {:?}, compacted at {}\n{}",
                     self.name,
-                    behind.join("\n"),
+                    behind.join("\n") + &format!("\nprogress responses {progress:?} of {:?}", model.progress),
                     model.history,
                     model.compacted,
                     self.transcripts(model).join("\n")
@@ -466,6 +487,7 @@ impl NewWatch {
             Some(s) => s,
             None => {
                 model.creates.push(0);
+                model.progress.push(0);
                 model.creates.len() - 1
             }
         };
@@ -543,7 +565,7 @@ async fn random_watches_match_etcd() {
             .filter(|(_, w)| !w.refused && w.cancelled_at.is_none())
             .map(|(i, _)| i)
             .collect();
-        let what = match rng.random_range(0..10) {
+        let what = match rng.random_range(0..11) {
             0..=2 => {
                 let w = draw_watch(&mut rng, &model);
                 for s in &mut sides {
@@ -554,6 +576,16 @@ async fn random_watches_match_etcd() {
                 let wi = model.watches.len() - 1;
                 model.watches[wi].refused = sides[1].refused(&model, wi).await;
                 format!("watch {:?} from {} prev_kv {} filter {:?}", w.sel, w.start, w.prev_kv, w.filter)
+            }
+            // A progress request: etcd 3.4.23 answers at once; Keel (as etcd since 3.4.24)
+            // once every watcher on the stream has caught up, here at the same revision.
+            10 if !model.creates.is_empty() => {
+                let stream = rng.random_range(0..model.creates.len());
+                for s in &mut sides {
+                    s.senders[stream].request_progress().await.expect("send a progress request");
+                }
+                model.progress[stream] += 1;
+                format!("progress on stream {stream}")
             }
             3 if !live.is_empty() => {
                 let wi = live[rng.random_range(0..live.len())];
@@ -597,9 +629,11 @@ async fn random_watches_match_etcd() {
     let events: usize = model.watches.iter().map(|w| model.owed(w)).sum();
     let count = |f: fn(&Watch) -> bool| model.watches.iter().filter(|w| f(w)).count();
     eprintln!(
-        "{} watchers on {} streams, {events} events; refused {}, compacted {}, cancelled {}, from the past {}",
+        "{} watchers on {} streams, {events} events, {} progress requests; refused {}, compacted {}, cancelled {}, \
+         from the past {}",
         model.watches.len(),
         model.creates.len(),
+        model.progress.iter().sum::<usize>(),
         count(|w| w.refused),
         count(|w| w.compacted),
         count(|w| w.cancelled_at.is_some()),
