@@ -154,7 +154,9 @@ impl Side {
     }
 
     async fn open_stream(&mut self, key: &str, opts: WatchOptions) {
-        let stream = self.watch_client.watch(key, Some(opts)).await.expect("open a watch stream");
+        // Catch-up responses of large values outgrow the client's default 4 MiB.
+        let mut watch = self.watch_client.watch_client().max_decoding_message_size(64 << 20);
+        let stream = watch.watch(key, Some(opts)).await.expect("open a watch stream");
         let (sender, mut responses) = stream.split();
         let idx = self.senders.len();
         self.senders.push(sender);
@@ -222,6 +224,10 @@ impl Side {
                 out.push(vec![format!("stream {stream}: response for unknown watch {}: {r:?}", r.watch_id())]);
                 continue;
             };
+            if r.events().len() > 1 {
+                // How events are grouped into responses (and fragments) shows too.
+                out[wi].push(format!("{} events in one response:", r.events().len()));
+            }
             for e in r.events() {
                 out[wi].push(format!("{} hdr={hdr}", event(e.event_type(), e.kv(), e.prev_kv())));
             }
@@ -313,10 +319,12 @@ impl Side {
 }
 
 fn kv(k: &KeyValue) -> String {
+    let value = String::from_utf8_lossy(k.value());
+    // Large values by their start and length.
+    let value = if value.len() > 24 { format!("{}..[{} B]", &value[..8], value.len()) } else { value.into_owned() };
     format!(
-        "{}={}@c{}m{}v{}l{}",
+        "{}={value}@c{}m{}v{}l{}",
         String::from_utf8_lossy(k.key()),
-        String::from_utf8_lossy(k.value()),
         k.create_revision(),
         k.mod_revision(),
         k.version(),
@@ -342,13 +350,21 @@ fn rev(h: Option<&etcd_client::ResponseHeader>) -> i64 {
 
 /// One write step, from its own seed; returns a description of the result and the
 /// changes it made (revision, key, put).
-async fn write(c: &mut Client, seed: u64, compact_max: i64, compacted: i64) -> (String, Vec<Change>, Option<i64>) {
+/// Values are padded with `pad` bytes.
+async fn write(
+    c: &mut Client,
+    seed: u64,
+    compact_max: i64,
+    compacted: i64,
+    pad: usize,
+) -> (String, Vec<Change>, Option<i64>) {
     let mut rng = StdRng::seed_from_u64(seed);
+    let padded = |v: String| v + &"x".repeat(pad);
     let key = |rng: &mut StdRng| KEYS[rng.random_range(0..KEYS.len())];
     match rng.random_range(0..10) {
         0..=4 => {
             let (k, v) = (key(&mut rng), format!("v{}", rng.random_range(0..100)));
-            match c.put(k, v.clone(), Some(PutOptions::new())).await {
+            match c.put(k, padded(v.clone()), Some(PutOptions::new())).await {
                 Ok(r) => (format!("put {k}={v}: {}", rev(r.header())), vec![(rev(r.header()), k.into(), true)], None),
                 Err(e) => (err(e), Vec::new(), None),
             }
@@ -382,7 +398,7 @@ async fn write(c: &mut Client, seed: u64, compact_max: i64, compacted: i64) -> (
                 let put = rng.random_bool(0.7);
                 planned.push((k, put));
                 ops.push(if put {
-                    TxnOp::put(k, format!("t{}", rng.random_range(0..100)), None)
+                    TxnOp::put(k, padded(format!("t{}", rng.random_range(0..100))), None)
                 } else {
                     TxnOp::delete(k, Some(DeleteOptions::new().with_prev_key()))
                 });
@@ -406,7 +422,8 @@ async fn write(c: &mut Client, seed: u64, compact_max: i64, compacted: i64) -> (
             }
         }
         _ => {
-            if compact_max <= compacted {
+            // Large values keep their whole history, for catch-ups large enough to fragment.
+            if compact_max <= compacted || pad > 0 {
                 return ("no compaction".into(), Vec::new(), None);
             }
             let target = rng.random_range(compacted + 1..=compact_max);
@@ -428,6 +445,7 @@ struct NewWatch {
     filter: Option<WatchFilterType>,
     /// A watch id the client chooses (0: the server's choice).
     id: i64,
+    fragment: bool,
 }
 
 fn draw_watch(rng: &mut StdRng, model: &Model) -> NewWatch {
@@ -465,7 +483,7 @@ fn draw_watch(rng: &mut StdRng, model: &Model) -> NewWatch {
     };
     let stream = (!model.creates.is_empty() && rng.random_bool(0.7)).then(|| rng.random_range(0..model.creates.len()));
     let id = if rng.random_bool(0.15) { rng.random_range(1..=6) } else { 0 };
-    NewWatch { stream, sel, start, prev_kv: rng.random_bool(0.5), filter, id }
+    NewWatch { stream, sel, start, prev_kv: rng.random_bool(0.5), filter, id, fragment: false }
 }
 
 impl NewWatch {
@@ -482,6 +500,9 @@ impl NewWatch {
         }
         if self.id != 0 {
             o = o.with_watch_id(self.id);
+        }
+        if self.fragment {
+            o = o.with_fragment();
         }
         (key, o)
     }
@@ -553,7 +574,19 @@ async fn random_watches_match_etcd() {
     let keel = Member::single(Flavor::Keel);
     let etcd = Member::single(Flavor::Etcd);
     let sides = [Side::new("keel", &keel, &keel).await, Side::new("etcd", &etcd, &etcd).await];
-    run(sides, 0x3a7c_4000, 600).await;
+    run(sides, 0x3a7c_4000, 600, 0).await;
+}
+
+/// The same with values of 20 KB: watchers catching up get responses over etcd's fragment
+/// limit (`--max-request-bytes` plus 512 KiB), which those that asked for fragments get
+/// split where etcd splits them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_watches_of_large_values_match_etcd() {
+    let flags = ["--max-request-bytes=65536"];
+    let keel = Member::single_with(Flavor::Keel, &flags);
+    let etcd = Member::single_with(Flavor::Etcd, &flags);
+    let sides = [Side::new("keel", &keel, &keel).await, Side::new("etcd", &etcd, &etcd).await];
+    run(sides, 0x3a7c_6000, 300, 20_000).await;
 }
 
 /// The same on three-member clusters, writing through the leader and watching on a
@@ -571,10 +604,10 @@ async fn random_watches_on_a_follower_match_etcd() {
         Side::new("keel", &keel.members[kl], &keel.members[kf]).await,
         Side::new("etcd", &etcd.members[el], &etcd.members[ef]).await,
     ];
-    run(sides, 0x3a7c_5000, 300).await;
+    run(sides, 0x3a7c_5000, 300, 0).await;
 }
 
-async fn run(mut sides: [Side; 2], default_seed: u64, steps: usize) {
+async fn run(mut sides: [Side; 2], default_seed: u64, steps: usize, pad: usize) {
     let mut model = Model::default();
     for s in &mut sides {
         model.current = rev(s.client.get("probe", None).await.expect("probe").header());
@@ -597,7 +630,8 @@ async fn run(mut sides: [Side; 2], default_seed: u64, steps: usize) {
             .collect();
         let what = match rng.random_range(0..11) {
             0..=2 => {
-                let w = draw_watch(&mut rng, &model);
+                let mut w = draw_watch(&mut rng, &model);
+                w.fragment = pad > 0 && rng.random_bool(0.7);
                 for s in &mut sides {
                     s.create(&w).await;
                 }
@@ -631,7 +665,7 @@ async fn run(mut sides: [Side; 2], default_seed: u64, steps: usize) {
                 let seed = rng.random();
                 let mut results = Vec::new();
                 for s in &mut sides {
-                    results.push(write(&mut s.client, seed, model.compact_max(), model.compacted).await);
+                    results.push(write(&mut s.client, seed, model.compact_max(), model.compacted, pad).await);
                 }
                 let (etcd_result, keel_result) = (results.pop().expect("etcd"), results.pop().expect("keel"));
                 assert_eq!(keel_result.0, etcd_result.0, "step {step}: the write's result differs");
@@ -657,6 +691,32 @@ async fn run(mut sides: [Side; 2], default_seed: u64, steps: usize) {
         }
     }
     let events: usize = model.watches.iter().map(|w| model.owed(w)).sum();
+    if pad > 0 {
+        // Responses that were fragments: more than one in a row for one watcher at one revision.
+        let received = sides[1].received.lock().expect("lock");
+        let mut last: HashMap<(usize, i64), i64> = HashMap::new();
+        let mut split = 0;
+        for (stream, r) in received.iter().filter(|(_, r)| !r.events().is_empty()) {
+            let hdr = rev(r.header());
+            if last.insert((*stream, r.watch_id()), hdr) == Some(hdr) {
+                split += 1;
+            }
+        }
+        let biggest = received
+            .iter()
+            .map(|(_, r)| {
+                r.events()
+                    .iter()
+                    .map(|e| e.kv().map_or(0, |k| k.value().len()) + e.prev_kv().map_or(0, |k| k.value().len()))
+                    .sum::<usize>()
+            })
+            .max()
+            .unwrap_or(0);
+        eprintln!(
+            "etcd sent {split} responses that continued a fragmented one; the largest held {biggest} B of values"
+        );
+        assert!(split > 0, "nothing was fragmented: the run does not test fragments");
+    }
     let count = |f: fn(&Watch) -> bool| model.watches.iter().filter(|w| f(w)).count();
     eprintln!(
         "{} watchers on {} streams, {events} events, {} progress requests; refused {}, compacted {}, cancelled {}, \

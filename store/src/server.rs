@@ -223,7 +223,8 @@ pub async fn run(
     for l in listeners.peer {
         tasks.push(tokio::spawn(serve(l, peer_router.clone(), stop.clone())));
     }
-    let hub = WatchHub::attach(&node.store, cfg.max_request_bytes);
+    let fragmenting = crate::watch::Fragmenting::for_member(cfg.max_request_bytes, node.header(0));
+    let hub = WatchHub::attach(&node.store, fragmenting);
     let client_router = crate::api::router(node.clone(), hub.clone(), snap_dir);
     tokio::spawn(progress_notifications(hub, cfg.progress_notify_interval()?, stop.clone()));
     tokio::spawn(crate::lease::run_expiry(node.clone(), node.expiry.clone(), stop.clone()));

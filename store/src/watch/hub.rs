@@ -34,7 +34,7 @@ use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use parking_lot::Mutex;
 use tokio::sync::mpsc::error::TrySendError;
 
-use super::watcher::{event_with, Group, Out, Outbox, WatchKey, Watcher};
+use super::watcher::{event_with, Fragmenting, Group, Out, Outbox, WatchKey, Watcher};
 use crate::mvcc::{Change, CommitListener, HistoryError, HistoryEvent, KeyRange, MvccStore, StoredValues};
 use crate::proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchResponse};
 
@@ -177,8 +177,8 @@ pub struct WatchHub {
     inner: Mutex<Inner>,
     store: OnceLock<Weak<MvccStore>>,
     next_stream: AtomicU64,
-    /// Above this, a response to a watcher that allows fragments is split.
-    max_response_bytes: usize,
+    /// Where a response to a watcher that allows fragments is split.
+    fragmenting: Fragmenting,
     /// History reads of catching-up watchers, shared by every watcher that needs the same
     /// range from the same revision while the store has not moved on (1,000 watchers of
     /// one key that fell behind together read history once, not 1,000 times).
@@ -213,13 +213,13 @@ fn send_soon(tx: &Outbox, resp: WatchResponse) {
 
 impl WatchHub {
     /// Creates the hub and hooks it to the store's commits.
-    pub fn attach(store: &Arc<MvccStore>, max_response_bytes: usize) -> Arc<WatchHub> {
+    pub fn attach(store: &Arc<MvccStore>, fragmenting: Fragmenting) -> Arc<WatchHub> {
         let hub = Arc::new_cyclic(|me| WatchHub {
             me: me.clone(),
             inner: Mutex::new(Inner { last_rev: store.current_revision(), ..Default::default() }),
             store: OnceLock::new(),
             next_stream: AtomicU64::new(1),
-            max_response_bytes,
+            fragmenting,
             history_memo: Mutex::new(HistoryMemo::default()),
             sync_wake: tokio::sync::Notify::new(),
             sync_started: AtomicBool::new(false),
@@ -451,7 +451,7 @@ impl WatchHub {
         // Like etcd, a catch-up batch goes out as one response stamped with the revision
         // the history was read at; it only ever holds whole revisions.
         let evs: Vec<_> = events.iter().filter_map(|h| w.event_from_history(h)).collect();
-        let resps = if evs.is_empty() { Vec::new() } else { w.responses(upto, evs, self.max_response_bytes) };
+        let resps = if evs.is_empty() { Vec::new() } else { w.responses(upto, evs, &self.fragmenting) };
         if resps.len() > w.tx.max_capacity() {
             // More fragments than the queue holds: only blocking sends get them through.
             for r in resps {
@@ -681,7 +681,7 @@ impl CommitListener for WatchHub {
         let Plan { own, mut behind, .. } = plan;
         for (k, events) in own {
             let Some(w) = inner.synced.get(&k) else { continue };
-            let resps = w.responses(revision, events, self.max_response_bytes);
+            let resps = w.responses(revision, events, &self.fragmenting);
             // A response split in fragments must go out whole: it needs that much room.
             if w.tx.capacity() < resps.len() {
                 behind.push(k);

@@ -24,7 +24,7 @@ fn puts_to_k(store: &MvccStore, n: usize) {
 fn open() -> (tempfile::TempDir, Arc<MvccStore>, Arc<WatchHub>) {
     let dir = tempfile::tempdir().expect("tmp");
     let store = MvccStore::open(Engine::open(dir.path()).expect("engine"), 2).expect("store");
-    let hub = WatchHub::attach(&store, 1 << 20);
+    let hub = WatchHub::attach(&store, Fragmenting { max_bytes: 1 << 20, header: ResponseHeader::default() });
     (dir, store, hub)
 }
 

@@ -13,3 +13,4 @@ pub mod hub;
 pub mod watcher;
 
 pub use hub::WatchHub;
+pub use watcher::Fragmenting;

@@ -240,25 +240,38 @@ impl Watcher {
 
     /// The responses carrying `events` (all of one or more whole revisions, the latest
     /// being `revision`). A watcher that asked for fragments gets a response too large for
-    /// one message split into several, all but the last marked `fragment`.
-    pub fn responses(&self, revision: i64, events: Vec<Event>, max_bytes: usize) -> Vec<WatchResponse> {
+    /// one message split into several, all but the last marked `fragment`, by etcd's rule
+    /// (`sendFragments`): a response stays whole if it is under the limit or holds one
+    /// event; otherwise each fragment takes events in order while, with the next one, it
+    /// would stay under the limit (it always takes at least one). Sizes are counted as the
+    /// response is sent, with the header its stream fills in.
+    pub fn responses(&self, revision: i64, events: Vec<Event>, f: &Fragmenting) -> Vec<WatchResponse> {
         let whole = WatchResponse {
             header: Some(ResponseHeader { revision, ..Default::default() }),
             watch_id: self.id,
             events,
             ..Default::default()
         };
-        if !self.fragment || whole.encoded_len() <= max_bytes {
+        if !self.fragment || whole.events.len() < 2 {
             return vec![whole];
         }
+        let sent_header = ResponseHeader { revision, ..f.header };
+        // Both headers are far under 128 bytes: their length prefixes are the same size.
+        let header_extra = sent_header.encoded_len() - ResponseHeader { revision, ..Default::default() }.encoded_len();
+        if whole.encoded_len() + header_extra < f.max_bytes {
+            return vec![whole];
+        }
+        let empty =
+            WatchResponse { header: Some(sent_header), watch_id: self.id, fragment: true, ..Default::default() };
+        let base = empty.encoded_len();
         let mut out = Vec::new();
         let mut current: Vec<Event> = Vec::new();
-        let mut size = 0;
+        let mut size = base;
         for e in whole.events {
-            let n = e.encoded_len() + 8;
-            if !current.is_empty() && size + n > max_bytes {
+            let n = prost::encoding::message::encoded_len(EVENTS_TAG, &e);
+            if !current.is_empty() && size + n >= f.max_bytes {
                 out.push(std::mem::take(&mut current));
-                size = 0;
+                size = base;
             }
             size += n;
             current.push(e);
@@ -275,6 +288,28 @@ impl Watcher {
                 ..Default::default()
             })
             .collect()
+    }
+}
+
+/// `WatchResponse.events`' field number.
+const EVENTS_TAG: u32 = 11;
+
+/// Where responses to watchers that asked for fragments are split.
+#[derive(Clone, Debug)]
+pub struct Fragmenting {
+    /// etcd's limit: the member's `--max-request-bytes` plus 512 KiB of gRPC overhead.
+    pub max_bytes: usize,
+    /// A header as the member fills it in (its ids and term), to count sizes as sent.
+    pub header: ResponseHeader,
+}
+
+impl Fragmenting {
+    /// etcd's gRPC overhead allowance over `--max-request-bytes`.
+    pub const GRPC_OVERHEAD: usize = 512 * 1024;
+
+    /// etcd's limit for a member with `max_request_bytes`, its headers like `header`.
+    pub fn for_member(max_request_bytes: usize, header: ResponseHeader) -> Fragmenting {
+        Fragmenting { max_bytes: max_request_bytes + Self::GRPC_OVERHEAD, header }
     }
 }
 
@@ -329,5 +364,74 @@ mod tests {
         let wire: Vec<Wire> = Out::One(one.clone()).into_wire(&|_| {}).collect();
         assert_eq!(wire.len(), 1);
         assert_eq!(wire[0].to_bytes(), one.encode_to_vec());
+    }
+
+    /// etcd's `sendFragments`, as a reference: sizes of whole responses as sent.
+    fn etcd_fragments(header: &ResponseHeader, id: i64, events: &[Event], max: usize) -> Vec<usize> {
+        let whole =
+            WatchResponse { header: Some(header.clone()), watch_id: id, events: events.to_vec(), ..Default::default() };
+        if whole.encoded_len() < max || events.len() < 2 {
+            return vec![events.len()];
+        }
+        let mut out = Vec::new();
+        let mut idx = 0;
+        while idx < events.len() {
+            let mut cur =
+                WatchResponse { header: Some(header.clone()), watch_id: id, fragment: true, ..Default::default() };
+            for e in &events[idx..] {
+                cur.events.push(e.clone());
+                if cur.events.len() > 1 && cur.encoded_len() >= max {
+                    cur.events.pop();
+                    break;
+                }
+                idx += 1;
+            }
+            out.push(cur.events.len());
+        }
+        out
+    }
+
+    #[test]
+    fn fragments_split_where_etcds_do() {
+        let (tx, _rx) = mpsc::channel(1);
+        let req = WatchCreateRequest { key: "a".into(), range_end: "b".into(), fragment: true, ..Default::default() };
+        let w = Watcher::new(7, 1, &req, 1, tx);
+        let header = ResponseHeader { cluster_id: u64::MAX, member_id: 1 << 40, revision: 0, raft_term: 3 };
+        let events: Vec<Event> = (0..40).map(|i| event("a", &"v".repeat(100 + 37 * i), i % 3 == 0)).collect();
+        // Limits around the exact sizes of fragments of the first k events, and others.
+        let at9 = ResponseHeader { revision: 9, ..header.clone() };
+        let mut limits = vec![1, 200, 900, 1_000, 1_003, 2_500, 4_096, 10_000, 30_000, 200_000];
+        for k in 1..6 {
+            let frag = WatchResponse {
+                header: Some(at9.clone()),
+                watch_id: 7,
+                events: events[..k].to_vec(),
+                fragment: true,
+                ..Default::default()
+            };
+            let size = frag.encoded_len();
+            limits.extend([size - 1, size, size + 1]);
+        }
+        for max in limits {
+            let f = Fragmenting { max_bytes: max, header: header.clone() };
+            for n in [1, 2, 3, 10, 40] {
+                let got = w.responses(9, events[..n].to_vec(), &f);
+                let sizes: Vec<usize> = got.iter().map(|r| r.events.len()).collect();
+                let at9 = ResponseHeader { revision: 9, ..header.clone() };
+                assert_eq!(sizes, etcd_fragments(&at9, 7, &events[..n], max), "limit {max}, {n} events");
+                let flags: Vec<bool> = got.iter().map(|r| r.fragment).collect();
+                let want: Vec<bool> = (0..got.len()).map(|i| i + 1 < got.len()).collect();
+                assert_eq!(flags, want, "all but the last marked");
+            }
+        }
+        // Exactly at the limit is split too (etcd keeps whole only what is under it).
+        let two = events[..2].to_vec();
+        let at9 = ResponseHeader { revision: 9, ..header.clone() };
+        let size =
+            WatchResponse { header: Some(at9), watch_id: 7, events: two.clone(), ..Default::default() }.encoded_len();
+        let f = Fragmenting { max_bytes: size, header: header.clone() };
+        assert_eq!(w.responses(9, two.clone(), &f).len(), 2);
+        let f = Fragmenting { max_bytes: size + 1, header };
+        assert_eq!(w.responses(9, two, &f).len(), 1);
     }
 }
