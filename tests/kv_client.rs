@@ -122,6 +122,33 @@ fn compare(rng: &mut StdRng) -> Compare {
     }
 }
 
+/// A transaction branch: puts, reads (with any read options) and deletes, no key written
+/// twice in it, and at `depth` > 0 perhaps a nested transaction, whose writes may overlap
+/// the branch's (etcd refuses that: compared too).
+fn branch(rng: &mut StdRng, current: i64, depth: u32) -> Vec<TxnOp> {
+    let mut used = std::collections::HashSet::new();
+    let mut ops = Vec::new();
+    for _ in 0..rng.random_range(0..4) {
+        let k = key(rng);
+        let v = format!("t{}", rng.random_range(0..5));
+        match rng.random_range(0..4) {
+            0 if used.insert(k.clone()) => ops.push(TxnOp::put(k, v, None)),
+            1 => ops.push(TxnOp::get(k, Some(get_options(rng, current).0))),
+            2 if used.insert(k.clone()) => {
+                let o = if rng.random_bool(0.3) { DeleteOptions::new().with_prefix() } else { DeleteOptions::new() };
+                ops.push(TxnOp::delete(k, Some(o.with_prev_key())));
+            }
+            3 if depth > 0 => {
+                let cmps: Vec<Compare> = (0..rng.random_range(0..2)).map(|_| compare(rng)).collect();
+                let (then, other) = (branch(rng, current, depth - 1), branch(rng, current, depth - 1));
+                ops.push(TxnOp::txn(Txn::new().when(cmps).and_then(then).or_else(other)));
+            }
+            _ => {}
+        }
+    }
+    ops
+}
+
 /// One random operation against one client; returns a normalised description of the result.
 async fn random_op(c: &mut Client, seed: u64, current: i64) -> String {
     // Both servers see the same op: derive it from the seed alone.
@@ -156,23 +183,7 @@ async fn random_op(c: &mut Client, seed: u64, current: i64) -> String {
         }
         7..=8 => {
             let cmps: Vec<Compare> = (0..rng.random_range(0..3)).map(|_| compare(&mut rng)).collect();
-            // No key written twice in a branch (etcd refuses that; tested elsewhere).
-            let branch = |rng: &mut StdRng| -> Vec<TxnOp> {
-                let mut used = std::collections::HashSet::new();
-                let mut ops = Vec::new();
-                for _ in 0..rng.random_range(0..4) {
-                    let k = key(rng);
-                    let v = format!("t{}", rng.random_range(0..5));
-                    match rng.random_range(0..3) {
-                        0 if used.insert(k.clone()) => ops.push(TxnOp::put(k, v, None)),
-                        1 => ops.push(TxnOp::get(k, Some(GetOptions::new().with_prefix()))),
-                        2 if used.insert(k.clone()) => ops.push(TxnOp::delete(k, None)),
-                        _ => {}
-                    }
-                }
-                ops
-            };
-            let (then, other) = (branch(&mut rng), branch(&mut rng));
+            let (then, other) = (branch(&mut rng, current, 1), branch(&mut rng, current, 1));
             let t = Txn::new().when(cmps).and_then(then).or_else(other);
             match c.txn(t).await {
                 Ok(r) => format!("txn: {} {} {}", rev(r.header()), r.succeeded(), txn_ops(r.op_responses())),
@@ -201,6 +212,9 @@ async fn random_operations_match_etcd() {
         let a = random_op(&mut k, base + i, current).await;
         let b = random_op(&mut e, base + i, current).await;
         assert_eq!(a, b, "operation {i} differs");
+        if std::env::var_os("KEEL_DIFF_SHOW").is_some() {
+            eprintln!("{b}");
+        }
         current = e.get("probe", None).await.map(|r| rev(r.header())).unwrap_or(current);
     }
 }
