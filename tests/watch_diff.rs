@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use etcd_client::{
-    Client, DeleteOptions, EventType, KeyValue, PutOptions, Txn, TxnOp, TxnOpResponse, WatchFilterType, WatchOptions,
-    WatchRequestSender, WatchResponse,
+    Client, DeleteOptions, EventType, KeyValue, LeaseGrantOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+    WatchFilterType, WatchOptions, WatchRequestSender, WatchResponse,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -95,6 +95,8 @@ struct Model {
     creates: Vec<usize>,
     /// Progress requests sent on each stream.
     progress: Vec<usize>,
+    /// The lease each key is attached to (0: none).
+    lease_of: HashMap<String, i64>,
 }
 
 impl Model {
@@ -435,6 +437,45 @@ async fn write(
     }
 }
 
+/// A lease step, from its own seed: grant a lease (if new) and put a key with it, or revoke
+/// it, which deletes the keys attached to it (`lease_of`) at one revision, in key order.
+/// Returns a description, the changes and the lease.
+async fn lease_step(
+    c: &mut Client,
+    seed: u64,
+    lease_of: &HashMap<String, i64>,
+    pad: usize,
+) -> (String, Vec<Change>, i64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let lease = 0x1000 + rng.random_range(0..3);
+    if rng.random_bool(0.6) {
+        let granted = match c.lease_grant(600, Some(LeaseGrantOptions::new().with_id(lease))).await {
+            Ok(r) => format!("granted {:#x}", r.id()),
+            Err(e) => err(e),
+        };
+        let k = KEYS[rng.random_range(0..KEYS.len())];
+        let v = format!("l{}", rng.random_range(0..100));
+        match c.put(k, v.clone() + &"x".repeat(pad), Some(PutOptions::new().with_lease(lease))).await {
+            Ok(r) => {
+                let at = rev(r.header());
+                (format!("lease {lease:#x} ({granted}), put {k}={v}: {at}"), vec![(at, k.into(), true)], lease)
+            }
+            Err(e) => (format!("lease {lease:#x} ({granted}), put {k}: {}", err(e)), Vec::new(), lease),
+        }
+    } else {
+        let mut keys: Vec<&String> = lease_of.iter().filter(|(_, l)| **l == lease).map(|(k, _)| k).collect();
+        keys.sort();
+        match c.lease_revoke(lease).await {
+            Ok(r) => {
+                let at = rev(r.header());
+                let changes = keys.iter().map(|k| (at, (*k).clone(), false)).collect();
+                (format!("revoke {lease:#x}: {at}"), changes, lease)
+            }
+            Err(e) => (format!("revoke {lease:#x}: {}", err(e)), Vec::new(), lease),
+        }
+    }
+}
+
 /// A new watcher's request, drawn from the run's generator.
 struct NewWatch {
     /// An existing stream, or a new one.
@@ -628,7 +669,28 @@ async fn run(mut sides: [Side; 2], default_seed: u64, steps: usize, pad: usize) 
             .filter(|(_, w)| !w.refused && w.cancelled_at.is_none())
             .map(|(i, _)| i)
             .collect();
-        let what = match rng.random_range(0..11) {
+        let what = match rng.random_range(0..12) {
+            // Leases: a key put with one, and a lease revoked, which deletes its keys.
+            11 => {
+                let seed = rng.random();
+                let mut results = Vec::new();
+                for s in &mut sides {
+                    results.push(lease_step(&mut s.client, seed, &model.lease_of, pad).await);
+                }
+                let (etcd_result, keel_result) = (results.pop().expect("etcd"), results.pop().expect("keel"));
+                assert_eq!(keel_result.0, etcd_result.0, "step {step}: the lease step's result differs");
+                let (what, changes, lease) = etcd_result;
+                for (at, key, put) in &changes {
+                    model.current = *at;
+                    if *put {
+                        model.lease_of.insert(key.clone(), lease);
+                    } else {
+                        model.lease_of.remove(key);
+                    }
+                }
+                model.history.extend(changes);
+                what
+            }
             0..=2 => {
                 let mut w = draw_watch(&mut rng, &model);
                 w.fragment = pad > 0 && rng.random_bool(0.7);
@@ -672,6 +734,13 @@ async fn run(mut sides: [Side; 2], default_seed: u64, steps: usize, pad: usize) 
                 if let Some(&(at, _, _)) = etcd_result.1.last() {
                     model.current = at;
                 }
+                for (_, key, put) in &etcd_result.1 {
+                    if *put {
+                        model.lease_of.insert(key.clone(), 0);
+                    } else {
+                        model.lease_of.remove(key);
+                    }
+                }
                 model.history.extend(etcd_result.1);
                 if let Some(c) = etcd_result.2 {
                     model.compacted = c;
@@ -679,6 +748,9 @@ async fn run(mut sides: [Side; 2], default_seed: u64, steps: usize, pad: usize) 
                 etcd_result.0
             }
         };
+        if std::env::var_os("KEEL_DIFF_SHOW").is_some() {
+            eprintln!("step {step}: {what}");
+        }
         for s in &mut sides {
             s.settle(&model, step).await;
         }
