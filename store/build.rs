@@ -2,7 +2,14 @@
 //! so building needs no system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/kv.proto", "proto/auth.proto", "proto/rpc.proto", "proto/raft.proto"];
+    let files = [
+        "proto/kv.proto",
+        "proto/auth.proto",
+        "proto/rpc.proto",
+        "proto/raft.proto",
+        "proto/v3lock.proto",
+        "proto/v3election.proto",
+    ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

@@ -4,6 +4,7 @@ mod harness;
 
 mod bad_input;
 mod cluster;
+mod concurrency_diff;
 mod crash;
 mod etcdctl_diff;
 mod gc;

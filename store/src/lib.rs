@@ -43,6 +43,12 @@ pub mod proto {
     pub mod keelpb {
         tonic::include_proto!("keelpb");
     }
+    pub mod v3lockpb {
+        tonic::include_proto!("v3lockpb");
+    }
+    pub mod v3electionpb {
+        tonic::include_proto!("v3electionpb");
+    }
 }
 
 pub use config::StoreConfig;

@@ -8,9 +8,12 @@
 pub mod authority;
 pub mod backup;
 pub mod cluster;
+pub mod concurrency;
+pub mod election;
 pub mod http;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
 pub mod validate;
 pub mod watch;
@@ -22,6 +25,8 @@ use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use crate::proto::v3electionpb::election_server::ElectionServer;
+use crate::proto::v3lockpb::lock_server::LockServer;
 use crate::watch::WatchHub;
 
 /// gRPC's own framing overhead on top of the largest request, as etcd allows.
@@ -48,7 +53,9 @@ pub fn router(node: Arc<Node>, hub: Arc<WatchHub>, backup_dir: std::path::PathBu
     let grpc = tonic::service::Routes::new(kv)
         .add_service(MaintenanceServer::new(maintenance::MaintenanceService::new(node.clone(), backup_dir)))
         .add_service(ClusterServer::new(cluster::ClusterService::new(node.clone())))
-        .add_service(watch::WatchService::new(node.clone(), hub))
-        .add_service(LeaseServer::new(lease::LeaseService::new(node.clone())));
+        .add_service(watch::WatchService::new(node.clone(), hub.clone()))
+        .add_service(LeaseServer::new(lease::LeaseService::new(node.clone())))
+        .add_service(LockServer::new(lock::LockService::new(concurrency::Local::new(node.clone(), hub.clone()))))
+        .add_service(ElectionServer::new(election::ElectionService::new(concurrency::Local::new(node.clone(), hub))));
     grpc.into_axum_router().merge(http::router(node))
 }

@@ -80,6 +80,26 @@ impl Out {
     pub fn into_responses(self, fill: &dyn Fn(&mut Option<ResponseHeader>)) -> Vec<WatchResponse> {
         self.into_wire(fill).map(|w| WatchResponse::decode(w.to_bytes().as_slice()).expect("decodes")).collect()
     }
+
+    /// The responses this stands for, built rather than encoded: for a reader inside the
+    /// member (the lock and election services), headers completed by `fill`.
+    pub fn into_local_responses(self, fill: &dyn Fn(&mut Option<ResponseHeader>)) -> Vec<WatchResponse> {
+        match self {
+            Out::One(mut r) => {
+                fill(&mut r.header);
+                vec![r]
+            }
+            Out::Group(g) => {
+                let mut header = Some(ResponseHeader { revision: g.revision, ..Default::default() });
+                fill(&mut header);
+                let events = Arc::unwrap_or_clone(g.events);
+                g.ids
+                    .into_iter()
+                    .map(|watch_id| WatchResponse { header, watch_id, events: events.clone(), ..Default::default() })
+                    .collect()
+            }
+        }
+    }
 }
 
 /// One response as a watch stream writes it.

@@ -1,0 +1,242 @@
+//! etcd's lock and election services (v3lock, v3election), which etcd client libraries
+//! call directly (etcd-client's `lock`, `campaign`, `observe`...): the same scenario against
+//! Keel and a real etcd, every answer (keys, revisions, values, errors) compared. Blocked
+//! calls are seen to block by their contender keys appearing, then to return when the
+//! holder unlocks, resigns or loses its lease.
+
+use std::time::Duration;
+
+use etcd_client::{
+    Client, EventType, LeaderKey, LeaseGrantOptions, LockOptions, ProclaimOptions, ResignOptions, WatchOptions,
+};
+
+use crate::harness::{client, Cluster, Flavor, Member};
+
+fn err(e: etcd_client::Error) -> String {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => format!("ERR {:?} {}", s.code(), s.message()),
+        other => format!("ERR {other}"),
+    }
+}
+
+fn rev(h: Option<&etcd_client::ResponseHeader>) -> i64 {
+    h.map_or(-1, |h| h.revision())
+}
+
+fn leader_key(l: Option<&LeaderKey>) -> String {
+    l.map_or_else(
+        || "-".into(),
+        |l| {
+            format!(
+                "{}:{}@{} lease {:#x}",
+                String::from_utf8_lossy(l.name()),
+                String::from_utf8_lossy(l.key()),
+                l.rev(),
+                l.lease()
+            )
+        },
+    )
+}
+
+/// The store's revision now.
+async fn now(c: &mut Client) -> i64 {
+    rev(c.get("probe", None).await.expect("read").header())
+}
+
+/// Waits (with a deadline) until `key` is put after revision `after`: a blocked contender
+/// has queued. Returns the revision it was put at.
+async fn until_exists(c: &mut Client, key: &str, after: i64) -> i64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut w = c.watch(key, Some(WatchOptions::new().with_start_revision(after + 1))).await.expect("watch");
+    loop {
+        let next = tokio::time::timeout_at(deadline, w.message()).await;
+        let resp = next.unwrap_or_else(|_| panic!("{key} never appeared")).expect("watch ok").expect("watch open");
+        if let Some(e) = resp.events().iter().rev().find(|e| e.event_type() == EventType::Put) {
+            return e.kv().map_or(-1, |kv| kv.mod_revision());
+        }
+    }
+}
+
+/// Waits (with a deadline) until `key` is deleted after revision `after`; the revision of
+/// the delete.
+async fn until_deleted(c: &mut Client, key: &str, after: i64) -> i64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut w = c.watch(key, Some(WatchOptions::new().with_start_revision(after + 1))).await.expect("watch");
+    loop {
+        let next = tokio::time::timeout_at(deadline, w.message()).await;
+        let resp = next.unwrap_or_else(|_| panic!("{key} was never deleted")).expect("watch ok").expect("watch open");
+        if let Some(e) = resp.events().iter().rev().find(|e| e.event_type() == EventType::Delete) {
+            return e.kv().map_or(-1, |kv| kv.mod_revision());
+        }
+    }
+}
+
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(20), f).await.unwrap_or_else(|_| panic!("{what} did not return"))
+}
+
+fn say(log: &mut Vec<String>, line: String) {
+    if std::env::var_os("KEEL_DIFF_SHOW").is_some() {
+        eprintln!("{line}");
+    }
+    log.push(line);
+}
+
+/// The scenario, against one server; its transcript.
+async fn scenario(m: &Member) -> Vec<String> {
+    let mut c = client(m).await;
+    let mut log = Vec::new();
+    for id in [0x2000, 0x2001, 0x2002] {
+        let g = c.lease_grant(600, Some(LeaseGrantOptions::new().with_id(id))).await.expect("grant");
+        say(&mut log, format!("grant {:#x}", g.id()));
+    }
+
+    // A lock held, a second contender waiting for it, and the hand-over on unlock.
+    let first = c.lock("l", Some(LockOptions::new().with_lease(0x2000))).await.expect("lock");
+    say(&mut log, format!("lock l (0x2000): {} {}", String::from_utf8_lossy(first.key()), rev(first.header())));
+    let before = now(&mut c).await;
+    let mut c2 = c.clone();
+    let second = tokio::spawn(async move { c2.lock("l", Some(LockOptions::new().with_lease(0x2001))).await });
+    until_exists(&mut c, "l/2001", before).await;
+    assert!(!second.is_finished(), "a second contender got a held lock");
+    let u = c.unlock(first.key()).await.expect("unlock");
+    say(&mut log, format!("unlock l/2000: {}", rev(u.header())));
+    let second = within("the waiting lock", second).await.expect("task").expect("lock");
+    say(
+        &mut log,
+        format!("lock l (0x2001) after the unlock: {} {}", String::from_utf8_lossy(second.key()), rev(second.header())),
+    );
+
+    // Locking again with a lease that holds the lock returns at once, with its key.
+    let again = c.lock("l", Some(LockOptions::new().with_lease(0x2001))).await.expect("lock again");
+    say(&mut log, format!("lock l (0x2001) again: {} {}", String::from_utf8_lossy(again.key()), rev(again.header())));
+
+    // A holder's lease revoked: its key goes, and the waiter gets the lock.
+    let before = now(&mut c).await;
+    let mut c3 = c.clone();
+    let third = tokio::spawn(async move { c3.lock("l", Some(LockOptions::new().with_lease(0x2002))).await });
+    until_exists(&mut c, "l/2002", before).await;
+    assert!(!third.is_finished(), "a third contender got a held lock");
+    let r = c.lease_revoke(0x2001).await.expect("revoke");
+    say(&mut log, format!("revoke 0x2001: {}", rev(r.header())));
+    let third = within("the lock waiting on a lease", third).await.expect("task").expect("lock");
+    say(
+        &mut log,
+        format!("lock l (0x2002) after the revoke: {} {}", String::from_utf8_lossy(third.key()), rev(third.header())),
+    );
+
+    // A waiter that gives up (its call cancelled): its key is taken back.
+    let before = now(&mut c).await;
+    let mut c6 = c.clone();
+    let quitter = tokio::spawn(async move { c6.lock("l", Some(LockOptions::new().with_lease(0x2000))).await });
+    let queued = until_exists(&mut c, "l/2000", before).await;
+    quitter.abort();
+    say(&mut log, format!("abandoned waiter's key deleted at {}", until_deleted(&mut c, "l/2000", queued).await));
+
+    // Errors: a lease nobody granted; unlocking a key nobody holds.
+    match c.lock("l", Some(LockOptions::new().with_lease(0x7777))).await {
+        Ok(r) => say(&mut log, format!("lock with an unknown lease: {:?}", r.key())),
+        Err(e) => say(&mut log, format!("lock with an unknown lease: {}", err(e))),
+    }
+    let u = c.unlock("nobody/holds").await.expect("unlock unknown");
+    say(&mut log, format!("unlock unknown: {}", rev(u.header())));
+    // No lease: the lock gets a new 60-second one.
+    let own = c.lock("m", None).await.expect("lock without a lease");
+    let key = String::from_utf8_lossy(own.key()).into_owned();
+    let lease = key.strip_prefix("m/").and_then(|h| i64::from_str_radix(h, 16).ok()).expect("m/<lease>");
+    let ttl = c.lease_time_to_live(lease, None).await.expect("ttl");
+    say(&mut log, format!("lock m without a lease: {} granted {}", rev(own.header()), ttl.granted_ttl()));
+    c.unlock(own.key()).await.expect("unlock m");
+
+    // Elections: a leader, its value, proclaimed again; observers; a challenger waiting.
+    for id in [0x3000, 0x3001] {
+        c.lease_grant(600, Some(LeaseGrantOptions::new().with_id(id))).await.expect("grant");
+    }
+    match c.leader("e").await {
+        Ok(l) => say(&mut log, format!("leader before any: {:?}", l.kv().map(|kv| kv.value().to_vec()))),
+        Err(e) => say(&mut log, format!("leader before any: {}", err(e))),
+    }
+    // Started before anyone leads. (etcd answers the call only with its first message.)
+    let mut c5 = c.clone();
+    let observer = tokio::spawn(async move { c5.observe("e").await });
+    let won = c.campaign("e", "v1", 0x3000).await.expect("campaign");
+    let mut observer = within("observe", observer).await.expect("task").expect("observe");
+    let lk = won.leader().cloned().expect("a leader key");
+    say(&mut log, format!("campaign e v1 (0x3000): {} {}", leader_key(Some(&lk)), rev(won.header())));
+    let l = c.leader("e").await.expect("leader");
+    say(
+        &mut log,
+        format!("leader: {:?} {}", l.kv().map(|kv| String::from_utf8_lossy(kv.value()).into_owned()), rev(l.header())),
+    );
+    let p = c.proclaim("v2", Some(ProclaimOptions::new().with_leader(lk.clone()))).await.expect("proclaim");
+    say(&mut log, format!("proclaim v2: {}", rev(p.header())));
+    // Campaigning again with the leading lease and another value proclaims it.
+    let again = c.campaign("e", "v3", 0x3000).await.expect("campaign again");
+    say(&mut log, format!("campaign e v3 (0x3000) again: {} {}", leader_key(again.leader()), rev(again.header())));
+    let before = now(&mut c).await;
+    let mut c4 = c.clone();
+    let challenger = tokio::spawn(async move { c4.campaign("e", "w1", 0x3001).await });
+    until_exists(&mut c, "e/3001", before).await;
+    assert!(!challenger.is_finished(), "a challenger led while the leader was there");
+    let stale = lk.clone().with_rev(lk.rev() + 1000);
+    match c.proclaim("nope", Some(ProclaimOptions::new().with_leader(stale.clone()))).await {
+        Ok(p) => say(&mut log, format!("proclaim with a stale key: {}", rev(p.header()))),
+        Err(e) => say(&mut log, format!("proclaim with a stale key: {}", err(e))),
+    }
+    let r = c.resign(Some(ResignOptions::new().with_leader(stale))).await.expect("resign stale");
+    say(&mut log, format!("resign with a stale key: {}", rev(r.header())));
+    let r = c.resign(Some(ResignOptions::new().with_leader(lk))).await.expect("resign");
+    say(&mut log, format!("resign: {}", rev(r.header())));
+    let next = within("the challenger", challenger).await.expect("task").expect("campaign");
+    say(
+        &mut log,
+        format!("campaign e w1 (0x3001) after the resign: {} {}", leader_key(next.leader()), rev(next.header())),
+    );
+    let l = c.leader("e").await.expect("leader");
+    say(&mut log, format!("leader: {:?}", l.kv().map(|kv| String::from_utf8_lossy(kv.value()).into_owned())));
+    // What the observer saw: every leader and value in turn.
+    for _ in 0..4 {
+        let r = within("the observer", observer.message()).await.expect("observe ok").expect("observe open");
+        let kv = r.kv().expect("kv");
+        say(
+            &mut log,
+            format!(
+                "observed {}={} {}",
+                String::from_utf8_lossy(kv.key()),
+                String::from_utf8_lossy(kv.value()),
+                rev(r.header())
+            ),
+        );
+    }
+    match c.proclaim("x", None).await {
+        Ok(p) => say(&mut log, format!("proclaim without a leader key: {}", rev(p.header()))),
+        Err(e) => say(&mut log, format!("proclaim without a leader key: {}", err(e))),
+    }
+    log
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_and_election_services_match_etcd() {
+    let keel = Member::single(Flavor::Keel);
+    let etcd = Member::single(Flavor::Etcd);
+    let (k, e) = (within("Keel's scenario", scenario(&keel)).await, within("etcd's scenario", scenario(&etcd)).await);
+    for (i, (a, b)) in k.iter().zip(&e).enumerate() {
+        assert_eq!(a, b, "step {i} differs (left Keel, right etcd)\nKeel:\n{}\netcd:\n{}", k.join("\n"), e.join("\n"));
+    }
+    assert_eq!(k.len(), e.len());
+}
+
+/// The same through a follower of three-member clusters: the services' writes are
+/// forwarded to the leader, and their waits watch the follower's own applied state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_and_election_services_on_a_follower_match_etcd() {
+    let keel = Cluster::start(Flavor::Keel, 3, &[]);
+    let etcd = Cluster::start(Flavor::Etcd, 3, &[]);
+    let follower = |c: &Cluster| (c.leader() + 1) % 3;
+    let k = within("Keel's scenario", scenario(&keel.members[follower(&keel)])).await;
+    let e = within("etcd's scenario", scenario(&etcd.members[follower(&etcd)])).await;
+    for (i, (a, b)) in k.iter().zip(&e).enumerate() {
+        assert_eq!(a, b, "step {i} differs (left Keel, right etcd)\nKeel:\n{}\netcd:\n{}", k.join("\n"), e.join("\n"));
+    }
+    assert_eq!(k.len(), e.len());
+}
