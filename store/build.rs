@@ -14,6 +14,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={f}");
     }
     let fds = protox::compile(files, ["proto"])?;
+    // The descriptors themselves, for the JSON gateway (`api/gateway.rs`).
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out.join("etcd_descriptors.bin"), prost::Message::encode_to_vec(&fds))?;
     tonic_prost_build::configure()
         // bytes fields as `bytes::Bytes`: a key or value is shared, not copied, when one
         // event fans out to many watchers.

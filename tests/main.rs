@@ -7,6 +7,7 @@ mod cluster;
 mod concurrency_diff;
 mod crash;
 mod etcdctl_diff;
+mod gateway_diff;
 mod gc;
 mod kube_client;
 mod kubectl;

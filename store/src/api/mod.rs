@@ -10,6 +10,7 @@ pub mod backup;
 pub mod cluster;
 pub mod concurrency;
 pub mod election;
+pub mod gateway;
 pub mod http;
 pub mod kv;
 pub mod lease;
@@ -51,11 +52,14 @@ pub fn check_message_size(msg: &impl prost::Message, max_request_bytes: usize) -
 pub fn router(node: Arc<Node>, hub: Arc<WatchHub>, backup_dir: std::path::PathBuf) -> axum::Router {
     let kv = KvServer::new(kv::KvService::new(node.clone())).max_decoding_message_size(DECODE_LIMIT_BYTES);
     let grpc = tonic::service::Routes::new(kv)
-        .add_service(MaintenanceServer::new(maintenance::MaintenanceService::new(node.clone(), backup_dir)))
+        .add_service(MaintenanceServer::new(maintenance::MaintenanceService::new(node.clone(), backup_dir.clone())))
         .add_service(ClusterServer::new(cluster::ClusterService::new(node.clone())))
         .add_service(watch::WatchService::new(node.clone(), hub.clone()))
         .add_service(LeaseServer::new(lease::LeaseService::new(node.clone())))
         .add_service(LockServer::new(lock::LockService::new(concurrency::Local::new(node.clone(), hub.clone()))))
-        .add_service(ElectionServer::new(election::ElectionService::new(concurrency::Local::new(node.clone(), hub))));
-    grpc.into_axum_router().merge(http::router(node))
+        .add_service(ElectionServer::new(election::ElectionService::new(concurrency::Local::new(
+            node.clone(),
+            hub.clone(),
+        ))));
+    grpc.into_axum_router().merge(gateway::router(node.clone(), hub, backup_dir)).merge(http::router(node))
 }

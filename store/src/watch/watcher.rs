@@ -389,15 +389,14 @@ mod tests {
     /// etcd's `sendFragments`, as a reference: sizes of whole responses as sent.
     fn etcd_fragments(header: &ResponseHeader, id: i64, events: &[Event], max: usize) -> Vec<usize> {
         let whole =
-            WatchResponse { header: Some(header.clone()), watch_id: id, events: events.to_vec(), ..Default::default() };
+            WatchResponse { header: Some(*header), watch_id: id, events: events.to_vec(), ..Default::default() };
         if whole.encoded_len() < max || events.len() < 2 {
             return vec![events.len()];
         }
         let mut out = Vec::new();
         let mut idx = 0;
         while idx < events.len() {
-            let mut cur =
-                WatchResponse { header: Some(header.clone()), watch_id: id, fragment: true, ..Default::default() };
+            let mut cur = WatchResponse { header: Some(*header), watch_id: id, fragment: true, ..Default::default() };
             for e in &events[idx..] {
                 cur.events.push(e.clone());
                 if cur.events.len() > 1 && cur.encoded_len() >= max {
@@ -419,11 +418,11 @@ mod tests {
         let header = ResponseHeader { cluster_id: u64::MAX, member_id: 1 << 40, revision: 0, raft_term: 3 };
         let events: Vec<Event> = (0..40).map(|i| event("a", &"v".repeat(100 + 37 * i), i % 3 == 0)).collect();
         // Limits around the exact sizes of fragments of the first k events, and others.
-        let at9 = ResponseHeader { revision: 9, ..header.clone() };
+        let at9 = ResponseHeader { revision: 9, ..header };
         let mut limits = vec![1, 200, 900, 1_000, 1_003, 2_500, 4_096, 10_000, 30_000, 200_000];
         for k in 1..6 {
             let frag = WatchResponse {
-                header: Some(at9.clone()),
+                header: Some(at9),
                 watch_id: 7,
                 events: events[..k].to_vec(),
                 fragment: true,
@@ -433,11 +432,11 @@ mod tests {
             limits.extend([size - 1, size, size + 1]);
         }
         for max in limits {
-            let f = Fragmenting { max_bytes: max, header: header.clone() };
+            let f = Fragmenting { max_bytes: max, header };
             for n in [1, 2, 3, 10, 40] {
                 let got = w.responses(9, events[..n].to_vec(), &f);
                 let sizes: Vec<usize> = got.iter().map(|r| r.events.len()).collect();
-                let at9 = ResponseHeader { revision: 9, ..header.clone() };
+                let at9 = ResponseHeader { revision: 9, ..header };
                 assert_eq!(sizes, etcd_fragments(&at9, 7, &events[..n], max), "limit {max}, {n} events");
                 let flags: Vec<bool> = got.iter().map(|r| r.fragment).collect();
                 let want: Vec<bool> = (0..got.len()).map(|i| i + 1 < got.len()).collect();
@@ -446,10 +445,10 @@ mod tests {
         }
         // Exactly at the limit is split too (etcd keeps whole only what is under it).
         let two = events[..2].to_vec();
-        let at9 = ResponseHeader { revision: 9, ..header.clone() };
+        let at9 = ResponseHeader { revision: 9, ..header };
         let size =
             WatchResponse { header: Some(at9), watch_id: 7, events: two.clone(), ..Default::default() }.encoded_len();
-        let f = Fragmenting { max_bytes: size, header: header.clone() };
+        let f = Fragmenting { max_bytes: size, header };
         assert_eq!(w.responses(9, two.clone(), &f).len(), 2);
         let f = Fragmenting { max_bytes: size + 1, header };
         assert_eq!(w.responses(9, two, &f).len(), 1);

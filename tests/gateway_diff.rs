@@ -1,0 +1,133 @@
+//! etcd's JSON gateway (`POST /v3/...` with protobuf JSON bodies, as `curl` users and
+//! HTTP-only clients call etcd): the same requests against Keel and a real etcd, HTTP
+//! statuses and bodies compared. Ids that differ between any two clusters (cluster,
+//! member, raft term) are masked; so are remaining TTLs (the clock runs between the two).
+
+use serde_json::Value;
+
+use crate::harness::{Flavor, Member};
+
+/// How much of an answer is compared.
+#[derive(Clone, Copy, PartialEq)]
+enum Cmp {
+    /// Status and body (ids masked).
+    Whole,
+    /// Status, and the body's field names only (member lists, status: values differ).
+    Shape,
+    /// Status and gRPC code only (parser messages differ between Go and Rust).
+    Code,
+}
+
+const MASKED: [&str; 5] = ["cluster_id", "member_id", "raft_term", "TTL", "hash"];
+
+fn mask(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m.iter_mut() {
+                if MASKED.contains(&k.as_str()) {
+                    *v = Value::String("*".into());
+                } else {
+                    mask(v);
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(mask),
+        _ => {}
+    }
+}
+
+fn shape(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), shape(v))).collect()),
+        Value::Array(a) => Value::Array(a.iter().map(shape).collect()),
+        _ => Value::Null,
+    }
+}
+
+async fn call(http: &reqwest::Client, m: &Member, path: &str, body: &str, cmp: Cmp) -> String {
+    let url = format!("{}{path}", m.client_url());
+    let resp = http.post(url).body(body.to_string()).send().await.expect("the request is answered");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("a body");
+    let mut v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    let v = match cmp {
+        Cmp::Whole => {
+            mask(&mut v);
+            v
+        }
+        Cmp::Shape => shape(&v),
+        Cmp::Code => v.get("code").cloned().unwrap_or(Value::Null),
+    };
+    format!("POST {path} {body} -> {status} {v}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_gateway_answers_as_etcds_does() {
+    let keel = Member::single(Flavor::Keel);
+    let etcd = Member::single(Flavor::Etcd);
+    let http = reqwest::Client::new();
+    use Cmp::{Code, Shape, Whole};
+    let steps: &[(&str, &str, Cmp)] = &[
+        ("/v3/kv/put", r#"{"key":"Zm9v","value":"YmFy"}"#, Whole),
+        ("/v3/kv/range", r#"{"key":"Zm9v"}"#, Whole),
+        ("/v3beta/kv/range", r#"{"key":"Zm9v","keys_only":true}"#, Whole),
+        ("/v3/kv/range", "{}", Whole),
+        ("/v3/kv/put", "", Whole),
+        ("/v3/kv/range", r#"{"key":"Zm9v","revision":"99"}"#, Whole),
+        ("/v3/kv/range", r#"{"key":"Zm9v","unknown_field":1}"#, Whole),
+        ("/v3/kv/range", "garbage", Code),
+        ("/v3/lease/grant", r#"{"ID":"4096","TTL":"600"}"#, Whole),
+        ("/v3/lease/grant", r#"{"ID":4096,"TTL":600}"#, Whole),
+        ("/v3/lease/grant", r#"{"ID":"4100","TTL":"99999999999"}"#, Whole),
+        ("/v3/kv/put", r#"{"key":"YS8x","value":"MQ==","lease":"4096"}"#, Whole),
+        ("/v3/kv/put", r#"{"key":"YS8y","value":"Mg==","lease":"5000"}"#, Whole),
+        ("/v3/lease/timetolive", r#"{"ID":"4096","keys":true}"#, Whole),
+        ("/v3/kv/lease/timetolive", r#"{"ID":"4097"}"#, Whole),
+        ("/v3/lease/leases", "{}", Whole),
+        ("/v3/kv/lease/leases", "", Whole),
+        ("/v3/kv/put", r#"{"key":"YS8z","value":"Mw==","prev_kv":true}"#, Whole),
+        ("/v3/kv/put", r#"{"key":"YS8z","value":"NA==","prev_kv":true}"#, Whole),
+        ("/v3/kv/range", r#"{"key":"YS8=","range_end":"YTA=","sort_order":"DESCEND","sort_target":"MOD"}"#, Whole),
+        ("/v3/kv/range", r#"{"key":"YS8=","range_end":"YTA=","count_only":true}"#, Whole),
+        ("/v3/kv/lease/revoke", r#"{"ID":"4096"}"#, Whole),
+        ("/v3/lease/revoke", r#"{"ID":"4096"}"#, Whole),
+        (
+            "/v3/kv/txn",
+            r#"{"compare":[{"key":"YS8z","result":"EQUAL","target":"VALUE","value":"NA=="}],
+               "success":[{"request_put":{"key":"Yg==","value":"Yw=="}},{"request_range":{"key":"YS8z"}}],
+               "failure":[{"request_delete_range":{"key":"YS8z"}}]}"#,
+            Whole,
+        ),
+        (
+            "/v3/kv/txn",
+            r#"{"compare":[{"key":"Yg==","result":"GREATER","target":"VERSION","version":"5"}],
+               "failure":[{"request_delete_range":{"key":"YS8=","range_end":"YTA=","prev_kv":true}}]}"#,
+            Whole,
+        ),
+        ("/v3/kv/deleterange", r#"{"key":"Zm9v","prev_kv":true}"#, Whole),
+        ("/v3/kv/compaction", r#"{"revision":"3"}"#, Whole),
+        ("/v3/kv/range", r#"{"key":"Zm9v","revision":"2"}"#, Whole),
+        ("/v3/kv/compaction", r#"{"revision":"1000"}"#, Whole),
+        ("/v3/lease/grant", r#"{"ID":"4097","TTL":"600"}"#, Whole),
+        ("/v3/lock/lock", r#"{"name":"bG9jaw==","lease":"4097"}"#, Whole),
+        ("/v3/lock/unlock", r#"{"key":"bG9jay8xMDAx"}"#, Whole),
+        ("/v3/election/leader", r#"{"name":"ZWw="}"#, Whole),
+        ("/v3/election/campaign", r#"{"name":"ZWw=","value":"djE=","lease":"4097"}"#, Whole),
+        ("/v3/election/leader", r#"{"name":"ZWw="}"#, Whole),
+        (
+            "/v3/election/proclaim",
+            r#"{"leader":{"name":"ZWw=","key":"ZWwvMTAwMQ==","rev":"12","lease":"4097"},"value":"djI="}"#,
+            Whole,
+        ),
+        ("/v3/election/proclaim", r#"{"value":"djI="}"#, Whole),
+        ("/v3/election/resign", r#"{"leader":{"name":"ZWw=","key":"ZWwvMTAwMQ==","rev":"12"}}"#, Whole),
+        ("/v3/maintenance/alarm", "{}", Whole),
+        ("/v3/maintenance/status", "{}", Shape),
+        ("/v3/cluster/member/list", "{}", Shape),
+    ];
+    for (i, (path, body, cmp)) in steps.iter().enumerate() {
+        let k = call(&http, &keel, path, body, *cmp).await;
+        let e = call(&http, &etcd, path, body, *cmp).await;
+        assert_eq!(k, e, "step {i} differs (left Keel, right etcd)");
+    }
+}
