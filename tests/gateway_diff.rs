@@ -131,3 +131,66 @@ async fn json_gateway_answers_as_etcds_does() {
         assert_eq!(k, e, "step {i} differs (left Keel, right etcd)");
     }
 }
+
+async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(10), f).await.expect("an answer in time")
+}
+
+/// Reads a gateway watch's answer until it has `n` lines (with a deadline).
+async fn lines(resp: &mut reqwest::Response, n: usize, buf: &mut String) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while buf.matches('\n').count() < n {
+        let chunk = tokio::time::timeout_at(deadline, resp.chunk()).await.expect("more of the watch in time");
+        match chunk.expect("the watch answer reads") {
+            Some(c) => buf.push_str(&String::from_utf8_lossy(&c)),
+            None => break,
+        }
+    }
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let Some(at) = buf.find('\n') else { break };
+        let line: String = buf.drain(..=at).collect();
+        let mut v: Value = serde_json::from_str(line.trim()).unwrap_or(Value::String(line));
+        mask(&mut v);
+        out.push(v.to_string());
+    }
+    out
+}
+
+/// The gateway's streaming watch (`POST /v3/watch`): a body of several watch requests, the
+/// answer a line `{"result": ...}` per watch response, as etcd's.
+async fn watch_scenario(m: &Member) -> Vec<String> {
+    let http = reqwest::Client::new();
+    let put = |v: &'static str| {
+        let (http, url) = (http.clone(), format!("{}/v3/kv/put", m.client_url()));
+        async move { http.post(url).body(format!(r#"{{"key":"Zm9v","value":"{v}"}}"#)).send().await.expect("put") }
+    };
+    put("YmFy").await;
+    let body =
+        r#"{"create_request":{"key":"Zm9v","prev_kv":true}} {"create_request":{"key":"Zm9v","start_revision":"1"}}"#;
+    let url = format!("{}/v3/watch", m.client_url());
+    let mut w = http.post(url).body(body).send().await.expect("watch");
+    let mut buf = String::new();
+    let mut out = lines(&mut w, 3, &mut buf).await;
+    put("YmF6").await;
+    // One response per watcher, in no order either server promises.
+    let mut both = lines(&mut w, 2, &mut buf).await;
+    both.sort();
+    out.extend(both);
+    // A request that cannot be read: an error status, and etcd's error body (its message
+    // is the JSON parser's, which differs).
+    let bad = http.post(format!("{}/v3/watch", m.client_url())).body("garbage").send().await.expect("watch");
+    out.push(format!("{}", bad.status()));
+    let text = within(bad.text()).await.unwrap_or_default();
+    let v: Value = serde_json::from_str(&text).unwrap_or_default();
+    out.push(format!("code {}", v["code"]));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_gateway_watch_streams_as_etcds_does() {
+    let keel = Member::single(Flavor::Keel);
+    let etcd = Member::single(Flavor::Etcd);
+    let (k, e) = (watch_scenario(&keel).await, watch_scenario(&etcd).await);
+    assert_eq!(k, e, "left Keel, right etcd");
+}

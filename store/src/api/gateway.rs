@@ -6,8 +6,8 @@
 //! numbers, unknown fields ignored), and the response written the same way, fields left at
 //! their defaults omitted. Errors are etcd's gateway body,
 //! `{"error": ..., "message": ..., "code": <gRPC code>}`, with its HTTP status for the code.
-//! `/v3beta/...` paths are served too, as etcd 3.4 does. The streaming calls (watch, lease
-//! keep-alive, snapshot, observe) are not served here.
+//! `/v3beta/...` paths are served too, as etcd 3.4 does. Of the streaming calls, watch is
+//! served (`/v3/watch`); lease keep-alive, snapshot and observe are not.
 
 use std::future::Future;
 use std::sync::{Arc, LazyLock};
@@ -33,6 +33,7 @@ use crate::proto::etcdserverpb::cluster_server::Cluster;
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::proto::etcdserverpb::lease_server::Lease;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
+use crate::proto::etcdserverpb::{WatchRequest, WatchResponse};
 use crate::proto::v3electionpb::election_server::Election;
 use crate::proto::v3lockpb::lock_server::Lock;
 use crate::watch::WatchHub;
@@ -66,10 +67,14 @@ fn json(status: StatusCode, body: Vec<u8>) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// etcd's gateway error body.
+/// etcd's gateway error body, its fields in etcd's order.
+fn error_body(s: &Status) -> String {
+    let text = serde_json::Value::from(s.message()).to_string();
+    format!(r#"{{"error":{text},"message":{text},"code":{}}}"#, s.code() as i32)
+}
+
 fn error(s: &Status) -> Response {
-    let body = serde_json::json!({ "error": s.message(), "message": s.message(), "code": s.code() as i32 });
-    json(http_status(s.code()), body.to_string().into_bytes())
+    json(http_status(s.code()), error_body(s).into_bytes())
 }
 
 /// Reads `body` as the JSON of message `name` (an empty body is the empty message).
@@ -134,15 +139,158 @@ macro_rules! routes {
     };
 }
 
+/// `POST /v3/watch`: the body is a stream of JSON watch requests (creates, cancels,
+/// progress requests), the answer a stream of lines `{"result": <watch response>}`, as
+/// etcd's gateway streams them. The watch lives until the client goes away, whether or not
+/// its request body has ended; a request that cannot be read ends it with an error line
+/// (`{"error": ..., "message": ..., "code": 2}`).
+async fn watch(node: Arc<Node>, hub: Arc<WatchHub>, body: axum::body::Body) -> Response {
+    use futures::StreamExt;
+
+    let mut body = WatchBody { chunks: body.into_data_stream(), buf: Vec::new() };
+    // As etcd's gateway, answer nothing until the first request is read: one that cannot
+    // be read is answered with an error status.
+    let first = match body.next_requests().await {
+        Ok(Some(first)) => first,
+        Ok(None) => Vec::new(),
+        Err(s) => return error(&s),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(128);
+    let stream = hub.open_stream(tx);
+    for r in first {
+        apply(&hub, stream, r);
+    }
+    let (err_tx, err_rx) = tokio::sync::oneshot::channel::<Status>();
+    let requests = {
+        let hub = hub.clone();
+        async move {
+            loop {
+                match body.next_requests().await {
+                    Ok(Some(rs)) => rs.into_iter().for_each(|r| apply(&hub, stream, r)),
+                    // The body ended (or broke): the watchers stay until the client goes.
+                    Ok(None) => return std::future::pending().await,
+                    Err(s) => {
+                        let _ = err_tx.send(s);
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    let reader = tokio::spawn(requests);
+    let guard = WatchGuard { hub, stream, reader };
+    let results = tokio_stream::wrappers::ReceiverStream::new(rx).flat_map(move |out: crate::watch::watcher::Out| {
+        let node = node.clone();
+        let lines: Vec<Result<Bytes, std::io::Error>> =
+            out.into_local_responses(&move |h| node.fill(h, 0)).iter().map(|r| Ok(result_line(r))).collect();
+        futures::stream::iter(lines)
+    });
+    let error = futures::stream::once(err_rx)
+        .filter_map(|r| async move { r.ok().map(|s| Ok::<_, std::io::Error>(Bytes::from(error_body(&s) + "\n"))) });
+    // The error, if any, ends the answer; the guard closes the watch with it.
+    let lines =
+        futures::stream::select(results.map(Some), error.map(Some).chain(futures::stream::once(async { None })))
+            .take_while(|l| futures::future::ready(l.is_some()))
+            .filter_map(|l| async move { l })
+            .map(move |l| {
+                let _keep = &guard;
+                l
+            });
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], axum::body::Body::from_stream(lines)).into_response()
+}
+
+/// A gateway watch's request body: a stream of JSON values, each a watch request.
+struct WatchBody {
+    chunks: axum::body::BodyDataStream,
+    buf: Vec<u8>,
+}
+
+impl WatchBody {
+    /// The next requests: every whole JSON value the body holds so far, waiting for more of
+    /// it while it holds none. `None` once the body has ended.
+    async fn next_requests(&mut self) -> Result<Option<Vec<WatchRequest>>, Status> {
+        use futures::StreamExt;
+        loop {
+            let mut de = serde_json::Deserializer::from_slice(&self.buf).into_iter::<serde_json::Value>();
+            let (mut out, mut used) = (Vec::new(), 0);
+            loop {
+                match de.next() {
+                    Some(Ok(v)) => {
+                        used = de.byte_offset();
+                        out.push(watch_request(v)?);
+                    }
+                    Some(Err(e)) if e.is_eof() => break,
+                    Some(Err(e)) => return Err(Status::unknown(e.to_string())),
+                    None => {
+                        used = self.buf.len();
+                        break;
+                    }
+                }
+            }
+            self.buf.drain(..used);
+            if !out.is_empty() {
+                return Ok(Some(out));
+            }
+            match self.chunks.next().await {
+                Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
+                _ => return Ok(None),
+            }
+        }
+    }
+}
+
+/// Closes a gateway watch's stream on the hub when its answer is dropped.
+struct WatchGuard {
+    hub: Arc<WatchHub>,
+    stream: u64,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        self.reader.abort();
+        self.hub.close_stream(self.stream);
+    }
+}
+
+fn watch_request(v: serde_json::Value) -> Result<WatchRequest, Status> {
+    let body = serde_json::to_vec(&v).map_err(|e| Status::unknown(e.to_string()))?;
+    decode::<WatchRequest>("etcdserverpb.WatchRequest", &body).map_err(|s| Status::unknown(s.message()))
+}
+
+fn apply(hub: &Arc<WatchHub>, stream: u64, r: WatchRequest) {
+    use crate::proto::etcdserverpb::watch_request::RequestUnion;
+    match r.request_union {
+        Some(RequestUnion::CreateRequest(c)) => hub.create(stream, &c),
+        Some(RequestUnion::CancelRequest(c)) => hub.cancel(stream, c.watch_id),
+        Some(RequestUnion::ProgressRequest(_)) => hub.request_progress(stream),
+        None => {}
+    }
+}
+
+/// `{"result": <response>}` and a newline.
+fn result_line(r: &WatchResponse) -> Bytes {
+    let inner = encode("etcdserverpb.WatchResponse", r).unwrap_or_else(|_| b"{}".to_vec());
+    let mut line = Vec::with_capacity(inner.len() + 12);
+    line.extend_from_slice(b"{\"result\":");
+    line.extend_from_slice(&inner);
+    line.extend_from_slice(b"}\n");
+    line.into()
+}
+
 /// The gateway's routes.
 pub fn router(node: Arc<Node>, hub: Arc<WatchHub>, backup_dir: std::path::PathBuf) -> Router {
+    let watch_route = {
+        let (node, hub) = (node.clone(), hub.clone());
+        move |body: axum::body::Body| watch(node.clone(), hub.clone(), body)
+    };
     let kv = Arc::new(KvService::new(node.clone()));
     let lease = Arc::new(LeaseService::new(node.clone()));
     let cluster = Arc::new(ClusterService::new(node.clone()));
     let maintenance = Arc::new(MaintenanceService::new(node.clone(), backup_dir));
     let lock = Arc::new(LockService::new(Local::new(node.clone(), hub.clone())));
     let election = Arc::new(ElectionService::new(Local::new(node, hub)));
-    let mut r = Router::new();
+    let mut r = Router::new().route("/v3/watch", post(watch_route.clone())).route("/v3beta/watch", post(watch_route));
     routes!(r, kv,
         "/kv/range" => range("etcdserverpb.RangeRequest", "etcdserverpb.RangeResponse"),
         "/kv/put" => put("etcdserverpb.PutRequest", "etcdserverpb.PutResponse"),
