@@ -61,5 +61,24 @@ pub fn router(node: Arc<Node>, hub: Arc<WatchHub>, backup_dir: std::path::PathBu
             node.clone(),
             hub.clone(),
         ))));
-    grpc.into_axum_router().merge(gateway::router(node.clone(), hub, backup_dir)).merge(http::router(node))
+    grpc.into_axum_router()
+        .merge(gateway::router(node.clone(), hub, backup_dir))
+        .merge(http::router(node))
+        .fallback(unknown_path)
+}
+
+/// A path nothing serves: gRPC's Unimplemented for a gRPC call, else 404 (as etcd's
+/// gateway mux answers `curl` on a path it does not know).
+async fn unknown_path(req: axum::extract::Request) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let grpc = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if grpc {
+        tonic::Status::unimplemented("").into_http::<axum::body::Body>().into_response()
+    } else {
+        (axum::http::StatusCode::NOT_FOUND, "Not Found").into_response()
+    }
 }
