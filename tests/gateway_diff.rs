@@ -181,6 +181,23 @@ async fn watch_scenario(m: &Member) -> Vec<String> {
     let mut both = lines(&mut w, 2, &mut buf).await;
     both.sort();
     out.extend(both);
+    // Lease keep-alives: a line for each request, the answer ending with the body.
+    let post = |path: &str, body: &'static str| http.post(format!("{}{path}", m.client_url())).body(body).send();
+    post("/v3/lease/grant", r#"{"ID":"4096","TTL":"600"}"#).await.expect("grant");
+    let mut ka = post("/v3/lease/keepalive", r#"{"ID":"4096"} {"ID":"77"}"#).await.expect("keepalive");
+    let mut kbuf = String::new();
+    out.extend(lines(&mut ka, 2, &mut kbuf).await);
+    out.push(format!("keep-alive ends: {:?}", within(ka.chunk()).await.ok().flatten()));
+    // An election observed: its leader, then each new value.
+    let mut obs = post("/v3/election/observe", r#"{"name":"ZQ=="}"#);
+    let campaign = post("/v3/election/campaign", r#"{"name":"ZQ==","value":"djE=","lease":"4096"}"#);
+    let (obs_resp, _) = tokio::join!(async { within(&mut obs).await }, campaign);
+    let mut obs_resp = obs_resp.expect("observe");
+    let proclaim = r#"{"leader":{"name":"ZQ==","key":"ZS8xMDAw","rev":"4","lease":"4096"},"value":"djI="}"#;
+    post("/v3/election/proclaim", proclaim).await.expect("proclaim");
+    let mut obuf = String::new();
+    out.extend(lines(&mut obs_resp, 2, &mut obuf).await);
+
     // A request that cannot be read: an error status, and etcd's error body (its message
     // is the JSON parser's, which differs).
     let bad = http.post(format!("{}/v3/watch", m.client_url())).body("garbage").send().await.expect("watch");

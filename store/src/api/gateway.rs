@@ -6,8 +6,9 @@
 //! numbers, unknown fields ignored), and the response written the same way, fields left at
 //! their defaults omitted. Errors are etcd's gateway body,
 //! `{"error": ..., "message": ..., "code": <gRPC code>}`, with its HTTP status for the code.
-//! `/v3beta/...` paths are served too, as etcd 3.4 does. Of the streaming calls, watch is
-//! served (`/v3/watch`); lease keep-alive, snapshot and observe are not.
+//! `/v3beta/...` paths are served too, as etcd 3.4 does. The streaming calls watch, lease
+//! keep-alive and election observe answer a line `{"result": ...}` per response; snapshot
+//! is not served here.
 
 use std::future::Future;
 use std::sync::{Arc, LazyLock};
@@ -147,10 +148,10 @@ macro_rules! routes {
 async fn watch(node: Arc<Node>, hub: Arc<WatchHub>, body: axum::body::Body) -> Response {
     use futures::StreamExt;
 
-    let mut body = WatchBody { chunks: body.into_data_stream(), buf: Vec::new() };
+    let mut body = JsonRequests::new(body);
     // As etcd's gateway, answer nothing until the first request is read: one that cannot
     // be read is answered with an error status.
-    let first = match body.next_requests().await {
+    let first = match body.next_requests::<WatchRequest>("etcdserverpb.WatchRequest").await {
         Ok(Some(first)) => first,
         Ok(None) => Vec::new(),
         Err(s) => return error(&s),
@@ -165,7 +166,7 @@ async fn watch(node: Arc<Node>, hub: Arc<WatchHub>, body: axum::body::Body) -> R
         let hub = hub.clone();
         async move {
             loop {
-                match body.next_requests().await {
+                match body.next_requests::<WatchRequest>("etcdserverpb.WatchRequest").await {
                     Ok(Some(rs)) => rs.into_iter().for_each(|r| apply(&hub, stream, r)),
                     // The body ended (or broke): the watchers stay until the client goes.
                     Ok(None) => return std::future::pending().await,
@@ -199,16 +200,20 @@ async fn watch(node: Arc<Node>, hub: Arc<WatchHub>, body: axum::body::Body) -> R
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], axum::body::Body::from_stream(lines)).into_response()
 }
 
-/// A gateway watch's request body: a stream of JSON values, each a watch request.
-struct WatchBody {
+/// A streaming call's request body: a stream of JSON values, each a request message.
+struct JsonRequests {
     chunks: axum::body::BodyDataStream,
     buf: Vec<u8>,
 }
 
-impl WatchBody {
-    /// The next requests: every whole JSON value the body holds so far, waiting for more of
-    /// it while it holds none. `None` once the body has ended.
-    async fn next_requests(&mut self) -> Result<Option<Vec<WatchRequest>>, Status> {
+impl JsonRequests {
+    fn new(body: axum::body::Body) -> JsonRequests {
+        JsonRequests { chunks: body.into_data_stream(), buf: Vec::new() }
+    }
+
+    /// The next requests (message `name`): every whole JSON value the body holds so far,
+    /// waiting for more of it while it holds none. `None` once the body has ended.
+    async fn next_requests<T: Message + Default>(&mut self, name: &str) -> Result<Option<Vec<T>>, Status> {
         use futures::StreamExt;
         loop {
             let mut de = serde_json::Deserializer::from_slice(&self.buf).into_iter::<serde_json::Value>();
@@ -217,7 +222,7 @@ impl WatchBody {
                 match de.next() {
                     Some(Ok(v)) => {
                         used = de.byte_offset();
-                        out.push(watch_request(v)?);
+                        out.push(streamed_request(name, v)?);
                     }
                     Some(Err(e)) if e.is_eof() => break,
                     Some(Err(e)) => return Err(Status::unknown(e.to_string())),
@@ -253,9 +258,10 @@ impl Drop for WatchGuard {
     }
 }
 
-fn watch_request(v: serde_json::Value) -> Result<WatchRequest, Status> {
+/// One request of a streaming call; errors are Unknown, as the gateway reports them there.
+fn streamed_request<T: Message + Default>(name: &str, v: serde_json::Value) -> Result<T, Status> {
     let body = serde_json::to_vec(&v).map_err(|e| Status::unknown(e.to_string()))?;
-    decode::<WatchRequest>("etcdserverpb.WatchRequest", &body).map_err(|s| Status::unknown(s.message()))
+    decode::<T>(name, &body).map_err(|s| Status::unknown(s.message()))
 }
 
 fn apply(hub: &Arc<WatchHub>, stream: u64, r: WatchRequest) {
@@ -270,12 +276,85 @@ fn apply(hub: &Arc<WatchHub>, stream: u64, r: WatchRequest) {
 
 /// `{"result": <response>}` and a newline.
 fn result_line(r: &WatchResponse) -> Bytes {
-    let inner = encode("etcdserverpb.WatchResponse", r).unwrap_or_else(|_| b"{}".to_vec());
+    result_line_of("etcdserverpb.WatchResponse", r)
+}
+
+/// `{"error": ...}` and a newline.
+fn error_line(s: &Status) -> Bytes {
+    Bytes::from(error_body(s) + "\n")
+}
+
+/// `{"result": <message name>}` and a newline.
+fn result_line_of(name: &str, r: &impl Message) -> Bytes {
+    let inner = encode(name, r).unwrap_or_else(|_| b"{}".to_vec());
     let mut line = Vec::with_capacity(inner.len() + 12);
     line.extend_from_slice(b"{\"result\":");
     line.extend_from_slice(&inner);
     line.extend_from_slice(b"}\n");
     line.into()
+}
+
+/// `POST /v3/lease/keepalive`: a body of keep-alive requests, a line each in answer
+/// (`{"result": {"ID": ..., "TTL": ...}}`), ending with the body; an error ends it with an
+/// error line.
+async fn keep_alive(node: Arc<Node>, body: axum::body::Body) -> Response {
+    use crate::proto::etcdserverpb::{LeaseKeepAliveRequest, LeaseKeepAliveResponse};
+    const NAME: &str = "etcdserverpb.LeaseKeepAliveRequest";
+    let mut body = JsonRequests::new(body);
+    let first = match body.next_requests::<LeaseKeepAliveRequest>(NAME).await {
+        Ok(first) => first.unwrap_or_default(),
+        Err(s) => return error(&s),
+    };
+    let queue: std::collections::VecDeque<LeaseKeepAliveRequest> = first.into();
+    let lines = futures::stream::unfold((body, queue, node, false), |(mut body, mut queue, node, done)| async move {
+        if done {
+            return None;
+        }
+        while queue.is_empty() {
+            match body.next_requests::<LeaseKeepAliveRequest>(NAME).await {
+                Ok(Some(rs)) => queue.extend(rs),
+                // The body ended: so does the answer, as etcd's keep-alive stream ends
+                // when its client stops sending.
+                Ok(None) => return None,
+                Err(s) => return Some((Ok::<_, std::io::Error>(error_line(&s)), (body, queue, node, true))),
+            }
+        }
+        let ka = queue.pop_front()?;
+        let line = match node.renew_lease(ka.id).await {
+            Ok(ttl) => {
+                let header = Some(node.header(node.store.current_revision()));
+                result_line_of(
+                    "etcdserverpb.LeaseKeepAliveResponse",
+                    &LeaseKeepAliveResponse { header, id: ka.id, ttl },
+                )
+            }
+            Err(e) => return Some((Ok(error_line(&Status::from(e))), (body, queue, node, true))),
+        };
+        Some((Ok(line), (body, queue, node, false)))
+    });
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], axum::body::Body::from_stream(lines)).into_response()
+}
+
+/// `POST /v3/election/observe`: one request, a line per leader or value in answer.
+async fn observe(election: Arc<ElectionService>, body: Bytes) -> Response {
+    use futures::StreamExt;
+
+    use crate::proto::v3electionpb::LeaderRequest;
+    let req = match decode::<LeaderRequest>("v3electionpb.LeaderRequest", &body) {
+        Ok(r) => r,
+        Err(s) => return error(&s),
+    };
+    let responses = match election.observe(Request::new(req)).await {
+        Ok(r) => r.into_inner(),
+        Err(s) => return error(&s),
+    };
+    let lines = responses.map(|r| {
+        Ok::<_, std::io::Error>(match r {
+            Ok(l) => result_line_of("v3electionpb.LeaderResponse", &l),
+            Err(s) => error_line(&s),
+        })
+    });
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], axum::body::Body::from_stream(lines)).into_response()
 }
 
 /// The gateway's routes.
@@ -289,8 +368,22 @@ pub fn router(node: Arc<Node>, hub: Arc<WatchHub>, backup_dir: std::path::PathBu
     let cluster = Arc::new(ClusterService::new(node.clone()));
     let maintenance = Arc::new(MaintenanceService::new(node.clone(), backup_dir));
     let lock = Arc::new(LockService::new(Local::new(node.clone(), hub.clone())));
-    let election = Arc::new(ElectionService::new(Local::new(node, hub)));
-    let mut r = Router::new().route("/v3/watch", post(watch_route.clone())).route("/v3beta/watch", post(watch_route));
+    let election = Arc::new(ElectionService::new(Local::new(node.clone(), hub)));
+    let keep_alive_route = {
+        let node = node.clone();
+        move |body: axum::body::Body| keep_alive(node.clone(), body)
+    };
+    let observe_route = {
+        let election = election.clone();
+        move |body: Bytes| observe(election.clone(), body)
+    };
+    let mut r = Router::new();
+    for prefix in ["/v3", "/v3beta"] {
+        r = r
+            .route(&format!("{prefix}/watch"), post(watch_route.clone()))
+            .route(&format!("{prefix}/lease/keepalive"), post(keep_alive_route.clone()))
+            .route(&format!("{prefix}/election/observe"), post(observe_route.clone()));
+    }
     routes!(r, kv,
         "/kv/range" => range("etcdserverpb.RangeRequest", "etcdserverpb.RangeResponse"),
         "/kv/put" => put("etcdserverpb.PutRequest", "etcdserverpb.PutResponse"),
