@@ -10,18 +10,7 @@ use etcd_client::{
     Client, EventType, LeaderKey, LeaseGrantOptions, LockOptions, ProclaimOptions, ResignOptions, WatchOptions,
 };
 
-use crate::harness::{client, Cluster, Flavor, Member};
-
-fn err(e: etcd_client::Error) -> String {
-    match e {
-        etcd_client::Error::GRpcStatus(s) => format!("ERR {:?} {}", s.code(), s.message()),
-        other => format!("ERR {other}"),
-    }
-}
-
-fn rev(h: Option<&etcd_client::ResponseHeader>) -> i64 {
-    h.map_or(-1, |h| h.revision())
-}
+use crate::harness::{client, err, rev, Cluster, Flavor, Member};
 
 fn leader_key(l: Option<&LeaderKey>) -> String {
     l.map_or_else(

@@ -8,7 +8,7 @@ use etcd_client::{
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::harness::{client, Flavor, Member};
+use crate::harness::{client, err, rev, Flavor, Member};
 
 fn kv(k: &KeyValue) -> String {
     format!(
@@ -24,17 +24,6 @@ fn kv(k: &KeyValue) -> String {
 
 fn kvs(list: &[KeyValue]) -> String {
     list.iter().map(kv).collect::<Vec<_>>().join(",")
-}
-
-fn rev(h: Option<&etcd_client::ResponseHeader>) -> i64 {
-    h.map_or(-1, |h| h.revision())
-}
-
-fn err(e: etcd_client::Error) -> String {
-    match e {
-        etcd_client::Error::GRpcStatus(s) => format!("ERR {:?} {}", s.code(), s.message()),
-        other => format!("ERR {other}"),
-    }
 }
 
 fn txn_ops(ops: Vec<TxnOpResponse>) -> String {

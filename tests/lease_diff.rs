@@ -13,7 +13,7 @@ use etcd_client::{
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::harness::{client, Flavor, Member};
+use crate::harness::{client, err, rev, Flavor, Member};
 
 const KEYS: [&str; 4] = ["k1", "k2", "k3", "k4"];
 
@@ -38,17 +38,6 @@ impl Ids {
         let n = self.chosen_by_server.len();
         self.chosen_by_server.entry(id).or_insert(n);
     }
-}
-
-fn err(e: etcd_client::Error) -> String {
-    match e {
-        etcd_client::Error::GRpcStatus(s) => format!("ERR {:?} {}", s.code(), s.message()),
-        other => format!("ERR {other}"),
-    }
-}
-
-fn rev(h: Option<&etcd_client::ResponseHeader>) -> i64 {
-    h.map_or(-1, |h| h.revision())
 }
 
 /// A remaining TTL, coarsely: the clock runs between the two servers' answers.

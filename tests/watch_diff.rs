@@ -16,7 +16,7 @@ use etcd_client::{
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::harness::{client, Cluster, Flavor, Member};
+use crate::harness::{client, err, rev, Cluster, Flavor, Member};
 
 const KEYS: [&str; 8] = ["\0", "a", "a/1", "a/2", "ab", "b", "c", "d"];
 
@@ -337,17 +337,6 @@ fn kv(k: &KeyValue) -> String {
 fn event(t: EventType, k: Option<&KeyValue>, prev: Option<&KeyValue>) -> String {
     let t = if t == EventType::Put { "PUT" } else { "DEL" };
     format!("{t} {} prev={}", k.map_or_else(|| "-".into(), kv), prev.map_or_else(|| "-".into(), kv))
-}
-
-fn err(e: etcd_client::Error) -> String {
-    match e {
-        etcd_client::Error::GRpcStatus(s) => format!("ERR {:?} {}", s.code(), s.message()),
-        other => format!("ERR {other}"),
-    }
-}
-
-fn rev(h: Option<&etcd_client::ResponseHeader>) -> i64 {
-    h.map_or(-1, |h| h.revision())
 }
 
 /// One write step, from its own seed; returns a description of the result and the

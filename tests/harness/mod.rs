@@ -379,6 +379,19 @@ impl Drop for Member {
 }
 
 /// An etcd-client connected to a member.
+/// A client error as the differential tests compare it: gRPC code and message.
+pub fn err(e: etcd_client::Error) -> String {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => format!("ERR {:?} {}", s.code(), s.message()),
+        other => format!("ERR {other}"),
+    }
+}
+
+/// A response header's revision (-1 without one).
+pub fn rev(h: Option<&etcd_client::ResponseHeader>) -> i64 {
+    h.map_or(-1, |h| h.revision())
+}
+
 pub async fn client(m: &Member) -> etcd_client::Client {
     etcd_client::Client::connect([m.client_url()], None).await.expect("connect")
 }
