@@ -9,8 +9,8 @@ use crate::error::EtcdError;
 use crate::node::Node;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
 use crate::proto::etcdserverpb::{
-    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, MoveLeaderRequest, MoveLeaderResponse,
-    SnapshotRequest, StatusRequest, StatusResponse,
+    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, HashKvRequest, HashKvResponse, HashRequest,
+    HashResponse, MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, StatusRequest, StatusResponse,
 };
 
 /// The etcd version Keel reports. Kubernetes enables watch progress requests (and
@@ -52,6 +52,22 @@ impl Maintenance for MaintenanceService {
             db_size_quota: 0,
             downgrade_info: None,
         }))
+    }
+
+    async fn hash_kv(&self, req: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        let n = &self.node;
+        let (hash, current, compacted) = n.store.hash_kv(req.into_inner().revision)?;
+        // etcd's compaction point is -1 until the first compaction.
+        let compact_revision = if compacted == 0 { -1 } else { compacted };
+        Ok(Response::new(HashKvResponse { header: Some(n.header(current)), hash, compact_revision, hash_revision: 0 }))
+    }
+
+    /// etcd's `Hash` covers its whole database file; here it is the history's hash at the
+    /// current revision (see `hash_kv`), for the same purpose: comparing members.
+    async fn hash(&self, _req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        let n = &self.node;
+        let (hash, current, _) = n.store.hash_kv(0)?;
+        Ok(Response::new(HashResponse { header: Some(n.header(current)), hash }))
     }
 
     /// No alarms are raised here. etcd answers alarm requests without a header (its
