@@ -134,6 +134,42 @@ async fn json_gateway_answers_as_etcds_does() {
         let e = call(&http, &etcd, path, body, *cmp).await;
         assert_eq!(k, e, "step {i} differs (left Keel, right etcd)");
     }
+    // Large values: under --max-request-bytes (1.5 MiB), over it, and over it plus gRPC's
+    // allowance: the same answers and errors (a value's base64 is a third larger).
+    for n in [1_000_000, 1_600_000, 2_500_000] {
+        let value = String::from_utf8(vec![b'x'; n]).expect("ascii");
+        let body = serde_json::json!({ "key": "Ymln", "value": base64_of(&value) }).to_string();
+        let k = call(&http, &keel, "/v3/kv/put", &body, Whole).await;
+        let e = call(&http, &etcd, "/v3/kv/put", &body, Whole).await;
+        let (k, e) = (k.replace(&body, "<body>"), e.replace(&body, "<body>"));
+        assert_eq!(k, e, "a {n}-byte value (left Keel, right etcd)");
+        if n == 1_000_000 {
+            assert!(k.contains("-> 200"), "a value under the limit is stored: {k}");
+        }
+    }
+}
+
+/// Standard base64, for JSON bodies.
+fn base64_of(s: &str) -> String {
+    debug_assert_eq!(base64_chunks("foob"), "Zm9vYg==");
+    base64_chunks(s)
+}
+
+fn base64_chunks(s: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(b.len().div_ceil(3) * 4);
+    for chunk in b.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, &c)| acc | u32::from(c) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 async fn within<T>(f: impl std::future::Future<Output = T>) -> T {

@@ -425,7 +425,10 @@ pub fn router(node: Arc<Node>, hub: Arc<WatchHub>, backup_dir: std::path::PathBu
         "/election/leader" => leader("v3electionpb.LeaderRequest", "v3electionpb.LeaderResponse"),
         "/election/resign" => resign("v3electionpb.ResignRequest", "v3electionpb.ResignResponse"),
     );
-    r
+    // The services check sizes themselves, with etcd's errors (a request over
+    // --max-request-bytes, a message over it plus gRPC's allowance); the body limit only
+    // bounds what is read before they can (base64 makes a value a third larger).
+    r.layer(axum::extract::DefaultBodyLimit::max(super::DECODE_LIMIT_BYTES))
 }
 
 #[cfg(test)]
