@@ -229,3 +229,57 @@ async fn lock_and_election_services_on_a_follower_match_etcd() {
     }
     assert_eq!(k.len(), e.len());
 }
+
+/// The lock excludes: six clients, two through each member of a three-member cluster,
+/// take the same lock in turn and, holding it, read a counter and write it back one
+/// higher (a read-modify-write that loses updates unless the holders take turns). Every
+/// increment must survive, and a holder's key must be the oldest under the lock's name
+/// whenever it holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lock_service_excludes_under_contention() {
+    const CLIENTS: usize = 6;
+    const ROUNDS: usize = 10;
+    let c = Cluster::start(Flavor::Keel, 3, &[]);
+    let mut tasks = Vec::new();
+    for i in 0..CLIENTS {
+        let mut cl = client(&c.members[i % 3]).await;
+        let lease = cl.lease_grant(600, None).await.expect("grant").id();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..ROUNDS {
+                let held = cl.lock("counter-lock", Some(LockOptions::new().with_lease(lease))).await.expect("lock");
+                let oldest = cl
+                    .get(
+                        "counter-lock/",
+                        Some(
+                            etcd_client::GetOptions::new()
+                                .with_prefix()
+                                .with_sort(etcd_client::SortTarget::Create, etcd_client::SortOrder::Ascend)
+                                .with_limit(1),
+                        ),
+                    )
+                    .await
+                    .expect("read the queue");
+                assert_eq!(
+                    oldest.kvs().first().map(|kv| kv.key().to_vec()),
+                    Some(held.key().to_vec()),
+                    "a holder that is not first in line"
+                );
+                let n = cl
+                    .get("counter", None)
+                    .await
+                    .expect("read")
+                    .kvs()
+                    .first()
+                    .map_or(0, |kv| String::from_utf8_lossy(kv.value()).parse::<usize>().unwrap_or(0));
+                cl.put("counter", (n + 1).to_string(), None).await.expect("write");
+                cl.unlock(held.key()).await.expect("unlock");
+            }
+        }));
+    }
+    for t in tasks {
+        within("a contender's rounds", t).await.expect("contender");
+    }
+    let mut cl = client(&c.members[0]).await;
+    let n = cl.get("counter", None).await.expect("read").kvs().first().map(|kv| kv.value().to_vec());
+    assert_eq!(n, Some((CLIENTS * ROUNDS).to_string().into_bytes()), "increments were lost");
+}
