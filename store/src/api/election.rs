@@ -72,7 +72,9 @@ impl Drop for Withdraw {
     fn drop(&mut self) {
         if let Some((key, rev)) = self.key.take() {
             let local = self.local.clone();
-            tokio::spawn(async move {
+            // Not while the runtime itself is going away (the member is stopping).
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+            runtime.spawn(async move {
                 if let Err(e) = resign(&local, &key, rev).await {
                     tracing::debug!(error = %e, "withdrawing an abandoned campaign");
                 }

@@ -33,7 +33,9 @@ impl Drop for Release {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
             let local = self.local.clone();
-            tokio::spawn(async move {
+            // Not while the runtime itself is going away (the member is stopping).
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+            runtime.spawn(async move {
                 if let Err(e) = local.delete(key).await {
                     tracing::debug!(error = %e, "releasing an abandoned lock key");
                 }
