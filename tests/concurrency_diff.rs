@@ -283,3 +283,41 @@ async fn the_lock_service_excludes_under_contention() {
     let n = cl.get("counter", None).await.expect("read").kvs().first().map(|kv| kv.value().to_vec());
     assert_eq!(n, Some((CLIENTS * ROUNDS).to_string().into_bytes()), "increments were lost");
 }
+
+/// Elections lead one at a time: six campaigners through three members each win, do a
+/// read-modify-write of a counter while leading (checking they are the leader the service
+/// reports), and resign; no increment may be lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_election_service_has_one_leader_at_a_time() {
+    const CLIENTS: usize = 6;
+    const ROUNDS: usize = 5;
+    let c = Cluster::start(Flavor::Keel, 3, &[]);
+    let mut tasks = Vec::new();
+    for i in 0..CLIENTS {
+        let mut cl = client(&c.members[i % 3]).await;
+        let lease = cl.lease_grant(600, None).await.expect("grant").id();
+        tasks.push(tokio::spawn(async move {
+            for round in 0..ROUNDS {
+                let won = cl.campaign("counter-election", format!("c{i}r{round}"), lease).await.expect("campaign");
+                let leader = won.leader().cloned().expect("a leader key");
+                let now = cl.leader("counter-election").await.expect("leader");
+                assert_eq!(now.kv().map(|kv| kv.key().to_vec()), Some(leader.key().to_vec()), "two leaders");
+                let n = cl
+                    .get("counter", None)
+                    .await
+                    .expect("read")
+                    .kvs()
+                    .first()
+                    .map_or(0, |kv| String::from_utf8_lossy(kv.value()).parse::<usize>().unwrap_or(0));
+                cl.put("counter", (n + 1).to_string(), None).await.expect("write");
+                cl.resign(Some(ResignOptions::new().with_leader(leader))).await.expect("resign");
+            }
+        }));
+    }
+    for t in tasks {
+        within("a campaigner's rounds", t).await.expect("campaigner");
+    }
+    let mut cl = client(&c.members[0]).await;
+    let n = cl.get("counter", None).await.expect("read").kvs().first().map(|kv| kv.value().to_vec());
+    assert_eq!(n, Some((CLIENTS * ROUNDS).to_string().into_bytes()), "increments were lost");
+}
