@@ -236,6 +236,14 @@ impl JsonRequests {
             if !out.is_empty() {
                 return Ok(Some(out));
             }
+            if self.buf.len() > super::DECODE_LIMIT_BYTES {
+                // One request larger than any the services take: not buffered further.
+                return Err(Status::resource_exhausted(format!(
+                    "grpc: received message larger than max ({} vs. {})",
+                    self.buf.len(),
+                    super::DECODE_LIMIT_BYTES
+                )));
+            }
             match self.chunks.next().await {
                 Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
                 _ => return Ok(None),
