@@ -230,94 +230,81 @@ async fn lock_and_election_services_on_a_follower_match_etcd() {
     assert_eq!(k.len(), e.len());
 }
 
-/// The lock excludes: six clients, two through each member of a three-member cluster,
-/// take the same lock in turn and, holding it, read a counter and write it back one
-/// higher (a read-modify-write that loses updates unless the holders take turns). Every
-/// increment must survive, and a holder's key must be the oldest under the lock's name
-/// whenever it holds it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_lock_service_excludes_under_contention() {
-    const CLIENTS: usize = 6;
-    const ROUNDS: usize = 10;
-    let c = Cluster::start(Flavor::Keel, 3, &[]);
-    let mut tasks = Vec::new();
-    for i in 0..CLIENTS {
-        let mut cl = client(&c.members[i % 3]).await;
-        let lease = cl.lease_grant(600, None).await.expect("grant").id();
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..ROUNDS {
-                let held = cl.lock("counter-lock", Some(LockOptions::new().with_lease(lease))).await.expect("lock");
-                let oldest = cl
-                    .get(
-                        "counter-lock/",
-                        Some(
-                            etcd_client::GetOptions::new()
-                                .with_prefix()
-                                .with_sort(etcd_client::SortTarget::Create, etcd_client::SortOrder::Ascend)
-                                .with_limit(1),
-                        ),
-                    )
-                    .await
-                    .expect("read the queue");
-                assert_eq!(
-                    oldest.kvs().first().map(|kv| kv.key().to_vec()),
-                    Some(held.key().to_vec()),
-                    "a holder that is not first in line"
-                );
-                let n = cl
-                    .get("counter", None)
-                    .await
-                    .expect("read")
-                    .kvs()
-                    .first()
-                    .map_or(0, |kv| String::from_utf8_lossy(kv.value()).parse::<usize>().unwrap_or(0));
-                cl.put("counter", (n + 1).to_string(), None).await.expect("write");
-                cl.unlock(held.key()).await.expect("unlock");
-            }
-        }));
-    }
-    for t in tasks {
-        within("a contender's rounds", t).await.expect("contender");
-    }
-    let mut cl = client(&c.members[0]).await;
-    let n = cl.get("counter", None).await.expect("read").kvs().first().map(|kv| kv.value().to_vec());
-    assert_eq!(n, Some((CLIENTS * ROUNDS).to_string().into_bytes()), "increments were lost");
+/// Reads the counter and writes it back one higher: loses updates unless callers take turns.
+async fn increment(cl: &mut Client) {
+    let n = counter_of(cl).await;
+    cl.put("counter", (n + 1).to_string(), None).await.expect("write");
 }
 
-/// Elections lead one at a time: six campaigners through three members each win, do a
-/// read-modify-write of a counter while leading (checking they are the leader the service
-/// reports), and resign; no increment may be lost.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_election_service_has_one_leader_at_a_time() {
+async fn counter_of(cl: &mut Client) -> usize {
+    let r = cl.get("counter", None).await.expect("read");
+    r.kvs().first().map_or(0, |kv| String::from_utf8_lossy(kv.value()).parse().unwrap_or(0))
+}
+
+/// The counter as the first member has it.
+async fn counter(c: &Cluster) -> usize {
+    counter_of(&mut client(&c.members[0]).await).await
+}
+
+/// Six clients, two through each member of a three-member cluster, each with its own
+/// lease, take `rounds` turns of `turn` (which hands its client back); then every
+/// increment of the counter must be there.
+async fn contend<F, Fut>(rounds: usize, turn: F)
+where
+    F: Fn(Client, i64, usize, usize) -> Fut + Copy + Send + 'static,
+    Fut: std::future::Future<Output = Client> + Send,
+{
     const CLIENTS: usize = 6;
-    const ROUNDS: usize = 5;
     let c = Cluster::start(Flavor::Keel, 3, &[]);
     let mut tasks = Vec::new();
     for i in 0..CLIENTS {
         let mut cl = client(&c.members[i % 3]).await;
         let lease = cl.lease_grant(600, None).await.expect("grant").id();
         tasks.push(tokio::spawn(async move {
-            for round in 0..ROUNDS {
-                let won = cl.campaign("counter-election", format!("c{i}r{round}"), lease).await.expect("campaign");
-                let leader = won.leader().cloned().expect("a leader key");
-                let now = cl.leader("counter-election").await.expect("leader");
-                assert_eq!(now.kv().map(|kv| kv.key().to_vec()), Some(leader.key().to_vec()), "two leaders");
-                let n = cl
-                    .get("counter", None)
-                    .await
-                    .expect("read")
-                    .kvs()
-                    .first()
-                    .map_or(0, |kv| String::from_utf8_lossy(kv.value()).parse::<usize>().unwrap_or(0));
-                cl.put("counter", (n + 1).to_string(), None).await.expect("write");
-                cl.resign(Some(ResignOptions::new().with_leader(leader))).await.expect("resign");
+            for round in 0..rounds {
+                cl = turn(cl, lease, i, round).await;
             }
         }));
     }
     for t in tasks {
-        within("a campaigner's rounds", t).await.expect("campaigner");
+        within("a contender's turns", t).await.expect("contender");
     }
-    let mut cl = client(&c.members[0]).await;
-    let n = cl.get("counter", None).await.expect("read").kvs().first().map(|kv| kv.value().to_vec());
-    assert_eq!(n, Some((CLIENTS * ROUNDS).to_string().into_bytes()), "increments were lost");
+    assert_eq!(counter(&c).await, CLIENTS * rounds, "increments were lost");
+}
+
+/// The lock excludes: contenders take the same lock in turn and, holding it, read a counter
+/// and write it back one higher (a read-modify-write that loses updates unless the holders
+/// take turns). A holder's key must be the oldest under the lock's name whenever it holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lock_service_excludes_under_contention() {
+    contend(10, |mut cl, lease, _, _| async move {
+        let held = cl.lock("counter-lock", Some(LockOptions::new().with_lease(lease))).await.expect("lock");
+        let queue = etcd_client::GetOptions::new()
+            .with_prefix()
+            .with_sort(etcd_client::SortTarget::Create, etcd_client::SortOrder::Ascend)
+            .with_limit(1);
+        let oldest = cl.get("counter-lock/", Some(queue)).await.expect("read the queue");
+        let first = oldest.kvs().first().map(|kv| kv.key().to_vec());
+        assert_eq!(first, Some(held.key().to_vec()), "a holder that is not first in line");
+        increment(&mut cl).await;
+        cl.unlock(held.key()).await.expect("unlock");
+        cl
+    })
+    .await;
+}
+
+/// Elections lead one at a time: campaigners each win, do the counter's read-modify-write
+/// while leading (checking they are the leader the service reports), and resign.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_election_service_has_one_leader_at_a_time() {
+    contend(5, |mut cl, lease, i, round| async move {
+        let won = cl.campaign("counter-election", format!("c{i}r{round}"), lease).await.expect("campaign");
+        let leader = won.leader().cloned().expect("a leader key");
+        let now = cl.leader("counter-election").await.expect("leader");
+        assert_eq!(now.kv().map(|kv| kv.key().to_vec()), Some(leader.key().to_vec()), "two leaders");
+        increment(&mut cl).await;
+        cl.resign(Some(ResignOptions::new().with_leader(leader))).await.expect("resign");
+        cl
+    })
+    .await;
 }
