@@ -221,3 +221,34 @@ fn large_values_through_stdin() {
     ];
     differential("large_values", &steps);
 }
+
+/// `/metrics` under etcd's names, which `etcdctl check datascale` reads (the member's
+/// resident memory before and after its 10,000 puts): the check passes on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_check_datascale() {
+    let keel = Member::single(Flavor::Keel);
+    let etcd = Member::single(Flavor::Etcd);
+    let names = [
+        "etcd_server_has_leader 1",
+        "etcd_server_is_leader 1",
+        "process_resident_memory_bytes",
+        "etcd_mvcc_db_total_size_in_bytes",
+    ];
+    for m in [&keel, &etcd] {
+        let text =
+            reqwest::get(format!("{}/metrics", m.client_url())).await.expect("scrape").text().await.expect("text");
+        for name in names {
+            assert!(text.lines().any(|l| l.starts_with(name)), "{:?} /metrics has no {name}", m.flavor);
+        }
+    }
+    let run = |m: &Member| etcdctl::run(&m.endpoint(), &["check", "datascale", "--load=s"], None);
+    let (k, e) = (run(&keel), run(&etcd));
+    assert_eq!(k.code, e.code, "keel: {}{}\netcd: {}{}", k.stdout, k.stderr, e.stdout, e.stderr);
+    assert!(k.stdout.contains("PASS: Approximate system memory used"), "{}{}", k.stdout, k.stderr);
+    let keys = |m: &Member| etcdctl::run(&m.endpoint(), &["get", "--prefix", "", "--count-only", "-w", "json"], None);
+    assert_eq!(shape_count(&keys(&keel).stdout), shape_count(&keys(&etcd).stdout), "the check cleans up after itself");
+}
+
+fn shape_count(json: &str) -> Option<u64> {
+    serde_json::from_str::<serde_json::Value>(json.trim()).ok().and_then(|v| v.get("count").and_then(|c| c.as_u64()))
+}

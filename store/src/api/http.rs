@@ -1,4 +1,5 @@
-//! Plain HTTP endpoints etcd serves beside gRPC: `/health` and `/version`.
+//! Plain HTTP endpoints etcd serves beside gRPC: `/health` and `/version` (`/metrics` is in
+//! `metrics.rs`).
 
 use std::sync::Arc;
 

@@ -16,6 +16,7 @@ pub mod kv;
 pub mod lease;
 pub mod lock;
 pub mod maintenance;
+pub mod metrics;
 pub mod validate;
 pub mod watch;
 
@@ -62,7 +63,8 @@ pub fn router(node: Arc<Node>, hub: Arc<WatchHub>, backup_dir: std::path::PathBu
             hub.clone(),
         ))));
     grpc.into_axum_router()
-        .merge(gateway::router(node.clone(), hub, backup_dir))
+        .merge(gateway::router(node.clone(), hub.clone(), backup_dir))
+        .merge(metrics::router(node.clone(), hub))
         .merge(http::router(node))
         .fallback(unknown_path)
 }
