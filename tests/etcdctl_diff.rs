@@ -231,6 +231,7 @@ async fn metrics_and_check_datascale() {
     let names = [
         "etcd_server_has_leader 1",
         "etcd_server_is_leader 1",
+        "etcd_server_leader_changes_seen_total 1",
         "process_resident_memory_bytes",
         "etcd_mvcc_db_total_size_in_bytes",
     ];

@@ -9,7 +9,7 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use prometheus::{Encoder, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use super::maintenance::ETCD_VERSION;
 use crate::node::Node;
@@ -29,6 +29,7 @@ struct Metrics {
     db_size_in_use: IntGauge,
     keys: IntGauge,
     watchers: IntGauge,
+    leader_changes: IntCounter,
 }
 
 fn gauge(registry: &Registry, subsystem: &str, name: &str, help: &str) -> prometheus::Result<IntGauge> {
@@ -49,7 +50,14 @@ impl Metrics {
         )?;
         registry.register(Box::new(version.clone()))?;
         version.with_label_values(&[ETCD_VERSION]).set(1);
+        let leader_changes = IntCounter::with_opts(
+            Opts::new("leader_changes_seen_total", "The number of leader changes seen.")
+                .namespace("etcd")
+                .subsystem("server"),
+        )?;
+        registry.register(Box::new(leader_changes.clone()))?;
         Ok(Metrics {
+            leader_changes,
             has_leader: gauge(
                 &registry,
                 "server",
@@ -123,9 +131,31 @@ impl Metrics {
     }
 }
 
+/// Counts the leaders this member sees come in, as etcd's `leader_changes_seen_total` does,
+/// until Raft stops.
+async fn count_leader_changes(node: Arc<Node>, counter: IntCounter) {
+    let mut rx = node.raft.metrics();
+    let mut leader = None;
+    loop {
+        let now = rx.borrow_and_update().current_leader;
+        if now.is_some() && now != leader {
+            counter.inc();
+        }
+        leader = now;
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 pub fn router(node: Arc<Node>, hub: Arc<WatchHub>) -> Router {
     match Metrics::new(node, hub) {
-        Ok(m) => Router::new().route("/metrics", get(metrics)).with_state(Arc::new(m)),
+        Ok(m) => {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(count_leader_changes(m.node.clone(), m.leader_changes.clone()));
+            }
+            Router::new().route("/metrics", get(metrics)).with_state(Arc::new(m))
+        }
         Err(e) => {
             tracing::error!(error = %e, "metrics unavailable");
             Router::new()
