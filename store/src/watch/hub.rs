@@ -30,10 +30,11 @@ use bytes::Bytes;
 // revision). Watched keys and watch ids come from clients; foldhash is seeded randomly per
 // map, which makes it minimally DoS-resistant (hashbrown's default hasher, not a
 // cryptographic guarantee).
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use foldhash::{HashMap, HashMapExt, HashSet};
 use parking_lot::Mutex;
 use tokio::sync::mpsc::error::TrySendError;
 
+use super::stream::Stream;
 use super::watcher::{event_with, Fragmenting, Group, Out, Outbox, WatchKey, Watcher};
 use crate::mvcc::{Change, CommitListener, HistoryError, HistoryEvent, KeyRange, MvccStore, StoredValues};
 use crate::proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchResponse};
@@ -44,17 +45,6 @@ const CATCH_UP_EVENTS: usize = 1000;
 const SYNC_YIELD_EVERY: usize = 256;
 /// How long the sync loop waits when no unsynced watcher had room in its queue.
 const SYNC_IDLE: Duration = Duration::from_millis(10);
-
-struct Stream {
-    tx: Outbox,
-    next_id: i64,
-    ids: HashSet<i64>,
-    /// Watchers the server cancelled (compacted history): as in etcd, their ids stay taken
-    /// on the stream until the client cancels them too, which it is then answered for.
-    retired: HashSet<i64>,
-    /// A progress request arrived while some watcher was catching up.
-    progress_pending: bool,
-}
 
 #[derive(Default)]
 struct Inner {
@@ -232,10 +222,7 @@ impl WatchHub {
     /// Registers a client stream; watchers created on it send through `tx`.
     pub fn open_stream(&self, tx: Outbox) -> u64 {
         let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
-        self.inner.lock().streams.insert(
-            id,
-            Stream { tx, next_id: 0, ids: HashSet::new(), retired: HashSet::new(), progress_pending: false },
-        );
+        self.inner.lock().streams.insert(id, Stream::new(tx));
         id
     }
 
@@ -258,45 +245,27 @@ impl WatchHub {
 
     /// Creates a watcher and answers `created` on its stream.
     pub fn create(self: &Arc<Self>, stream: u64, req: &WatchCreateRequest) {
-        // Read before the hub's lock, which commits take inside the store's.
-        let compacted = self.store().map_or(0, |s| s.compact_revision());
+        // Only a negative start needs it; read before the hub's lock, which commits take
+        // inside the store's.
+        let compacted = if req.start_revision < 0 { self.store().map_or(0, |s| s.compact_revision()) } else { 0 };
         let mut inner = self.inner.lock();
         let last = inner.last_rev;
         let Some(s) = inner.streams.get_mut(&stream) else { return };
-        // etcd refuses, for watch id -1, a range that ends at or before its key (before it
-        // takes an id), and a watch id already in use on the stream.
-        let refuse = |reason: &str| {
-            let resp = WatchResponse {
-                header: header(last),
-                watch_id: -1,
-                created: true,
-                canceled: true,
-                cancel_reason: reason.to_string(),
-                ..Default::default()
-            };
-            send_soon(&s.tx, resp);
-        };
-        let key: &[u8] = if req.key.is_empty() { b"\0" } else { &req.key };
-        if !matches!(req.range_end.as_ref(), [] | [0]) && key >= req.range_end.as_ref() {
-            refuse("mvcc: watcher range is empty");
-            return;
-        }
-        let id = if req.watch_id != 0 {
-            if s.ids.contains(&req.watch_id) {
-                refuse("mvcc: duplicate watch ID provided on the WatchStream");
+        let id = match s.take_id(req) {
+            Ok(id) => id,
+            Err(reason) => {
+                let resp = WatchResponse {
+                    header: header(last),
+                    watch_id: -1,
+                    created: true,
+                    canceled: true,
+                    cancel_reason: reason.to_string(),
+                    ..Default::default()
+                };
+                send_soon(&s.tx, resp);
                 return;
             }
-            req.watch_id
-        } else {
-            // As etcd: the next id not in use, and never one handed out before on this
-            // stream, so a late response for a cancelled watcher names no other.
-            while s.ids.contains(&s.next_id) {
-                s.next_id += 1;
-            }
-            s.next_id += 1;
-            s.next_id - 1
         };
-        s.ids.insert(id);
         // etcd: no start revision means "from the next revision". etcd 3.4 takes a negative
         // one as it is, against a compaction point of -1 until the first compaction: below
         // it, the watcher is cancelled as compacted; -1 before any compaction reads nothing

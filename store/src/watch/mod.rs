@@ -10,6 +10,7 @@
 //! events delivered on its stream).
 
 pub mod hub;
+mod stream;
 pub mod watcher;
 
 pub use hub::WatchHub;

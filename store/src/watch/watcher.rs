@@ -205,17 +205,20 @@ pub struct Watcher {
     pub tx: Outbox,
 }
 
+/// The keys a create request watches. etcd reads an empty key as "\0", the smallest key; a
+/// range that ends at or before its key is empty (and refused: [`KeyRange::bounds`] is `None`).
+pub fn watched_range(req: &WatchCreateRequest) -> KeyRange {
+    let key = if req.key.is_empty() { Bytes::from_static(b"\0") } else { req.key.clone() };
+    KeyRange::new(&key, &req.range_end)
+}
+
 impl Watcher {
     pub fn new(id: i64, stream: u64, req: &WatchCreateRequest, next_rev: i64, tx: Outbox) -> Watcher {
         let has = |f: FilterType| req.filters.contains(&(f as i32));
         Watcher {
             id,
             stream,
-            // etcd reads an empty key as "\0", the smallest key.
-            range: KeyRange::new(
-                &if req.key.is_empty() { Bytes::from_static(b"\0") } else { req.key.clone() },
-                &req.range_end,
-            ),
+            range: watched_range(req),
             no_put: has(FilterType::Noput),
             no_delete: has(FilterType::Nodelete),
             prev_kv: req.prev_kv,
