@@ -4,6 +4,7 @@ use super::*;
 use crate::engine::{Engine, WriteBatch};
 use crate::proto::etcdserverpb::{CompactionRequest, DeleteRangeRequest, PutRequest};
 use crate::proto::keelpb::raft_request::Command;
+use foldhash::HashSetExt;
 use std::collections::VecDeque;
 
 use crate::proto::etcdserverpb::watch_create_request::FilterType;
