@@ -74,6 +74,13 @@ impl Local {
         Ok(d.into_inner().header.unwrap_or_default())
     }
 
+    /// Deletes `key` if it is still the one created at `rev` (a resign); the header.
+    pub async fn delete_if_created_at(&self, key: &Bytes, rev: i64) -> Result<ResponseHeader, Status> {
+        let t =
+            TxnRequest { compare: vec![create_revision_is(key, rev)], success: vec![op_delete(key)], failure: vec![] };
+        Ok(self.txn(t).await?.header.unwrap_or_default())
+    }
+
     /// The lease a contender's key is attached to: `lease`, or a new one if 0 (etcd's
     /// `NewSession` grants one and, on the server, never keeps it alive).
     pub async fn session(&self, lease: i64) -> Result<i64, Status> {
@@ -118,6 +125,44 @@ impl Local {
                 return Ok(());
             }
         }
+    }
+}
+
+/// A contender's key, taken back if its request ends before it holds the lock or leads
+/// (the client went away, or waiting failed), as etcd's mutex and election take theirs
+/// back: deleted, or, given the revision it was created at, deleted only if it is still
+/// that key (a resign).
+pub struct Abandon {
+    local: Local,
+    key: Option<(Bytes, Option<i64>)>,
+}
+
+impl Abandon {
+    pub fn new(local: &Local, key: &Bytes, created_at: Option<i64>) -> Abandon {
+        Abandon { local: local.clone(), key: Some((key.clone(), created_at)) }
+    }
+
+    /// The request got what it waited for: the key stays.
+    pub fn keep(mut self) {
+        self.key = None;
+    }
+}
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        let Some((key, created_at)) = self.key.take() else { return };
+        // Not while the runtime itself is going away (the member is stopping).
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let local = self.local.clone();
+        runtime.spawn(async move {
+            let taken_back = match created_at {
+                Some(rev) => local.delete_if_created_at(&key, rev).await,
+                None => local.delete(key).await,
+            };
+            if let Err(e) = taken_back {
+                tracing::debug!(error = %e, "taking back an abandoned contender's key");
+            }
+        });
     }
 }
 

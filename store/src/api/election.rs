@@ -10,7 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::concurrency::{
-    contender_key, create_revision_is, keys_prefix, op_delete, op_get, op_put, prefix_end, ranged_kv, Local,
+    contender_key, create_revision_is, keys_prefix, op_get, op_put, prefix_end, ranged_kv, Abandon, Local,
 };
 use crate::proto::etcdserverpb::{PutRequest, RangeRequest, ResponseHeader, TxnRequest};
 use crate::proto::mvccpb::event::EventType;
@@ -55,34 +55,6 @@ async fn proclaim(local: &Local, key: &Bytes, rev: i64, value: Bytes) -> Result<
     Ok(resp.header.unwrap_or_default())
 }
 
-/// Deletes the leader's key if it is still the one created at `rev`.
-async fn resign(local: &Local, key: &Bytes, rev: i64) -> Result<ResponseHeader, Status> {
-    let t = TxnRequest { compare: vec![create_revision_is(key, rev)], success: vec![op_delete(key)], failure: vec![] };
-    Ok(local.txn(t).await?.header.unwrap_or_default())
-}
-
-/// Resigns a campaign that ends before it leads (the client went away, or waiting
-/// failed), as etcd's election does.
-struct Withdraw {
-    local: Local,
-    key: Option<(Bytes, i64)>,
-}
-
-impl Drop for Withdraw {
-    fn drop(&mut self) {
-        if let Some((key, rev)) = self.key.take() {
-            let local = self.local.clone();
-            // Not while the runtime itself is going away (the member is stopping).
-            let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-            runtime.spawn(async move {
-                if let Err(e) = resign(&local, &key, rev).await {
-                    tracing::debug!(error = %e, "withdrawing an abandoned campaign");
-                }
-            });
-        }
-    }
-}
-
 type ObserveStream = Pin<Box<dyn Stream<Item = Result<LeaderResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -106,14 +78,14 @@ impl Election for ElectionService {
         // value below).
         let existing = if resp.succeeded { None } else { ranged_kv(&resp, 0).cloned() };
         let rev = existing.as_ref().map_or(header.revision, |kv| kv.create_revision);
-        let mut withdraw = Withdraw { local: local.clone(), key: Some((key.clone(), rev)) };
+        let abandon = Abandon::new(local, &key, Some(rev));
         if existing.is_some_and(|kv| kv.value != r.value) {
             proclaim(local, &key, rev, r.value.clone()).await?;
         }
         let waited = local.wait_deletes(&prefix, rev - 1).await;
         // Given up only if the caller went away (this future is dropped): a failed wait
         // leaves the key, as etcd's does.
-        withdraw.key = None;
+        abandon.keep();
         waited?;
         let leader = LeaderKey { name: r.name, key, rev, lease };
         Ok(Response::new(CampaignResponse { header: Some(header), leader: Some(leader) }))
@@ -147,7 +119,7 @@ impl Election for ElectionService {
 
     async fn resign(&self, req: Request<ResignRequest>) -> Result<Response<ResignResponse>, Status> {
         let leader = req.into_inner().leader.ok_or_else(missing_leader_key)?;
-        let header = resign(&self.local, &leader.key, leader.rev).await?;
+        let header = self.local.delete_if_created_at(&leader.key, leader.rev).await?;
         Ok(Response::new(ResignResponse { header: Some(header) }))
     }
 }

@@ -1,11 +1,10 @@
 //! The Lock service (etcd's v3lock): a mutex per name, held by the oldest key under
 //! `<name>/` (see `concurrency`).
 
-use bytes::Bytes;
 use tonic::{Request, Response, Status};
 
 use super::concurrency::{
-    contender_key, create_revision_is, keys_prefix, op_get, op_put, prefix_end, ranged_kv, Local,
+    contender_key, create_revision_is, keys_prefix, op_get, op_put, prefix_end, ranged_kv, Abandon, Local,
 };
 use crate::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use crate::proto::etcdserverpb::{PutRequest, RangeRequest, TxnRequest};
@@ -19,28 +18,6 @@ pub struct LockService {
 impl LockService {
     pub fn new(local: Local) -> Self {
         LockService { local }
-    }
-}
-
-/// Deletes a contender's key if the request ends before it holds the lock (the client
-/// went away, or waiting failed), as etcd's mutex releases its key then.
-struct Release {
-    local: Local,
-    key: Option<Bytes>,
-}
-
-impl Drop for Release {
-    fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
-            let local = self.local.clone();
-            // Not while the runtime itself is going away (the member is stopping).
-            let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-            runtime.spawn(async move {
-                if let Err(e) = local.delete(key).await {
-                    tracing::debug!(error = %e, "releasing an abandoned lock key");
-                }
-            });
-        }
     }
 }
 
@@ -80,10 +57,9 @@ impl Lock for LockService {
         if oldest.is_none_or(|rev| rev == my_rev) {
             return Ok(Response::new(LockResponse { header: Some(header), key }));
         }
-        let mut release = Release { local: local.clone(), key: Some(key.clone()) };
+        let abandon = Abandon::new(local, &key, None);
         let header = local.wait_deletes(&prefix, my_rev - 1).await?;
-        release.key = None;
-        drop(release);
+        abandon.keep();
         Ok(Response::new(LockResponse { header: Some(header), key }))
     }
 
