@@ -32,32 +32,23 @@ async fn now(c: &mut Client) -> i64 {
     rev(c.get("probe", None).await.expect("read").header())
 }
 
-/// Waits (with a deadline) until `key` is put after revision `after`: a blocked contender
-/// has queued. Returns the revision it was put at.
-async fn until_exists(c: &mut Client, key: &str, after: i64) -> i64 {
+/// Waits (with a deadline) for an event of type `kind` on `key` after revision `after`;
+/// the revision of the (last) one.
+async fn until_event(c: &mut Client, key: &str, after: i64, kind: EventType) -> i64 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let mut w = c.watch(key, Some(WatchOptions::new().with_start_revision(after + 1))).await.expect("watch");
     loop {
         let next = tokio::time::timeout_at(deadline, w.message()).await;
-        let resp = next.unwrap_or_else(|_| panic!("{key} never appeared")).expect("watch ok").expect("watch open");
-        if let Some(e) = resp.events().iter().rev().find(|e| e.event_type() == EventType::Put) {
+        let resp = next.unwrap_or_else(|_| panic!("no {kind:?} of {key}")).expect("watch ok").expect("watch open");
+        if let Some(e) = resp.events().iter().rev().find(|e| e.event_type() == kind) {
             return e.kv().map_or(-1, |kv| kv.mod_revision());
         }
     }
 }
 
-/// Waits (with a deadline) until `key` is deleted after revision `after`; the revision of
-/// the delete.
-async fn until_deleted(c: &mut Client, key: &str, after: i64) -> i64 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let mut w = c.watch(key, Some(WatchOptions::new().with_start_revision(after + 1))).await.expect("watch");
-    loop {
-        let next = tokio::time::timeout_at(deadline, w.message()).await;
-        let resp = next.unwrap_or_else(|_| panic!("{key} was never deleted")).expect("watch ok").expect("watch open");
-        if let Some(e) = resp.events().iter().rev().find(|e| e.event_type() == EventType::Delete) {
-            return e.kv().map_or(-1, |kv| kv.mod_revision());
-        }
-    }
+/// Waits until `key` is put after revision `after`: a blocked contender has queued.
+async fn until_exists(c: &mut Client, key: &str, after: i64) -> i64 {
+    until_event(c, key, after, EventType::Put).await
 }
 
 async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
@@ -120,7 +111,10 @@ async fn scenario(m: &Member) -> Vec<String> {
     let quitter = tokio::spawn(async move { c6.lock("l", Some(LockOptions::new().with_lease(0x2000))).await });
     let queued = until_exists(&mut c, "l/2000", before).await;
     quitter.abort();
-    say(&mut log, format!("abandoned waiter's key deleted at {}", until_deleted(&mut c, "l/2000", queued).await));
+    say(
+        &mut log,
+        format!("abandoned waiter's key deleted at {}", until_event(&mut c, "l/2000", queued, EventType::Delete).await),
+    );
 
     // Errors: a lease nobody granted; unlocking a key nobody holds.
     match c.lock("l", Some(LockOptions::new().with_lease(0x7777))).await {
