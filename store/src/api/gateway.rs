@@ -146,8 +146,6 @@ macro_rules! routes {
 /// its request body has ended; a request that cannot be read ends it with an error line
 /// (`{"error": ..., "message": ..., "code": 2}`).
 async fn watch(node: Arc<Node>, hub: Arc<WatchHub>, body: axum::body::Body) -> Response {
-    use futures::StreamExt;
-
     let mut body = JsonRequests::new(body);
     // As etcd's gateway, answer nothing until the first request is read: one that cannot
     // be read is answered with an error status.
@@ -156,48 +154,44 @@ async fn watch(node: Arc<Node>, hub: Arc<WatchHub>, body: axum::body::Body) -> R
         Ok(None) => Vec::new(),
         Err(s) => return error(&s),
     };
-    let (tx, rx) = tokio::sync::mpsc::channel(128);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(128);
     let stream = hub.open_stream(tx);
     for r in first {
         apply(&hub, stream, r);
     }
-    let (err_tx, err_rx) = tokio::sync::oneshot::channel::<Status>();
-    let requests = {
-        let hub = hub.clone();
-        async move {
-            loop {
-                match body.next_requests::<WatchRequest>("etcdserverpb.WatchRequest").await {
-                    Ok(Some(rs)) => rs.into_iter().for_each(|r| apply(&hub, stream, r)),
-                    // The body ended (or broke): the watchers stay until the client goes.
-                    Ok(None) => return std::future::pending().await,
-                    Err(s) => {
-                        let _ = err_tx.send(s);
-                        return;
+    // One task reads the rest of the body and writes the answer's lines; it ends, closing
+    // the watch, when the client goes away or a request cannot be read (after saying so).
+    let (lines, answer) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    tokio::spawn(async move {
+        let mut body_open = true;
+        'serve: loop {
+            tokio::select! {
+                () = lines.closed() => break,
+                out = rx.recv() => {
+                    let Some(out) = out else { break };
+                    for r in out.into_local_responses(&|h| node.fill(h, 0)) {
+                        if lines.send(Ok(result_line(&r))).await.is_err() {
+                            break 'serve;
+                        }
+                    }
+                }
+                // Reading stops at the body's end; the watchers stay until the client goes.
+                requests = body.next_requests::<WatchRequest>("etcdserverpb.WatchRequest"), if body_open => {
+                    match requests {
+                        Ok(Some(rs)) => rs.into_iter().for_each(|r| apply(&hub, stream, r)),
+                        Ok(None) => body_open = false,
+                        Err(s) => {
+                            let _ = lines.send(Ok(error_line(&s))).await;
+                            break;
+                        }
                     }
                 }
             }
         }
-    };
-    let reader = tokio::spawn(requests);
-    let guard = WatchGuard { hub, stream, reader };
-    let results = tokio_stream::wrappers::ReceiverStream::new(rx).flat_map(move |out: crate::watch::watcher::Out| {
-        let node = node.clone();
-        let lines: Vec<Result<Bytes, std::io::Error>> =
-            out.into_local_responses(&move |h| node.fill(h, 0)).iter().map(|r| Ok(result_line(r))).collect();
-        futures::stream::iter(lines)
+        hub.close_stream(stream);
     });
-    let error = futures::stream::once(err_rx)
-        .filter_map(|r| async move { r.ok().map(|s| Ok::<_, std::io::Error>(Bytes::from(error_body(&s) + "\n"))) });
-    // The error, if any, ends the answer; the guard closes the watch with it.
-    let lines =
-        futures::stream::select(results.map(Some), error.map(Some).chain(futures::stream::once(async { None })))
-            .take_while(|l| futures::future::ready(l.is_some()))
-            .filter_map(|l| async move { l })
-            .map(move |l| {
-                let _keep = &guard;
-                l
-            });
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], axum::body::Body::from_stream(lines)).into_response()
+    let body = axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(answer));
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// A streaming call's request body: a stream of JSON values, each a request message.
@@ -249,20 +243,6 @@ impl JsonRequests {
                 _ => return Ok(None),
             }
         }
-    }
-}
-
-/// Closes a gateway watch's stream on the hub when its answer is dropped.
-struct WatchGuard {
-    hub: Arc<WatchHub>,
-    stream: u64,
-    reader: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for WatchGuard {
-    fn drop(&mut self) {
-        self.reader.abort();
-        self.hub.close_stream(self.stream);
     }
 }
 
