@@ -94,6 +94,15 @@ pub struct StoreConfig {
     /// Peer TLS key.
     #[arg(long, env = "KEEL_PEER_KEY_FILE")]
     pub peer_key_file: Option<PathBuf>,
+    /// The auth token type: `simple` (etcd's default); `jwt` is not supported yet.
+    #[arg(long, env = "KEEL_AUTH_TOKEN", default_value = "simple")]
+    pub auth_token: String,
+    /// How long (seconds) an unused simple token stays valid.
+    #[arg(long, env = "KEEL_AUTH_TOKEN_TTL", default_value_t = 300)]
+    pub auth_token_ttl: u64,
+    /// bcrypt's cost for password hashes (4 to 31).
+    #[arg(long, env = "KEEL_BCRYPT_COST", default_value_t = 10)]
+    pub bcrypt_cost: u32,
 }
 
 /// What `--auto-compaction-*` asks for.
@@ -135,6 +144,10 @@ pub enum ConfigError {
     Timing { election: u64, heartbeat: u64 },
     #[error("TLS (--{0}) is not supported by this build of keel yet")]
     TlsUnsupported(&'static str),
+    #[error("--auth-token {0:?}: only \"simple\" tokens are supported")]
+    AuthToken(String),
+    #[error("--bcrypt-cost {0}: must be between 4 and 31")]
+    BcryptCost(u32),
 }
 
 fn parse_urls(s: &str, flag: &'static str) -> Result<Vec<Url>, ConfigError> {
@@ -317,6 +330,12 @@ impl StoreConfig {
             if given {
                 return Err(ConfigError::TlsUnsupported(flag));
             }
+        }
+        if self.auth_token.split(',').next() != Some("simple") {
+            return Err(ConfigError::AuthToken(self.auth_token.clone()));
+        }
+        if !(4..=31).contains(&self.bcrypt_cost) {
+            return Err(ConfigError::BcryptCost(self.bcrypt_cost));
         }
         Ok(())
     }

@@ -71,6 +71,40 @@ pub enum EtcdError {
     LeaderTransferTimeout,
     #[error("etcdserver: unhealthy cluster")]
     Unhealthy,
+    #[error("etcdserver: root user does not exist")]
+    RootUserNotExist,
+    #[error("etcdserver: root user does not have root role")]
+    RootRoleNotExist,
+    #[error("etcdserver: user name already exists")]
+    UserAlreadyExist,
+    #[error("etcdserver: user name is empty")]
+    UserEmpty,
+    #[error("etcdserver: user name not found")]
+    UserNotFound,
+    #[error("etcdserver: role name already exists")]
+    RoleAlreadyExist,
+    #[error("etcdserver: role name not found")]
+    RoleNotFound,
+    #[error("etcdserver: role name is empty")]
+    RoleEmpty,
+    #[error("etcdserver: authentication failed, invalid user ID or password")]
+    AuthFailed,
+    #[error("etcdserver: permission not given")]
+    PermissionNotGiven,
+    #[error("etcdserver: permission denied")]
+    PermissionDenied,
+    #[error("etcdserver: role is not granted to the user")]
+    RoleNotGranted,
+    #[error("etcdserver: permission is not granted to the role")]
+    PermissionNotGranted,
+    #[error("etcdserver: authentication is not enabled")]
+    AuthNotEnabled,
+    #[error("etcdserver: invalid auth token")]
+    InvalidAuthToken,
+    #[error("etcdserver: invalid auth management")]
+    InvalidAuthMgmt,
+    #[error("etcdserver: revision of auth store is old")]
+    AuthOldRevision,
     #[error("etcdserver: {0}")]
     Internal(String),
 }
@@ -81,7 +115,8 @@ impl EtcdError {
         use EtcdError::*;
         match self {
             EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey | InvalidSortOption
-            | MemberBadUrls | RequestTooLarge => Code::InvalidArgument,
+            | MemberBadUrls | RequestTooLarge | UserEmpty | RoleEmpty | AuthFailed | PermissionNotGiven
+            | InvalidAuthMgmt | AuthOldRevision => Code::InvalidArgument,
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace => Code::ResourceExhausted,
             LeaseNotFound | MemberNotFound => Code::NotFound,
@@ -93,7 +128,18 @@ impl EtcdError {
             | LearnerNotReady
             | TooManyLearners
             | NotLeader
-            | BadLeaderTransferee => Code::FailedPrecondition,
+            | BadLeaderTransferee
+            | RootUserNotExist
+            | RootRoleNotExist
+            | UserAlreadyExist
+            | UserNotFound
+            | RoleAlreadyExist
+            | RoleNotFound
+            | RoleNotGranted
+            | PermissionNotGranted
+            | AuthNotEnabled => Code::FailedPrecondition,
+            PermissionDenied => Code::PermissionDenied,
+            InvalidAuthToken => Code::Unauthenticated,
             NoLeader
             | LeaderChanged
             | Stopped
@@ -122,6 +168,23 @@ impl EtcdError {
             MemberNotFound => 10,
             MemberNotLearner => 11,
             InvalidSortOption => 12,
+            RootUserNotExist => 13,
+            RootRoleNotExist => 14,
+            UserAlreadyExist => 15,
+            UserEmpty => 16,
+            UserNotFound => 17,
+            RoleAlreadyExist => 18,
+            RoleNotFound => 19,
+            RoleEmpty => 20,
+            AuthFailed => 21,
+            PermissionNotGiven => 22,
+            PermissionDenied => 23,
+            RoleNotGranted => 24,
+            PermissionNotGranted => 25,
+            AuthNotEnabled => 26,
+            InvalidAuthToken => 27,
+            InvalidAuthMgmt => 28,
+            AuthOldRevision => 29,
             _ => 0,
         }
     }
@@ -141,6 +204,23 @@ impl EtcdError {
             10 => MemberNotFound,
             11 => MemberNotLearner,
             12 => InvalidSortOption,
+            13 => RootUserNotExist,
+            14 => RootRoleNotExist,
+            15 => UserAlreadyExist,
+            16 => UserEmpty,
+            17 => UserNotFound,
+            18 => RoleAlreadyExist,
+            19 => RoleNotFound,
+            20 => RoleEmpty,
+            21 => AuthFailed,
+            22 => PermissionNotGiven,
+            23 => PermissionDenied,
+            24 => RoleNotGranted,
+            25 => PermissionNotGranted,
+            26 => AuthNotEnabled,
+            27 => InvalidAuthToken,
+            28 => InvalidAuthMgmt,
+            29 => AuthOldRevision,
             _ => Internal("apply failed".into()),
         }
     }

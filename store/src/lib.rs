@@ -4,6 +4,7 @@
 //! - [`engine`]: the storage boundary; the only module that names RocksDB.
 //! - [`mvcc`]: revisions, the key index, reads, transactions and compaction.
 //! - [`lease`]: the replicated lease table.
+//! - [`auth`]: users, roles, permissions and tokens (etcd's v3 auth).
 //! - [`raft`]: openraft's storage, state machine, snapshots and the peer transport.
 //! - [`node`]: one running member: propose, forward to the leader, linearizable reads.
 //! - [`api`]: etcd's gRPC services and HTTP endpoints on the client port.
@@ -17,6 +18,7 @@
 //! See docs/architecture.md for the fsync order.
 
 pub mod api;
+pub mod auth;
 pub mod auto_compact;
 pub mod config;
 pub mod engine;

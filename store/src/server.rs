@@ -178,7 +178,10 @@ pub async fn run(
     let http = network.http().clone();
     let who = identity(&wal, &cfg, &http).await?;
     let store = MvccStore::open(engine.clone(), cfg.min_lease_ttl())?;
-    let sm = StateMachine::open(store.clone(), snap_dir.clone()).map_err(|e| StartError::Raft(e.to_string()))?;
+    let tokens = crate::auth::SimpleTokens::new(std::time::Duration::from_secs(cfg.auth_token_ttl));
+    let auth = Arc::new(crate::auth::AuthStore::open(engine.clone(), tokens, cfg.bcrypt_cost)?);
+    let sm = StateMachine::open(store.clone(), auth.clone(), snap_dir.clone())
+        .map_err(|e| StartError::Raft(e.to_string()))?;
     let applied = sm.applied();
     let log = LogStore::new(wal.clone(), sm.state_sync()).map_err(|e| StartError::Raft(e.to_string()))?;
     let log_writer = log.clone();
@@ -205,6 +208,7 @@ pub async fn run(
         name: cfg.name.clone(),
         raft: raft.clone(),
         store,
+        auth,
         applied,
         limits,
         forwarder: crate::node::forward::Forwarder::new(http.clone()),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::validate;
+use crate::auth::{AuthStore, Who};
 use crate::error::EtcdError;
 use crate::node::Node;
 use crate::proto::etcdserverpb::kv_server::Kv;
@@ -29,6 +30,15 @@ fn unexpected() -> Status {
     EtcdError::Internal("unexpected apply result".into()).into()
 }
 
+/// etcd's doSerialize: a read authorised at one auth revision and served after a change
+/// fails, so a permission revoked meanwhile is not overstepped.
+fn check_unchanged(auth: &AuthStore, who: &Who) -> Result<(), EtcdError> {
+    if who.auth_revision != 0 && who.auth_revision != auth.revision() {
+        return Err(EtcdError::AuthOldRevision);
+    }
+    Ok(())
+}
+
 /// A transaction that only reads can be served without Raft, like a Range.
 fn is_read_only(t: &TxnRequest) -> bool {
     use crate::proto::etcdserverpb::request_op::Request;
@@ -42,21 +52,27 @@ fn is_read_only(t: &TxnRequest) -> bool {
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        let who = self.node.who(req.metadata()).await?;
         let r = req.into_inner();
         validate::range(&r)?;
         if !r.serializable {
             self.node.read_barrier().await?;
         }
+        let auth = &self.node.auth;
+        auth.check_read(&who, &r.key, &r.range_end)?;
         let mut resp = self.node.store.range(&r)?;
+        // etcd: an auth change during the read and the caller authenticates again.
+        check_unchanged(auth, &who)?;
         self.node.fill(&mut resp.header, 0);
         Ok(Response::new(resp))
     }
 
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let who = self.node.who(req.metadata()).await?;
         let r = req.into_inner();
         super::check_message_size(&r, self.node.limits.max_request_bytes)?;
         validate::put(&r)?;
-        match self.node.propose(Command::Put(r)).await?.result {
+        match self.node.propose_as(Command::Put(r), &who).await?.result {
             Some(Outcome::Put(mut p)) => {
                 self.node.fill(&mut p.header, 0);
                 Ok(Response::new(p))
@@ -66,9 +82,10 @@ impl Kv for KvService {
     }
 
     async fn delete_range(&self, req: Request<DeleteRangeRequest>) -> Result<Response<DeleteRangeResponse>, Status> {
+        let who = self.node.who(req.metadata()).await?;
         let r = req.into_inner();
         validate::delete_range(&r)?;
-        match self.node.propose(Command::DeleteRange(r)).await?.result {
+        match self.node.propose_as(Command::DeleteRange(r), &who).await?.result {
             Some(Outcome::DeleteRange(mut d)) => {
                 self.node.fill(&mut d.header, 0);
                 Ok(Response::new(d))
@@ -78,16 +95,20 @@ impl Kv for KvService {
     }
 
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let who = self.node.who(req.metadata()).await?;
         let r = req.into_inner();
         super::check_message_size(&r, self.node.limits.max_request_bytes)?;
         validate::txn(&r, self.node.limits.max_txn_ops)?;
         if is_read_only(&r) {
             self.node.read_barrier().await?;
+            let auth = &self.node.auth;
+            auth.check_read_txn(&who, &r)?;
             let mut t = self.node.store.read_txn(&r)?;
+            check_unchanged(auth, &who)?;
             self.node.fill(&mut t.header, 0);
             return Ok(Response::new(t));
         }
-        match self.node.propose(Command::Txn(r)).await?.result {
+        match self.node.propose_as(Command::Txn(r), &who).await?.result {
             Some(Outcome::Txn(mut t)) => {
                 self.node.fill(&mut t.header, 0);
                 Ok(Response::new(t))
@@ -97,9 +118,10 @@ impl Kv for KvService {
     }
 
     async fn compact(&self, req: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
+        let who = self.node.who(req.metadata()).await?;
         let r = req.into_inner();
         let (rev, physical) = (r.revision, r.physical);
-        match self.node.propose(Command::Compaction(r)).await?.result {
+        match self.node.propose_as(Command::Compaction(r), &who).await?.result {
             Some(Outcome::Compaction(mut c)) => {
                 if physical {
                     self.node.store.wait_compacted(rev).await;

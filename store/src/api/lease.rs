@@ -45,6 +45,7 @@ type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, 
 #[tonic::async_trait]
 impl Lease for LeaseService {
     async fn lease_grant(&self, req: Request<LeaseGrantRequest>) -> Result<Response<LeaseGrantResponse>, Status> {
+        let who = self.node.who(req.metadata()).await?;
         let mut r = req.into_inner();
         if r.ttl > MAX_LEASE_TTL {
             return Err(EtcdError::LeaseTtlTooLarge.into());
@@ -53,7 +54,7 @@ impl Lease for LeaseService {
             r.id = new_lease_id();
         }
         let id = r.id;
-        match self.node.propose(Command::LeaseGrant(r)).await?.result {
+        match self.node.propose_as(Command::LeaseGrant(r), &who).await?.result {
             Some(Outcome::LeaseGrant(mut g)) => {
                 // On the leader, the deadline starts now rather than at the next expiry tick.
                 let _ = self.node.renew_lease_here(id);
@@ -65,7 +66,8 @@ impl Lease for LeaseService {
     }
 
     async fn lease_revoke(&self, req: Request<LeaseRevokeRequest>) -> Result<Response<LeaseRevokeResponse>, Status> {
-        let r = self.node.propose(Command::LeaseRevoke(req.into_inner())).await?;
+        let who = self.node.who(req.metadata()).await?;
+        let r = self.node.propose_as(Command::LeaseRevoke(req.into_inner()), &who).await?;
         Ok(Response::new(LeaseRevokeResponse { header: Some(self.node.header(r.revision)) }))
     }
 
@@ -98,14 +100,16 @@ impl Lease for LeaseService {
         &self,
         req: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        let r = req.into_inner();
         let n = &self.node;
+        let who = n.who(req.metadata()).await?;
+        let r = req.into_inner();
         let remaining = n.lease_remaining(r.id).await?;
         let header = Some(n.header(n.store.current_revision()));
         let Some(lease) = n.store.lease(r.id).filter(|_| remaining >= 0) else {
             return Ok(Response::new(LeaseTimeToLiveResponse { header, id: r.id, ttl: -1, ..Default::default() }));
         };
-        let keys = if r.keys { lease.keys.iter().cloned().collect() } else { Vec::new() };
+        let keys: Vec<_> = if r.keys { lease.keys.iter().cloned().collect() } else { Vec::new() };
+        n.auth.check_lease_keys_readable(&who, &keys)?;
         Ok(Response::new(LeaseTimeToLiveResponse { header, id: r.id, ttl: remaining, granted_ttl: lease.ttl, keys }))
     }
 

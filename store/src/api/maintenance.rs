@@ -29,6 +29,13 @@ impl MaintenanceService {
     pub fn new(node: Arc<Node>, backup_dir: std::path::PathBuf) -> Self {
         MaintenanceService { node, backup_dir }
     }
+
+    /// Defragment, snapshot, hashes and leader moves are for the root role, as in etcd
+    /// (status and alarms are not).
+    async fn admin<T>(&self, req: &Request<T>) -> Result<(), EtcdError> {
+        let who = self.node.who(req.metadata()).await?;
+        self.node.auth.check_admin(&who)
+    }
 }
 
 #[tonic::async_trait]
@@ -56,6 +63,7 @@ impl Maintenance for MaintenanceService {
 
     async fn hash_kv(&self, req: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
         let n = &self.node;
+        self.admin(&req).await?;
         let (hash, current, compacted) = n.store.hash_kv(req.into_inner().revision)?;
         // etcd's compaction point is -1 until the first compaction.
         let compact_revision = if compacted == 0 { -1 } else { compacted };
@@ -64,8 +72,9 @@ impl Maintenance for MaintenanceService {
 
     /// etcd's `Hash` covers its whole database file; here it is the history's hash at the
     /// current revision (see `hash_kv`), for the same purpose: comparing members.
-    async fn hash(&self, _req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+    async fn hash(&self, req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
         let n = &self.node;
+        self.admin(&req).await?;
         let (hash, current, _) = n.store.hash_kv(0)?;
         Ok(Response::new(HashResponse { header: Some(n.header(current)), hash }))
     }
@@ -78,19 +87,22 @@ impl Maintenance for MaintenanceService {
 
     async fn snapshot(
         &self,
-        _req: Request<SnapshotRequest>,
+        req: Request<SnapshotRequest>,
     ) -> Result<Response<super::backup::SnapshotStream>, Status> {
+        self.admin(&req).await?;
         let file = super::backup::save(&self.node, &self.backup_dir).await?;
         Ok(Response::new(super::backup::stream(self.node.clone(), file).await?))
     }
 
     async fn move_leader(&self, req: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
         let n = &self.node;
+        self.admin(&req).await?;
         n.move_leader(req.get_ref().target_id).await?;
         Ok(Response::new(MoveLeaderResponse { header: Some(n.header(n.store.current_revision())) }))
     }
 
-    async fn defragment(&self, _req: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
+    async fn defragment(&self, req: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
+        self.admin(&req).await?;
         let n = self.node.clone();
         let engine = n.store.engine().clone();
         tokio::task::spawn_blocking(move || engine.compact_all())

@@ -5,6 +5,7 @@
 //! gRPC and HTTP share the port: the server speaks HTTP/1.1 and HTTP/2 (h2c) and routes
 //! by path, as etcd's cmux does.
 
+pub mod auth;
 pub mod authority;
 pub mod backup;
 pub mod cluster;
@@ -23,6 +24,7 @@ pub mod watch;
 use std::sync::Arc;
 
 use crate::node::Node;
+use crate::proto::etcdserverpb::auth_server::AuthServer;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
@@ -57,6 +59,7 @@ pub fn router(node: Arc<Node>, hub: Arc<WatchHub>, backup_dir: std::path::PathBu
         .add_service(ClusterServer::new(cluster::ClusterService::new(node.clone())))
         .add_service(watch::WatchService::new(node.clone(), hub.clone()))
         .add_service(LeaseServer::new(lease::LeaseService::new(node.clone())))
+        .add_service(AuthServer::new(auth::AuthService::new(node.clone())))
         .add_service(LockServer::new(lock::LockService::new(concurrency::Local::new(node.clone(), hub.clone()))))
         .add_service(ElectionServer::new(election::ElectionService::new(concurrency::Local::new(
             node.clone(),

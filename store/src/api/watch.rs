@@ -12,6 +12,7 @@ use tonic::codec::{Codec, EncodeBuf, Encoder};
 use tonic::codegen::{http, Body, BoxFuture, Service, StdError};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::error::EtcdError;
 use crate::node::Node;
 use crate::proto::etcdserverpb::watch_request::RequestUnion;
 use crate::proto::etcdserverpb::{ResponseHeader, WatchRequest};
@@ -43,13 +44,24 @@ impl WatchService {
     }
 
     fn watch(&self, req: Request<Streaming<WatchRequest>>) -> ResponseStream {
+        let metadata = req.metadata().clone();
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(OUTBOX);
         let stream = self.hub.open_stream(tx);
         let hub = self.hub.clone();
+        let node = self.node.clone();
         tokio::spawn(async move {
+            // Each watcher's range needs read permission for the stream's token when it
+            // is created (an unknown token permits nothing).
             while let Some(Ok(msg)) = inbound.next().await {
                 match msg.request_union {
+                    Some(RequestUnion::CreateRequest(c)) if node.auth.enabled() => {
+                        let who = node.who(&metadata).await;
+                        match who.and_then(|w| node.auth.check_read(&w, &c.key, &c.range_end)) {
+                            Ok(()) => hub.create(stream, &c),
+                            Err(_) => hub.refuse(stream, &c, &EtcdError::PermissionDenied.to_string()),
+                        }
+                    }
                     Some(RequestUnion::CreateRequest(c)) => hub.create(stream, &c),
                     Some(RequestUnion::CancelRequest(c)) => hub.cancel(stream, c.watch_id),
                     Some(RequestUnion::ProgressRequest(_)) => hub.request_progress(stream),

@@ -408,8 +408,8 @@ impl MvccStore {
                 lease_ops.extend(checkpoints(st, r));
                 Outcome::Empty(Empty {})
             }
-            // The state machine unpacks batches; members' attributes live there too.
-            Command::MemberAttributes(_) | Command::Batch(_) => Outcome::Empty(Empty {}),
+            // The state machine unpacks batches; members' attributes and auth live there too.
+            _ => Outcome::Empty(Empty {}),
         };
         let (rev, changes) = ex.finish();
         Ok(Executed { outcome, changes, rev, lease_ops })

@@ -135,7 +135,7 @@ async fn submit(raft: &Raft, mut batch: Vec<(RaftRequest, Reply)>) {
         last => {
             batch.extend(last);
             let (requests, replies) = batch.into_iter().unzip();
-            (RaftRequest { command: Some(Command::Batch(RaftBatch { requests })) }, replies)
+            (RaftRequest { command: Some(Command::Batch(RaftBatch { requests })), auth: None }, replies)
         }
     };
     let replies = Arc::new(parking_lot::Mutex::new(Some(replies)));

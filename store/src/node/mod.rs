@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use openraft::error::RaftError;
 use prost::Message;
 
+use crate::auth::{AuthStore, SimpleTokens, Who};
 use crate::error::EtcdError;
 use crate::mvcc::MvccStore;
 use crate::proto::etcdserverpb::ResponseHeader;
@@ -53,6 +54,8 @@ pub struct Node {
     pub name: String,
     pub raft: Raft,
     pub store: Arc<MvccStore>,
+    /// Users, roles and tokens.
+    pub auth: Arc<AuthStore>,
     pub applied: Arc<Applied>,
     pub limits: Limits,
     /// The peer transport's connection pool, for forwarding to the leader.
@@ -122,9 +125,37 @@ impl Node {
         }
     }
 
-    /// Puts a command through Raft and returns its applied outcome.
+    /// Who sent a client request, from its token (gRPC metadata `token`, or the JSON
+    /// gateway's `Authorization` header). A token this member has not seen may come from
+    /// an `Authenticate` entry it has not applied yet: it waits for that entry first.
+    pub async fn who(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Who, EtcdError> {
+        if !self.auth.enabled() {
+            return Ok(Who::default());
+        }
+        let token = ["token", "authorization"].iter().find_map(|k| metadata.get(*k)).and_then(|v| v.to_str().ok());
+        let Some(token) = token else { return Ok(Who::default()) };
+        let first = self.auth.who(Some(token));
+        let issued = SimpleTokens::index_of(token).unwrap_or(0);
+        if first.is_ok() || self.applied.last_applied().map_or(0, |l| l.index) >= issued {
+            return first;
+        }
+        let _ = tokio::time::timeout(self.limits.request_timeout, self.applied.wait_for(issued)).await;
+        self.auth.who(Some(token))
+    }
+
+    /// Puts a client's command through Raft, to be applied if `who` may (see
+    /// [`crate::auth`]), and returns its applied outcome.
+    pub async fn propose_as(&self, cmd: Command, who: &Who) -> Result<RaftResponse, EtcdError> {
+        self.propose_request(RaftRequest { command: Some(cmd), auth: Some(who.clone()) }).await
+    }
+
+    /// Puts a member's own command through Raft (no permission check) and returns its
+    /// applied outcome.
     pub async fn propose(&self, cmd: Command) -> Result<RaftResponse, EtcdError> {
-        let req = RaftRequest { command: Some(cmd) };
+        self.propose_request(RaftRequest { command: Some(cmd), auth: None }).await
+    }
+
+    async fn propose_request(&self, req: RaftRequest) -> Result<RaftResponse, EtcdError> {
         if req.encoded_len() > self.limits.max_request_bytes {
             return Err(EtcdError::RequestTooLarge);
         }

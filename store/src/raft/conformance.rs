@@ -20,7 +20,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         };
         let engine = Engine::open(&dir.path().join("db")).map_err(|e| io(&e))?;
         let store = MvccStore::open(engine.clone(), 2).map_err(|e| io(&e))?;
-        let sm = StateMachine::open(store, dir.path().join("snap"))?;
+        let auth = crate::auth::AuthStore::for_tests(engine.clone()).map_err(|e| io(&e))?;
+        let sm = StateMachine::open(store, auth, dir.path().join("snap"))?;
         let opts = WalOptions { first_segment: 64 << 10, max_segment: 256 << 10 };
         let wal = Wal::open(&dir.path().join("wal"), opts).map_err(|e| io(&e))?;
         let log = LogStore::new(std::sync::Arc::new(wal), sm.state_sync()).map_err(|e| io(&e))?;

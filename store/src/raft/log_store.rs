@@ -390,7 +390,8 @@ mod tests {
         fn new() -> Result<Fixture, Box<dyn std::error::Error>> {
             let dir = tempfile::tempdir()?;
             let engine = Engine::open(&dir.path().join("db"))?;
-            let sm = StateMachine::open(MvccStore::open(engine, 2)?, dir.path().join("snap"))?;
+            let auth = crate::auth::AuthStore::for_tests(engine.clone())?;
+            let sm = StateMachine::open(MvccStore::open(engine, 2)?, auth, dir.path().join("snap"))?;
             Ok(Fixture { dir, sm })
         }
 

@@ -155,6 +155,7 @@ mod tests {
         let cmd = Cmd(
             RaftRequest {
                 command: Some(Command::Put(PutRequest { key: "k".into(), value: "v".into(), ..Default::default() })),
+                auth: None,
             },
             Some(answer::Waiter::default()),
         );

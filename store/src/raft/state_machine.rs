@@ -21,11 +21,13 @@ use super::snapshot::{self, SnapshotFile};
 use openraft::StorageIOError;
 
 use super::{decode, encode, Cmd, Entry, LogId, Resp, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::auth::AuthStore;
 use crate::engine::{Cf, Engine, EngineError, WriteBatch};
+use crate::error::EtcdError;
 use crate::mvcc::MvccStore;
 use crate::proto::keelpb::raft_request::Command;
 use crate::proto::keelpb::raft_response::Result as Outcome;
-use crate::proto::keelpb::{MemberAttributes, RaftBatchResponse, RaftRequest, RaftResponse};
+use crate::proto::keelpb::{ApplyError, AuthHeader, MemberAttributes, RaftBatchResponse, RaftRequest, RaftResponse};
 
 const LAST_APPLIED: &[u8] = b"last_applied";
 const MEMBERSHIP: &[u8] = b"membership";
@@ -69,6 +71,7 @@ impl Applied {
 
 pub struct StateMachine {
     store: Arc<MvccStore>,
+    auth: Arc<AuthStore>,
     engine: Engine,
     applied: Arc<Applied>,
     sync: Arc<StateSync>,
@@ -125,7 +128,7 @@ fn attr_key(id: u64) -> Vec<u8> {
 }
 
 impl StateMachine {
-    pub fn open(store: Arc<MvccStore>, snap_dir: PathBuf) -> Result<StateMachine, StorageError> {
+    pub fn open(store: Arc<MvccStore>, auth: Arc<AuthStore>, snap_dir: PathBuf) -> Result<StateMachine, StorageError> {
         std::fs::create_dir_all(&snap_dir).map_err(sm_read)?;
         let engine = store.engine().clone();
         let (index_tx, _) = tokio::sync::watch::channel(0);
@@ -139,7 +142,7 @@ impl StateMachine {
         for ext in [SENDING_EXT, "tmp"] {
             clear_files(&snap_dir, ext, false);
         }
-        let sm = StateMachine { store, engine, applied, sync, snap_dir, waiters: Arc::default() };
+        let sm = StateMachine { store, auth, engine, applied, sync, snap_dir, waiters: Arc::default() };
         sm.load_meta()?;
         Ok(sm)
     }
@@ -193,7 +196,7 @@ impl StateMachine {
             }
             EntryPayload::Normal(Cmd(req, _)) => match req.command {
                 Some(Command::Batch(b)) => self.apply_batch(entry.log_id, b.requests)?,
-                Some(cmd) => Resp(self.apply_command(cmd, batch)?),
+                Some(cmd) => Resp(self.apply_command(cmd, req.auth, entry.log_id.index, batch)?),
                 None => {
                     self.store.apply_noop(batch).map_err(sm_write)?;
                     Resp::default()
@@ -211,7 +214,30 @@ impl StateMachine {
         Ok(resp)
     }
 
-    fn apply_command(&self, cmd: Command, mut batch: WriteBatch) -> Result<RaftResponse, StorageError> {
+    /// Applies one command; `who` is the client that sent it (absent for a member's own
+    /// commands), whose permission is checked first.
+    fn apply_command(
+        &self,
+        cmd: Command,
+        who: Option<AuthHeader>,
+        index: u64,
+        mut batch: WriteBatch,
+    ) -> Result<RaftResponse, StorageError> {
+        if crate::auth::is_auth_command(&cmd) {
+            let (outcome, change) = self.auth.apply(&cmd, who.as_ref(), index, &mut batch);
+            self.store.apply_noop(batch).map_err(sm_write)?;
+            if let Some(c) = change {
+                self.auth.commit(c);
+            }
+            return Ok(self.answer(outcome));
+        }
+        if let Some(who) = &who {
+            let lease_keys = |id: i64| self.store.lease(id).map(|l| l.keys.into_iter().collect()).unwrap_or_default();
+            if let Err(e) = self.auth.check_command(&cmd, who, &lease_keys) {
+                self.store.apply_noop(batch).map_err(sm_write)?;
+                return Ok(self.answer(Err(e)));
+            }
+        }
         if let Command::MemberAttributes(a) = &cmd {
             batch.put(Cf::Meta, attr_key(a.id), a.encode_to_vec());
         }
@@ -222,6 +248,12 @@ impl StateMachine {
         Ok(r)
     }
 
+    /// The response to a command that changed no key.
+    fn answer(&self, outcome: Result<Outcome, EtcdError>) -> RaftResponse {
+        let result = outcome.unwrap_or_else(|e| Outcome::Error(ApplyError { code: e.apply_code() }));
+        RaftResponse { revision: self.store.current_revision(), result: Some(result) }
+    }
+
     /// Applies a batch entry: each command in its own atomic write that also records how
     /// far into the entry it got (the last one records the entry as applied), so a crash in
     /// the middle replays the entry from where it stopped, never applying a command twice.
@@ -230,6 +262,7 @@ impl StateMachine {
         let n = requests.len();
         let mut responses = Vec::with_capacity(n);
         for (i, req) in requests.into_iter().enumerate() {
+            let who = req.auth;
             let Some(cmd) = req.command.filter(|_| i >= done) else {
                 responses.push(RaftResponse::default());
                 continue;
@@ -240,7 +273,7 @@ impl StateMachine {
             } else {
                 wb.put(Cf::Meta, PARTIAL, encode(&(log_id, i + 1)).map_err(sm_write)?);
             }
-            responses.push(self.apply_command(cmd, wb)?);
+            responses.push(self.apply_command(cmd, who, log_id.index, wb)?);
         }
         if n == 0 {
             let mut wb = WriteBatch::default();
@@ -407,6 +440,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         batch.put(Cf::Meta, MEMBERSHIP, encode(&meta.last_membership).map_err(sm_write)?);
         self.engine.write(batch, true).map_err(sm_write)?;
         self.store.reload().map_err(sm_write)?;
+        self.auth.reload().map_err(sm_write)?;
         if let Some(last) = meta.last_log_id {
             self.waiters.covered(last.index);
         }

@@ -293,6 +293,23 @@ impl WatchHub {
         }
     }
 
+    /// Refuses a watch create without creating anything (a permission the watching user
+    /// lacks): answered `created` and `canceled` with `reason`, for the id the client
+    /// asked for (0 if none), as etcd does.
+    pub fn refuse(&self, stream: u64, req: &WatchCreateRequest, reason: &str) {
+        let inner = self.inner.lock();
+        let Some(s) = inner.streams.get(&stream) else { return };
+        let resp = WatchResponse {
+            header: header(inner.last_rev),
+            watch_id: req.watch_id,
+            created: true,
+            canceled: true,
+            cancel_reason: reason.to_string(),
+            ..Default::default()
+        };
+        send_soon(&s.tx, resp);
+    }
+
     /// Cancels a watcher; answers `canceled` if it existed.
     pub fn cancel(&self, stream: u64, id: i64) {
         let mut inner = self.inner.lock();
