@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Status};
 
 use super::kv::KvService;
@@ -48,6 +49,8 @@ pub struct Local {
     kv: Arc<KvService>,
     lease: Arc<LeaseService>,
     hub: Arc<WatchHub>,
+    /// The token of the client this acts for: its requests are checked as that client's.
+    metadata: MetadataMap,
 }
 
 impl Local {
@@ -57,20 +60,37 @@ impl Local {
             lease: Arc::new(LeaseService::new(node.clone())),
             node,
             hub,
+            metadata: MetadataMap::new(),
         }
     }
 
+    /// This client acting for the sender of a request (its token), as etcd's in-process
+    /// client passes the caller's on.
+    pub fn acting_for<T>(&self, req: &Request<T>) -> Local {
+        let mut metadata = MetadataMap::new();
+        for key in ["token", "authorization"] {
+            if let Some(v) = req.metadata().get(key) {
+                metadata.insert(key, v.clone());
+            }
+        }
+        Local { metadata, ..self.clone() }
+    }
+
+    fn request<T>(&self, msg: T) -> Request<T> {
+        Request::from_parts(self.metadata.clone(), Default::default(), msg)
+    }
+
     pub async fn txn(&self, t: TxnRequest) -> Result<TxnResponse, Status> {
-        Ok(self.kv.txn(Request::new(t)).await.map_err(as_client_error)?.into_inner())
+        Ok(self.kv.txn(self.request(t)).await.map_err(as_client_error)?.into_inner())
     }
 
     pub async fn range(&self, r: RangeRequest) -> Result<RangeResponse, Status> {
-        Ok(self.kv.range(Request::new(r)).await.map_err(as_client_error)?.into_inner())
+        Ok(self.kv.range(self.request(r)).await.map_err(as_client_error)?.into_inner())
     }
 
     pub async fn delete(&self, key: Bytes) -> Result<ResponseHeader, Status> {
         let d = DeleteRangeRequest { key, ..Default::default() };
-        let d = self.kv.delete_range(Request::new(d)).await.map_err(as_client_error)?;
+        let d = self.kv.delete_range(self.request(d)).await.map_err(as_client_error)?;
         Ok(d.into_inner().header.unwrap_or_default())
     }
 
@@ -88,7 +108,7 @@ impl Local {
             return Ok(lease);
         }
         let g = LeaseGrantRequest { ttl: SESSION_TTL, id: 0 };
-        Ok(self.lease.lease_grant(Request::new(g)).await.map_err(as_client_error)?.into_inner().id)
+        Ok(self.lease.lease_grant(self.request(g)).await.map_err(as_client_error)?.into_inner().id)
     }
 
     /// A watch of one key (or a prefix) from `start_revision` on the member's hub.

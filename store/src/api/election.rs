@@ -60,8 +60,8 @@ type ObserveStream = Pin<Box<dyn Stream<Item = Result<LeaderResponse, Status>> +
 #[tonic::async_trait]
 impl Election for ElectionService {
     async fn campaign(&self, req: Request<CampaignRequest>) -> Result<Response<CampaignResponse>, Status> {
+        let local = &self.local.acting_for(&req);
         let r = req.into_inner();
-        let local = &self.local;
         let lease = local.session(r.lease).await?;
         let prefix = keys_prefix(&r.name);
         let key = contender_key(&prefix, lease);
@@ -92,23 +92,25 @@ impl Election for ElectionService {
     }
 
     async fn proclaim(&self, req: Request<ProclaimRequest>) -> Result<Response<ProclaimResponse>, Status> {
+        let local = self.local.acting_for(&req);
         let r = req.into_inner();
         let leader = r.leader.ok_or_else(missing_leader_key)?;
-        let header = proclaim(&self.local, &leader.key, leader.rev, r.value).await?;
+        let header = proclaim(&local, &leader.key, leader.rev, r.value).await?;
         Ok(Response::new(ProclaimResponse { header: Some(header) }))
     }
 
     async fn leader(&self, req: Request<LeaderRequest>) -> Result<Response<LeaderResponse>, Status> {
+        let local = self.local.acting_for(&req);
         let prefix = keys_prefix(&req.into_inner().name);
-        let (kv, header) = self.local.first_created(&prefix).await?;
+        let (kv, header) = local.first_created(&prefix).await?;
         let kv = kv.ok_or_else(no_leader)?;
         Ok(Response::new(LeaderResponse { header: Some(header), kv: Some(kv) }))
     }
 
     async fn observe(&self, req: Request<LeaderRequest>) -> Result<Response<ObserveStream>, Status> {
+        let local = self.local.acting_for(&req);
         let prefix = keys_prefix(&req.into_inner().name);
         let (tx, rx) = mpsc::channel(16);
-        let local = self.local.clone();
         tokio::spawn(async move {
             if let Err(e) = observe(&local, &prefix, &tx).await {
                 let _ = tx.send(Err(e)).await;
@@ -118,8 +120,9 @@ impl Election for ElectionService {
     }
 
     async fn resign(&self, req: Request<ResignRequest>) -> Result<Response<ResignResponse>, Status> {
+        let local = self.local.acting_for(&req);
         let leader = req.into_inner().leader.ok_or_else(missing_leader_key)?;
-        let header = self.local.delete_if_created_at(&leader.key, leader.rev).await?;
+        let header = local.delete_if_created_at(&leader.key, leader.rev).await?;
         Ok(Response::new(ResignResponse { header: Some(header) }))
     }
 }

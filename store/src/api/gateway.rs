@@ -14,14 +14,16 @@ use std::future::Future;
 use std::sync::{Arc, LazyLock};
 
 use axum::body::Bytes;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use prost::Message;
 use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, SerializeOptions};
+use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Request, Status};
 
+use super::auth::AuthService;
 use super::cluster::ClusterService;
 use super::concurrency::Local;
 use super::election::ElectionService;
@@ -30,6 +32,7 @@ use super::lease::LeaseService;
 use super::lock::LockService;
 use super::maintenance::MaintenanceService;
 use crate::node::Node;
+use crate::proto::etcdserverpb::auth_server::Auth;
 use crate::proto::etcdserverpb::cluster_server::Cluster;
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::proto::etcdserverpb::lease_server::Lease;
@@ -121,6 +124,21 @@ where
     }
 }
 
+/// The gRPC metadata a gateway call carries: the caller's token, from etcd's
+/// `Authorization` header.
+fn metadata(headers: &HeaderMap) -> MetadataMap {
+    let mut md = MetadataMap::new();
+    if let Some(token) = headers.get(header::AUTHORIZATION).and_then(|v| MetadataValue::try_from(v.as_bytes()).ok()) {
+        md.insert("authorization", token);
+    }
+    md
+}
+
+/// A service request as the gateway's caller sent it.
+fn request<T>(headers: &HeaderMap, msg: T) -> Request<T> {
+    Request::from_parts(metadata(headers), Default::default(), msg)
+}
+
 /// Adds `POST /v3<path>` and `POST /v3beta<path>`, calling `$svc.$method` with
 /// `$req` in and `$resp` out (full protobuf names).
 macro_rules! routes {
@@ -128,9 +146,12 @@ macro_rules! routes {
         $(
             let handler = {
                 let svc = $svc.clone();
-                move |body: Bytes| {
+                move |headers: HeaderMap, body: Bytes| {
                     let svc = svc.clone();
-                    async move { unary($req, $resp, body, |r| async move { svc.$method(Request::new(r)).await }).await }
+                    async move {
+                        let call = |r| async move { svc.$method(request(&headers, r)).await };
+                        unary($req, $resp, body, call).await
+                    }
                 }
             };
             $router = $router
@@ -145,7 +166,8 @@ macro_rules! routes {
 /// etcd's gateway streams them. The watch lives until the client goes away, whether or not
 /// its request body has ended; a request that cannot be read ends it with an error line
 /// (`{"error": ..., "message": ..., "code": 2}`).
-async fn watch(node: Arc<Node>, hub: Arc<WatchHub>, body: axum::body::Body) -> Response {
+async fn watch(node: Arc<Node>, hub: Arc<WatchHub>, headers: HeaderMap, body: axum::body::Body) -> Response {
+    let md = metadata(&headers);
     let mut body = JsonRequests::new(body);
     // As etcd's gateway, answer nothing until the first request is read: one that cannot
     // be read is answered with an error status.
@@ -157,7 +179,7 @@ async fn watch(node: Arc<Node>, hub: Arc<WatchHub>, body: axum::body::Body) -> R
     let (tx, mut rx) = tokio::sync::mpsc::channel(128);
     let stream = hub.open_stream(tx);
     for r in first {
-        apply(&hub, stream, r);
+        apply(&node, &hub, stream, &md, r).await;
     }
     // One task reads the rest of the body and writes the answer's lines; it ends, closing
     // the watch, when the client goes away or a request cannot be read (after saying so).
@@ -178,7 +200,11 @@ async fn watch(node: Arc<Node>, hub: Arc<WatchHub>, body: axum::body::Body) -> R
                 // Reading stops at the body's end; the watchers stay until the client goes.
                 requests = body.next_requests::<WatchRequest>("etcdserverpb.WatchRequest"), if body_open => {
                     match requests {
-                        Ok(Some(rs)) => rs.into_iter().for_each(|r| apply(&hub, stream, r)),
+                        Ok(Some(rs)) => {
+                            for r in rs {
+                                apply(&node, &hub, stream, &md, r).await;
+                            }
+                        }
                         Ok(None) => body_open = false,
                         Err(s) => {
                             let _ = lines.send(Ok(error_line(&s))).await;
@@ -252,10 +278,10 @@ fn streamed_request<T: Message + Default>(name: &str, v: serde_json::Value) -> R
     decode::<T>(name, &body).map_err(|s| Status::unknown(s.message()))
 }
 
-fn apply(hub: &Arc<WatchHub>, stream: u64, r: WatchRequest) {
+async fn apply(node: &Node, hub: &Arc<WatchHub>, stream: u64, md: &MetadataMap, r: WatchRequest) {
     use crate::proto::etcdserverpb::watch_request::RequestUnion;
     match r.request_union {
-        Some(RequestUnion::CreateRequest(c)) => hub.create(stream, &c),
+        Some(RequestUnion::CreateRequest(c)) => super::watch::create(node, hub, stream, md, &c).await,
         Some(RequestUnion::CancelRequest(c)) => hub.cancel(stream, c.watch_id),
         Some(RequestUnion::ProgressRequest(_)) => hub.request_progress(stream),
         None => {}
@@ -324,7 +350,7 @@ async fn keep_alive(node: Arc<Node>, body: axum::body::Body) -> Response {
 }
 
 /// `POST /v3/election/observe`: one request, a line per leader or value in answer.
-async fn observe(election: Arc<ElectionService>, body: Bytes) -> Response {
+async fn observe(election: Arc<ElectionService>, headers: HeaderMap, body: Bytes) -> Response {
     use futures::StreamExt;
 
     use crate::proto::v3electionpb::LeaderRequest;
@@ -332,7 +358,7 @@ async fn observe(election: Arc<ElectionService>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(s) => return error(&s),
     };
-    let responses = match election.observe(Request::new(req)).await {
+    let responses = match election.observe(request(&headers, req)).await {
         Ok(r) => r.into_inner(),
         Err(s) => return error(&s),
     };
@@ -349,9 +375,10 @@ async fn observe(election: Arc<ElectionService>, body: Bytes) -> Response {
 pub fn router(node: Arc<Node>, hub: Arc<WatchHub>, backup_dir: std::path::PathBuf) -> Router {
     let watch_route = {
         let (node, hub) = (node.clone(), hub.clone());
-        move |body: axum::body::Body| watch(node.clone(), hub.clone(), body)
+        move |headers: HeaderMap, body: axum::body::Body| watch(node.clone(), hub.clone(), headers, body)
     };
     let kv = Arc::new(KvService::new(node.clone()));
+    let auth = Arc::new(AuthService::new(node.clone()));
     let lease = Arc::new(LeaseService::new(node.clone()));
     let cluster = Arc::new(ClusterService::new(node.clone()));
     let maintenance = Arc::new(MaintenanceService::new(node.clone(), backup_dir));
@@ -363,7 +390,7 @@ pub fn router(node: Arc<Node>, hub: Arc<WatchHub>, backup_dir: std::path::PathBu
     };
     let observe_route = {
         let election = election.clone();
-        move |body: Bytes| observe(election.clone(), body)
+        move |headers: HeaderMap, body: Bytes| observe(election.clone(), headers, body)
     };
     let mut r = Router::new();
     for prefix in ["/v3", "/v3beta"] {
@@ -402,6 +429,25 @@ pub fn router(node: Arc<Node>, hub: Arc<WatchHub>, backup_dir: std::path::PathBu
         "/maintenance/hash" => hash("etcdserverpb.HashRequest", "etcdserverpb.HashResponse"),
         "/maintenance/hashkv" => hash_kv("etcdserverpb.HashKVRequest", "etcdserverpb.HashKVResponse"),
         "/maintenance/transfer-leadership" => move_leader("etcdserverpb.MoveLeaderRequest", "etcdserverpb.MoveLeaderResponse"),
+    );
+    routes!(r, auth,
+        "/auth/enable" => auth_enable("etcdserverpb.AuthEnableRequest", "etcdserverpb.AuthEnableResponse"),
+        "/auth/disable" => auth_disable("etcdserverpb.AuthDisableRequest", "etcdserverpb.AuthDisableResponse"),
+        "/auth/status" => auth_status("etcdserverpb.AuthStatusRequest", "etcdserverpb.AuthStatusResponse"),
+        "/auth/authenticate" => authenticate("etcdserverpb.AuthenticateRequest", "etcdserverpb.AuthenticateResponse"),
+        "/auth/user/add" => user_add("etcdserverpb.AuthUserAddRequest", "etcdserverpb.AuthUserAddResponse"),
+        "/auth/user/get" => user_get("etcdserverpb.AuthUserGetRequest", "etcdserverpb.AuthUserGetResponse"),
+        "/auth/user/list" => user_list("etcdserverpb.AuthUserListRequest", "etcdserverpb.AuthUserListResponse"),
+        "/auth/user/delete" => user_delete("etcdserverpb.AuthUserDeleteRequest", "etcdserverpb.AuthUserDeleteResponse"),
+        "/auth/user/changepw" => user_change_password("etcdserverpb.AuthUserChangePasswordRequest", "etcdserverpb.AuthUserChangePasswordResponse"),
+        "/auth/user/grant" => user_grant_role("etcdserverpb.AuthUserGrantRoleRequest", "etcdserverpb.AuthUserGrantRoleResponse"),
+        "/auth/user/revoke" => user_revoke_role("etcdserverpb.AuthUserRevokeRoleRequest", "etcdserverpb.AuthUserRevokeRoleResponse"),
+        "/auth/role/add" => role_add("etcdserverpb.AuthRoleAddRequest", "etcdserverpb.AuthRoleAddResponse"),
+        "/auth/role/get" => role_get("etcdserverpb.AuthRoleGetRequest", "etcdserverpb.AuthRoleGetResponse"),
+        "/auth/role/list" => role_list("etcdserverpb.AuthRoleListRequest", "etcdserverpb.AuthRoleListResponse"),
+        "/auth/role/delete" => role_delete("etcdserverpb.AuthRoleDeleteRequest", "etcdserverpb.AuthRoleDeleteResponse"),
+        "/auth/role/grant" => role_grant_permission("etcdserverpb.AuthRoleGrantPermissionRequest", "etcdserverpb.AuthRoleGrantPermissionResponse"),
+        "/auth/role/revoke" => role_revoke_permission("etcdserverpb.AuthRoleRevokePermissionRequest", "etcdserverpb.AuthRoleRevokePermissionResponse"),
     );
     routes!(r, lock,
         "/lock/lock" => lock("v3lockpb.LockRequest", "v3lockpb.LockResponse"),

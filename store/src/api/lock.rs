@@ -24,8 +24,8 @@ impl LockService {
 #[tonic::async_trait]
 impl Lock for LockService {
     async fn lock(&self, req: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
+        let local = &self.local.acting_for(&req);
         let r = req.into_inner();
-        let local = &self.local;
         let lease = local.session(r.lease).await?;
         let prefix = keys_prefix(&r.name);
         let key = contender_key(&prefix, lease);
@@ -64,7 +64,7 @@ impl Lock for LockService {
     }
 
     async fn unlock(&self, req: Request<UnlockRequest>) -> Result<Response<UnlockResponse>, Status> {
-        let header = self.local.delete(req.into_inner().key).await?;
+        let header = self.local.acting_for(&req).delete(req.into_inner().key).await?;
         Ok(Response::new(UnlockResponse { header: Some(header) }))
     }
 }

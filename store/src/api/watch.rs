@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::error::EtcdError;
 use crate::node::Node;
 use crate::proto::etcdserverpb::watch_request::RequestUnion;
-use crate::proto::etcdserverpb::{ResponseHeader, WatchRequest};
+use crate::proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchRequest};
 use crate::watch::watcher::{Out, Wire};
 use crate::watch::WatchHub;
 
@@ -51,18 +51,9 @@ impl WatchService {
         let hub = self.hub.clone();
         let node = self.node.clone();
         tokio::spawn(async move {
-            // Each watcher's range needs read permission for the stream's token when it
-            // is created (an unknown token permits nothing).
             while let Some(Ok(msg)) = inbound.next().await {
                 match msg.request_union {
-                    Some(RequestUnion::CreateRequest(c)) if node.auth.enabled() => {
-                        let who = node.who(&metadata).await;
-                        match who.and_then(|w| node.auth.check_read(&w, &c.key, &c.range_end)) {
-                            Ok(()) => hub.create(stream, &c),
-                            Err(_) => hub.refuse(stream, &c, &EtcdError::PermissionDenied.to_string()),
-                        }
-                    }
-                    Some(RequestUnion::CreateRequest(c)) => hub.create(stream, &c),
+                    Some(RequestUnion::CreateRequest(c)) => create(&node, &hub, stream, &metadata, &c).await,
                     Some(RequestUnion::CancelRequest(c)) => hub.cancel(stream, c.watch_id),
                     Some(RequestUnion::ProgressRequest(_)) => hub.request_progress(stream),
                     None => {}
@@ -73,6 +64,25 @@ impl WatchService {
         let node = self.node.clone();
         Box::pin(responses(rx, move |h| node.fill(h, 0)))
     }
+}
+
+/// Creates a watcher for a client's stream. With auth on, the stream's sender must be
+/// allowed to read the watched range when the watcher is created (etcd checks each create
+/// with the stream's token; an unknown token permits nothing).
+pub(super) async fn create(
+    node: &Node,
+    hub: &Arc<WatchHub>,
+    stream: u64,
+    metadata: &tonic::metadata::MetadataMap,
+    c: &WatchCreateRequest,
+) {
+    if node.auth.enabled() {
+        let who = node.who(metadata).await;
+        if who.and_then(|w| node.auth.check_read(&w, &c.key, &c.range_end)).is_err() {
+            return hub.refuse(stream, c, &EtcdError::PermissionDenied.to_string());
+        }
+    }
+    hub.create(stream, c)
 }
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<Wire, Status>> + Send>>;

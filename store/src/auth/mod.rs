@@ -28,7 +28,7 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 use prost::Message;
 
-use crate::engine::{Cf, Engine, EngineError, WriteBatch};
+use crate::engine::{Cf, Engine, EngineError, KvPair, WriteBatch};
 use crate::error::EtcdError;
 use crate::proto::authpb::{Permission, Role, User, UserAddOptions};
 use crate::proto::etcdserverpb::request_op::Request as Op;
@@ -468,7 +468,7 @@ fn no_password(u: &User) -> bool {
     u.options.as_ref().is_some_and(|o| o.no_password)
 }
 
-fn scan_prefix(engine: &Engine, prefix: &[u8]) -> Result<Vec<(Box<[u8]>, Box<[u8]>)>, EngineError> {
+fn scan_prefix(engine: &Engine, prefix: &[u8]) -> Result<Vec<KvPair>, EngineError> {
     let mut end = prefix.to_vec();
     end.push(0xFF);
     engine.scan(Cf::Meta, prefix, Some(&end))?.collect()
@@ -529,12 +529,10 @@ fn change(st: &mut State, cmd: &Command, index: u64, tokens: &mut Tokens, out: &
             }
             st.enabled = true;
         }
-        Command::AuthDisable(_) => {
-            if st.enabled {
-                st.enabled = false;
-                st.bump();
-                *tokens = Tokens::ForgetAll;
-            }
+        Command::AuthDisable(_) if st.enabled => {
+            st.enabled = false;
+            st.bump();
+            *tokens = Tokens::ForgetAll;
         }
         Command::Authenticate(a) => {
             if !st.enabled {
@@ -560,7 +558,7 @@ fn change(st: &mut State, cmd: &Command, index: u64, tokens: &mut Tokens, out: &
             if st.users.contains_key(&r.name) {
                 return Err(EtcdError::UserAlreadyExist);
             }
-            let options = r.options.clone().unwrap_or(UserAddOptions { no_password: false });
+            let options = r.options.unwrap_or(UserAddOptions { no_password: false });
             let password = if options.no_password { Bytes::new() } else { Bytes::from(r.hashed_password.clone()) };
             let user = User { name: Bytes::from(r.name.clone()), password, roles: Vec::new(), options: Some(options) };
             st.users.insert(r.name.clone(), user);
