@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod auth_cluster;
 mod bad_input;
 mod cluster;
 mod concurrency_diff;

@@ -85,10 +85,7 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(AlarmResponse { header: None, alarms: Vec::new() }))
     }
 
-    async fn snapshot(
-        &self,
-        req: Request<SnapshotRequest>,
-    ) -> Result<Response<super::backup::SnapshotStream>, Status> {
+    async fn snapshot(&self, req: Request<SnapshotRequest>) -> Result<Response<super::backup::SnapshotStream>, Status> {
         self.admin(&req).await?;
         let file = super::backup::save(&self.node, &self.backup_dir).await?;
         Ok(Response::new(super::backup::stream(self.node.clone(), file).await?))

@@ -3,10 +3,9 @@ use std::time::Duration;
 use super::*;
 use crate::proto::authpb::permission::Type;
 use crate::proto::etcdserverpb::{
-    compare, request_op, AuthEnableRequest, AuthRoleAddRequest, AuthRoleDeleteRequest,
-    AuthRoleGrantPermissionRequest, AuthRoleRevokePermissionRequest, AuthUserAddRequest, AuthUserDeleteRequest,
-    AuthUserGrantRoleRequest, AuthUserRevokeRoleRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest,
-    RequestOp,
+    compare, request_op, AuthEnableRequest, AuthRoleAddRequest, AuthRoleDeleteRequest, AuthRoleGrantPermissionRequest,
+    AuthRoleRevokePermissionRequest, AuthUserAddRequest, AuthUserDeleteRequest, AuthUserGrantRoleRequest,
+    AuthUserRevokeRoleRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp,
 };
 use crate::proto::keelpb::AuthenticateCommand;
 
@@ -111,7 +110,10 @@ fn auth_enable_needs_root_with_the_root_role() {
     assert!(f.auth.enabled());
     assert_eq!(f.auth.revision(), rev, "enabling does not bump the revision, as in etcd");
     // Now only root may manage auth.
-    assert_eq!(f.run(&anyone, Command::AuthRoleAdd(AuthRoleAddRequest { name: "r".into() })), Err(EtcdError::UserEmpty));
+    assert_eq!(
+        f.run(&anyone, Command::AuthRoleAdd(AuthRoleAddRequest { name: "r".into() })),
+        Err(EtcdError::UserEmpty)
+    );
     f.ok(&root(), Command::AuthRoleAdd(AuthRoleAddRequest { name: "r".into() }));
     assert_eq!(
         f.run(&root(), Command::AuthUserDelete(AuthUserDeleteRequest { name: ROOT.into() })),
@@ -195,7 +197,9 @@ fn writes_are_checked_against_the_users_grants_and_revision() {
     assert_eq!(check(&f, &alice, &put("/w")), Ok(()));
     assert_eq!(check(&f, &alice, &prev), Err(EtcdError::PermissionDenied));
     // A delete of the whole prefix is covered; one reaching past it is not.
-    let del = |end: &str| Command::DeleteRange(DeleteRangeRequest { key: "/p/".into(), range_end: b(end), ..Default::default() });
+    let del = |end: &str| {
+        Command::DeleteRange(DeleteRangeRequest { key: "/p/".into(), range_end: b(end), ..Default::default() })
+    };
     assert_eq!(check(&f, &alice, &del("/p0")), Ok(()));
     assert_eq!(check(&f, &alice, &del("/q")), Err(EtcdError::PermissionDenied));
     // Transactions: compares read, nested operations count.

@@ -503,7 +503,8 @@ mod tests {
         use crate::proto::etcdserverpb::PutRequest;
         use crate::proto::keelpb::raft_request::Command;
         let put = PutRequest { key: "k".into(), value: vec![7u8; 64 << 10].into(), ..Default::default() };
-        let cmd = super::super::Cmd(crate::proto::keelpb::RaftRequest { command: Some(Command::Put(put)), auth: None }, None);
+        let cmd =
+            super::super::Cmd(crate::proto::keelpb::RaftRequest { command: Some(Command::Put(put)), auth: None }, None);
         Entry { log_id: LogId::new(CommittedLeaderId::new(term, leader), index), payload: EntryPayload::Normal(cmd) }
     }
 
