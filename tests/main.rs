@@ -3,6 +3,7 @@
 mod harness;
 
 mod auth_cluster;
+mod auth_diff;
 mod bad_input;
 mod cluster;
 mod concurrency_diff;

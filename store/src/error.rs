@@ -105,6 +105,9 @@ pub enum EtcdError {
     InvalidAuthMgmt,
     #[error("etcdserver: revision of auth store is old")]
     AuthOldRevision,
+    /// Not in etcd's gRPC error table: clients get its auth package's text, as Unknown.
+    #[error("auth: authentication failed, password was given for no password user")]
+    NoPasswordUser,
     #[error("etcdserver: {0}")]
     Internal(String),
 }
@@ -148,6 +151,7 @@ impl EtcdError {
             | Unhealthy
             | LeaderTransferTimeout => Code::Unavailable,
             Internal(_) => Code::Internal,
+            NoPasswordUser => Code::Unknown,
         }
     }
 
@@ -185,6 +189,7 @@ impl EtcdError {
             InvalidAuthToken => 27,
             InvalidAuthMgmt => 28,
             AuthOldRevision => 29,
+            NoPasswordUser => 30,
             _ => 0,
         }
     }
@@ -221,8 +226,39 @@ impl EtcdError {
             27 => InvalidAuthToken,
             28 => InvalidAuthMgmt,
             29 => AuthOldRevision,
+            30 => NoPasswordUser,
             _ => Internal("apply failed".into()),
         }
+    }
+}
+
+impl EtcdError {
+    /// How grpc-go prints this error as a status (`rpc error: code = ... desc = ...`), as
+    /// etcd puts it in a refused watch's cancel reason.
+    pub fn as_go_status(&self) -> String {
+        let code = match self.code() {
+            tonic::Code::InvalidArgument => "InvalidArgument",
+            tonic::Code::PermissionDenied => "PermissionDenied",
+            tonic::Code::Unauthenticated => "Unauthenticated",
+            tonic::Code::FailedPrecondition => "FailedPrecondition",
+            tonic::Code::Unavailable => "Unavailable",
+            tonic::Code::NotFound => "NotFound",
+            tonic::Code::OutOfRange => "OutOfRange",
+            tonic::Code::ResourceExhausted => "ResourceExhausted",
+            tonic::Code::Unknown => "Unknown",
+            _ => "Internal",
+        };
+        format!("rpc error: code = {code} desc = {self}")
+    }
+
+    /// The error as etcd's auth package words it, reported as Unknown: etcd's maintenance
+    /// service passes its auth check's error on without translating it.
+    pub fn as_auth_package_error(&self) -> tonic::Status {
+        let text = match self {
+            EtcdError::UserNotFound => "user not found".to_string(),
+            e => e.to_string().trim_start_matches("etcdserver: ").to_string(),
+        };
+        tonic::Status::unknown(format!("auth: {text}"))
     }
 }
 

@@ -32,9 +32,10 @@ impl MaintenanceService {
 
     /// Defragment, snapshot, hashes and leader moves are for the root role, as in etcd
     /// (status and alarms are not).
-    async fn admin<T>(&self, req: &Request<T>) -> Result<(), EtcdError> {
-        let who = self.node.who(req.metadata()).await?;
-        self.node.auth.check_admin(&who)
+    /// Refusals are etcd's auth package errors, as Unknown (etcd does not translate them).
+    async fn admin<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let who = self.node.who(req.metadata()).await.map_err(|e| e.as_auth_package_error())?;
+        self.node.auth.check_admin(&who).map_err(|e| e.as_auth_package_error())
     }
 }
 

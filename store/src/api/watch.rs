@@ -12,7 +12,6 @@ use tonic::codec::{Codec, EncodeBuf, Encoder};
 use tonic::codegen::{http, Body, BoxFuture, Service, StdError};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::error::EtcdError;
 use crate::node::Node;
 use crate::proto::etcdserverpb::watch_request::RequestUnion;
 use crate::proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchRequest};
@@ -68,7 +67,8 @@ impl WatchService {
 
 /// Creates a watcher for a client's stream. With auth on, the stream's sender must be
 /// allowed to read the watched range when the watcher is created (etcd checks each create
-/// with the stream's token; an unknown token permits nothing).
+/// with the stream's token); a refusal is answered for watch id -1, its reason the error
+/// as grpc-go prints it.
 pub(super) async fn create(
     node: &Node,
     hub: &Arc<WatchHub>,
@@ -76,11 +76,9 @@ pub(super) async fn create(
     metadata: &tonic::metadata::MetadataMap,
     c: &WatchCreateRequest,
 ) {
-    if node.auth.enabled() {
-        let who = node.who(metadata).await;
-        if who.and_then(|w| node.auth.check_read(&w, &c.key, &c.range_end)).is_err() {
-            return hub.refuse(stream, c, &EtcdError::PermissionDenied.to_string());
-        }
+    let who = node.who(metadata).await;
+    if let Err(e) = who.and_then(|w| node.auth.check_read(&w, &c.key, &c.range_end)) {
+        return hub.refuse(stream, &e.as_go_status());
     }
     hub.create(stream, c)
 }

@@ -288,13 +288,13 @@ impl AuthStore {
         self.revision.load(Ordering::Acquire)
     }
 
-    /// Who a token names, as of now (etcd's AuthInfoFromCtx): anonymous with auth off or
-    /// no token; an unknown or lapsed token is an error.
+    /// Who a token names, as of now (etcd's AuthInfoFromCtx): anonymous without a token;
+    /// an unknown or lapsed token is an error, and so is any token with auth off.
     pub fn who(&self, token: Option<&str>) -> Result<Who, EtcdError> {
-        if !self.enabled() {
-            return Ok(Who::default());
-        }
         let Some(token) = token else { return Ok(Who::default()) };
+        if !self.enabled() {
+            return Err(EtcdError::InvalidAuthToken);
+        }
         let username = self.tokens.user(token).ok_or(EtcdError::InvalidAuthToken)?;
         Ok(Who { username, auth_revision: self.revision() })
     }
@@ -381,7 +381,7 @@ impl AuthStore {
         }
         let user = st.users.get(name).ok_or(EtcdError::AuthFailed)?;
         if no_password(user) {
-            return Err(EtcdError::AuthFailed);
+            return Err(EtcdError::NoPasswordUser);
         }
         Ok((user.password.to_vec(), st.revision))
     }
@@ -628,10 +628,12 @@ fn change(st: &mut State, cmd: &Command, index: u64, tokens: &mut Tokens, out: &
         Command::AuthRoleGrantPermission(r) => {
             let perm = r.perm.as_ref().ok_or(EtcdError::PermissionNotGiven)?;
             let role = st.roles.get_mut(&r.name).ok_or(EtcdError::RoleNotFound)?;
-            let same = |p: &&mut Permission| p.key == perm.key && p.range_end == perm.range_end;
-            match role.key_permission.iter_mut().find(same) {
-                Some(p) => p.perm_type = perm.perm_type,
-                None => {
+            // As etcd: only the first permission on the same key is updated, if its range
+            // end matches too; otherwise the grant is added after those on its key.
+            let first = role.key_permission.partition_point(|p| p.key < perm.key);
+            match role.key_permission.get_mut(first) {
+                Some(p) if p.key == perm.key && p.range_end == perm.range_end => p.perm_type = perm.perm_type,
+                _ => {
                     let at = role.key_permission.partition_point(|p| p.key <= perm.key);
                     role.key_permission.insert(at, perm.clone());
                 }

@@ -291,11 +291,13 @@ fn tokens_are_issued_by_authenticate_and_forgotten_on_changes() {
         }),
     );
     assert_eq!(f.auth.who(Some(&token)), Err(EtcdError::InvalidAuthToken));
-    // Disabling forgets every token, and with auth off, tokens are not looked at.
+    // Disabling forgets every token; with auth off, no token is valid (as in etcd 3.4),
+    // and a request without one is anonymous.
     let rev = f.auth.revision();
     let token = auth(&mut f, ROOT, rev).expect("authenticate");
     f.ok(&root(), Command::AuthDisable(crate::proto::etcdserverpb::AuthDisableRequest {}));
-    assert_eq!(f.auth.who(Some(&token)), Ok(Who::default()));
+    assert_eq!(f.auth.who(Some(&token)), Err(EtcdError::InvalidAuthToken));
+    assert_eq!(f.auth.who(None), Ok(Who::default()));
     let rev = f.auth.revision();
     assert_eq!(auth(&mut f, ROOT, rev), Err(EtcdError::AuthNotEnabled));
 }

@@ -128,12 +128,12 @@ impl Node {
     /// Who sent a client request, from its token (gRPC metadata `token`, or the JSON
     /// gateway's `Authorization` header). A token this member has not seen may come from
     /// an `Authenticate` entry it has not applied yet: it waits for that entry first.
+    /// With auth disabled, a request with no token is anonymous, and one with a token is
+    /// refused as etcd 3.4 refuses it (no token is valid then).
     pub async fn who(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Who, EtcdError> {
-        if !self.auth.enabled() {
-            return Ok(Who::default());
-        }
-        let token = ["token", "authorization"].iter().find_map(|k| metadata.get(*k)).and_then(|v| v.to_str().ok());
+        let token = ["token", "authorization"].iter().find_map(|k| metadata.get(*k));
         let Some(token) = token else { return Ok(Who::default()) };
+        let token = token.to_str().map_err(|_| EtcdError::InvalidAuthToken)?;
         let first = self.auth.who(Some(token));
         let issued = SimpleTokens::index_of(token).unwrap_or(0);
         if first.is_ok() || self.applied.last_applied().map_or(0, |l| l.index) >= issued {

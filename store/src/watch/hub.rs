@@ -293,15 +293,15 @@ impl WatchHub {
         }
     }
 
-    /// Refuses a watch create without creating anything (a permission the watching user
-    /// lacks): answered `created` and `canceled` with `reason`, for the id the client
-    /// asked for (0 if none), as etcd does.
-    pub fn refuse(&self, stream: u64, req: &WatchCreateRequest, reason: &str) {
+    /// Refuses a watch create without creating anything or taking an id (a permission the
+    /// watching user lacks): answered `created` and `canceled` with `reason`, for watch id
+    /// -1, as etcd does.
+    pub fn refuse(&self, stream: u64, reason: &str) {
         let inner = self.inner.lock();
         let Some(s) = inner.streams.get(&stream) else { return };
         let resp = WatchResponse {
             header: header(inner.last_rev),
-            watch_id: req.watch_id,
+            watch_id: -1,
             created: true,
             canceled: true,
             cancel_reason: reason.to_string(),
