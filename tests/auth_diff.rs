@@ -975,6 +975,13 @@ async fn tokens_through_the_json_gateway() {
         // 403, code 7, "etcdserver: permission denied".
         call("/v3/kv/range", B, Token("alice")),
         call("/v3/auth/user/list", "{}", Token("alice")),
+        // The lock and election services act for their caller, as etcd's do (errors as
+        // Unknown, code 2): /q is not alice's to write, and a caller without a token is
+        // nobody.
+        call("/v3/lock/lock", r#"{"name":"L3EvbGs="}"#, Token("alice")),
+        call("/v3/lock/lock", r#"{"name":"L3AvbGsy"}"#, Cred::None),
+        call("/v3/election/campaign", r#"{"name":"L3EvZQ==","value":"eA=="}"#, Token("alice")),
+        call("/v3/election/leader", r#"{"name":"L3AvZQ=="}"#, Token("alice")),
         // A role's permissions are looked up at each request: the token outlives a revoke,
         // and its next request is refused.
         call("/v3/auth/role/revoke", r#"{"role":"r1","key":"L2E="}"#, Token("root")),
