@@ -17,6 +17,7 @@ mod kv_client;
 mod lease_diff;
 mod logs;
 mod store_flags;
+mod tls_diff;
 mod up;
 mod watch_diff;
 mod watch_guarantees;

@@ -79,21 +79,31 @@ pub struct StoreConfig {
     /// Accepted for compatibility; Keel has no v2 API.
     #[arg(long, env = "KEEL_ENABLE_V2", default_value_t = false)]
     pub enable_v2: bool,
-    /// Client TLS certificate (not supported yet: given, Keel refuses to start).
+    /// The certificate (PEM, chain first) `https` client URLs serve.
     #[arg(long, env = "KEEL_CERT_FILE")]
     pub cert_file: Option<PathBuf>,
-    /// Client TLS key.
+    /// The certificate's private key (PEM).
     #[arg(long, env = "KEEL_KEY_FILE")]
     pub key_file: Option<PathBuf>,
-    /// Client TLS CA.
+    /// The authority (PEM) client certificates must be signed by, with `--client-cert-auth`.
     #[arg(long, env = "KEEL_TRUSTED_CA_FILE")]
     pub trusted_ca_file: Option<PathBuf>,
-    /// Peer TLS certificate.
+    /// Require a client certificate signed by `--trusted-ca-file` on `https` client URLs;
+    /// with auth enabled, a request without a token is its certificate's CommonName's.
+    #[arg(long, env = "KEEL_CLIENT_CERT_AUTH", default_value_t = false)]
+    pub client_cert_auth: bool,
+    /// Peer TLS certificate (not supported yet: given, Keel refuses to start).
     #[arg(long, env = "KEEL_PEER_CERT_FILE")]
     pub peer_cert_file: Option<PathBuf>,
-    /// Peer TLS key.
+    /// Peer TLS key (not supported yet).
     #[arg(long, env = "KEEL_PEER_KEY_FILE")]
     pub peer_key_file: Option<PathBuf>,
+    /// Peer TLS CA (not supported yet).
+    #[arg(long, env = "KEEL_PEER_TRUSTED_CA_FILE")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Peer client certificates (not supported yet).
+    #[arg(long, env = "KEEL_PEER_CLIENT_CERT_AUTH", default_value_t = false)]
+    pub peer_client_cert_auth: bool,
     /// The auth token type: `simple` (etcd's default); `jwt` is not supported yet.
     #[arg(long, env = "KEEL_AUTH_TOKEN", default_value = "simple")]
     pub auth_token: String,
@@ -142,8 +152,10 @@ pub enum ConfigError {
     Duration(String),
     #[error("--election-timeout ({election}ms) must be at least 5x --heartbeat-interval ({heartbeat}ms)")]
     Timing { election: u64, heartbeat: u64 },
-    #[error("TLS (--{0}) is not supported by this build of keel yet")]
+    #[error("peer TLS (--{0}) is not supported by this build of keel yet")]
     TlsUnsupported(&'static str),
+    #[error("{0}")]
+    Tls(String),
     #[error("--auth-token {0:?}: only \"simple\" tokens are supported")]
     AuthToken(String),
     #[error("--bcrypt-cost {0}: must be between 4 and 31")]
@@ -321,15 +333,27 @@ impl StoreConfig {
             return Err(ConfigError::Timing { election: self.election_timeout, heartbeat: self.heartbeat_interval });
         }
         for (given, flag) in [
-            (self.cert_file.is_some(), "cert-file"),
-            (self.key_file.is_some(), "key-file"),
-            (self.trusted_ca_file.is_some(), "trusted-ca-file"),
             (self.peer_cert_file.is_some(), "peer-cert-file"),
             (self.peer_key_file.is_some(), "peer-key-file"),
+            (self.peer_trusted_ca_file.is_some(), "peer-trusted-ca-file"),
+            (self.peer_client_cert_auth, "peer-client-cert-auth"),
         ] {
             if given {
                 return Err(ConfigError::TlsUnsupported(flag));
             }
+        }
+        if self.peer_urls()?.iter().any(|u| u.scheme() == "https") {
+            return Err(ConfigError::TlsUnsupported("listen-peer-urls https://"));
+        }
+        let https = self.client_urls()?.iter().any(|u| u.scheme() == "https");
+        if https && (self.cert_file.is_none() || self.key_file.is_none()) {
+            return Err(ConfigError::Tls("https client URLs need --cert-file and --key-file".into()));
+        }
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return Err(ConfigError::Tls("--cert-file and --key-file go together".into()));
+        }
+        if self.client_cert_auth && self.trusted_ca_file.is_none() {
+            return Err(ConfigError::Tls("--client-cert-auth needs --trusted-ca-file".into()));
         }
         if self.auth_token.split(',').next() != Some("simple") {
             return Err(ConfigError::AuthToken(self.auth_token.clone()));

@@ -45,6 +45,8 @@ pub enum StartError {
     Log { path: PathBuf, source: std::io::Error },
     #[error("cannot join the existing cluster: {0}")]
     Join(String),
+    #[error("client TLS: {0}")]
+    Tls(String),
 }
 
 /// The sockets a member serves on.
@@ -168,6 +170,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     cfg.validate()?;
+    let tls = match (&cfg.cert_file, &cfg.key_file) {
+        (Some(cert), Some(key)) => {
+            let ca = cfg.trusted_ca_file.as_deref().filter(|_| cfg.client_cert_auth);
+            Some(crate::api::tls::server_config(cert, key, ca).map_err(StartError::Tls)?)
+        }
+        _ => None,
+    };
     let member_dir = cfg.data_dir().join("member");
     prepare_dir(&member_dir)?;
     let snap_dir = member_dir.join("snap");
@@ -209,6 +218,7 @@ pub async fn run(
         raft: raft.clone(),
         store,
         auth,
+        client_cert_auth: cfg.client_cert_auth,
         applied,
         limits,
         forwarder: crate::node::forward::Forwarder::new(http.clone()),
@@ -232,8 +242,15 @@ pub async fn run(
     let client_router = crate::api::router(node.clone(), hub.clone(), snap_dir);
     tokio::spawn(progress_notifications(hub, cfg.progress_notify_interval()?, stop.clone()));
     tokio::spawn(crate::lease::run_expiry(node.clone(), node.expiry.clone(), stop.clone()));
-    for l in listeners.client {
-        tasks.push(tokio::spawn(serve(l, client_router.clone(), stop.clone())));
+    for (l, url) in listeners.client.into_iter().zip(cfg.client_urls()?) {
+        match &tls {
+            Some(config) if url.scheme() == "https" => {
+                let l = crate::api::tls::TlsListener::new(l, config.clone())
+                    .map_err(|source| StartError::Bind { url: url.to_string(), source })?;
+                tasks.push(tokio::spawn(serve_tls(l, client_router.clone(), stop.clone())));
+            }
+            _ => tasks.push(tokio::spawn(serve(l, client_router.clone(), stop.clone()))),
+        }
     }
     tokio::spawn(publish_attributes(
         node.clone(),
@@ -315,6 +332,25 @@ const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn serve(listener: TcpListener, router: axum::Router, stop: CancellationToken) {
     let graceful = axum::serve(ClientListener(listener), router).with_graceful_shutdown(stop.clone().cancelled_owned());
+    tokio::select! {
+        res = graceful => {
+            if let Err(e) = res {
+                tracing::error!(error = %e, "server stopped");
+            }
+        }
+        () = async {
+            stop.cancelled().await;
+            tokio::time::sleep(STOP_GRACE).await;
+        } => tracing::info!("closing connections still open {STOP_GRACE:?} after stopping"),
+    }
+}
+
+/// [`serve`] on an `https` client URL: each request carries the connection's client
+/// certificate (`ConnectInfo<ClientCert>`).
+async fn serve_tls(listener: crate::api::tls::TlsListener, router: axum::Router, stop: CancellationToken) {
+    use crate::api::tls::ClientCert;
+    let service = router.into_make_service_with_connect_info::<ClientCert>();
+    let graceful = axum::serve(listener, service).with_graceful_shutdown(stop.clone().cancelled_owned());
     tokio::select! {
         res = graceful => {
             if let Err(e) = res {

@@ -66,9 +66,98 @@ pub fn wait_for_or<T>(
 }
 
 /// Whether a member answers reads: with auth enabled, refusing one without a user counts.
-fn serves(endpoint: &str) -> bool {
-    let out = etcdctl::run(endpoint, &["get", "readiness-probe"], None);
+fn serves(m: &Member) -> bool {
+    let out = m.ctl(&["get", "readiness-probe"], None);
     out.success() || out.stderr.contains("etcdserver: user name is empty")
+}
+
+/// A member serving `https` client URLs: its certificate, the authority clients'
+/// certificates must be signed by (`--client-cert-auth`), and the certificate the harness's
+/// own etcdctl calls present.
+#[derive(Clone, Debug)]
+pub struct ClientTls {
+    pub ca: PathBuf,
+    pub server: (PathBuf, PathBuf),
+    pub client: (PathBuf, PathBuf),
+}
+
+impl ClientTls {
+    /// The member flags.
+    pub fn server_flags(&self) -> Vec<String> {
+        vec![
+            format!("--cert-file={}", self.server.0.display()),
+            format!("--key-file={}", self.server.1.display()),
+            format!("--trusted-ca-file={}", self.ca.display()),
+            "--client-cert-auth".to_string(),
+        ]
+    }
+
+    /// etcdctl's flags to trust the member and present `cert`.
+    pub fn etcdctl_flags(&self, cert: &(PathBuf, PathBuf)) -> Vec<String> {
+        vec![
+            format!("--cacert={}", self.ca.display()),
+            format!("--cert={}", cert.0.display()),
+            format!("--key={}", cert.1.display()),
+        ]
+    }
+}
+
+/// A certificate authority for tests, in a temp dir, with openssl.
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+    pub ca: (PathBuf, PathBuf),
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca = self_signed_cert(dir.path(), "ca", "keel-test-ca");
+        Pki { dir, ca }
+    }
+
+    /// A certificate for 127.0.0.1 signed by the authority, usable by servers and clients,
+    /// with subject `CN=<cn>` (no CommonName if `cn` is empty); (certificate, key).
+    pub fn leaf(&self, name: &str, cn: &str) -> (PathBuf, PathBuf) {
+        let d = self.dir.path();
+        let (cert, key, csr, ext) = (
+            d.join(format!("{name}.pem")),
+            d.join(format!("{name}-key.pem")),
+            d.join(format!("{name}.csr")),
+            d.join(format!("{name}.ext")),
+        );
+        let subject = if cn.is_empty() { "/O=keel-test".to_string() } else { format!("/CN={cn}") };
+        let run = |cmd: &mut Command| {
+            let out = cmd.output().expect("openssl");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        };
+        run(Command::new("openssl")
+            .args(["req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", &subject, "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&csr));
+        std::fs::write(
+            &ext,
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n",
+        )
+        .expect("extensions file");
+        run(Command::new("openssl")
+            .args(["x509", "-req", "-days", "1", "-set_serial", &rand::random::<u32>().to_string(), "-in"])
+            .arg(&csr)
+            .arg("-CA")
+            .arg(&self.ca.0)
+            .arg("-CAkey")
+            .arg(&self.ca.1)
+            .arg("-extfile")
+            .arg(&ext)
+            .arg("-out")
+            .arg(&cert));
+        (cert, key)
+    }
+
+    /// Client TLS for a member: a server certificate, and `client` for the harness.
+    pub fn client_tls(&self, client: (PathBuf, PathBuf)) -> ClientTls {
+        ClientTls { ca: self.ca.0.clone(), server: self.leaf("server", "keel-test-server"), client }
+    }
 }
 
 /// One member of a cluster, as a child process.
@@ -82,6 +171,8 @@ pub struct Member {
     pub extra_args: Vec<String>,
     /// Environment variables the process gets (failpoints, for one).
     pub env: Vec<(String, String)>,
+    /// `https` client URLs, with these files.
+    pub tls: Option<ClientTls>,
     child: Option<Child>,
     log: PathBuf,
     _tmp: Option<tempfile::TempDir>,
@@ -94,12 +185,22 @@ impl Member {
     }
 
     pub fn single_with(flavor: Flavor, extra: &[&str]) -> Member {
+        Self::single_configured(flavor, extra, None)
+    }
+
+    /// A one-member cluster serving `https` client URLs.
+    pub fn single_tls(flavor: Flavor, extra: &[&str], tls: ClientTls) -> Member {
+        Self::single_configured(flavor, extra, Some(tls))
+    }
+
+    fn single_configured(flavor: Flavor, extra: &[&str], tls: Option<ClientTls>) -> Member {
         // A free port can be taken by a parallel test between our probe and the member's
         // bind: a member that exits before serving is started again on fresh ports.
         for _ in 0..3 {
             let peer_port = free_port();
             let initial = format!("m1=http://127.0.0.1:{peer_port}");
             let mut m = Member::new(flavor, "m1", free_port(), peer_port, &initial, "new", extra);
+            m.tls = tls.clone();
             m.start();
             if m.try_wait_ready() {
                 return m;
@@ -117,7 +218,7 @@ impl Member {
                     return Some(true);
                 }
             }
-            serves(&ep).then_some(false)
+            serves(self).then_some(false)
         });
         if exited {
             eprintln!("{:?} at {ep} exited before serving:\n{}", self.flavor, self.log_tail());
@@ -148,6 +249,7 @@ impl Member {
             data_dir: tmp.path().join("data"),
             extra_args,
             env: Vec::new(),
+            tls: None,
             child: None,
             log: tmp.path().join("member.log"),
             _tmp: Some(tmp),
@@ -155,11 +257,23 @@ impl Member {
     }
 
     pub fn endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.client_port)
+        match self.tls {
+            Some(_) => self.client_url(),
+            None => format!("127.0.0.1:{}", self.client_port),
+        }
     }
 
     pub fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    /// etcdctl against this member, over TLS with the harness's client certificate if it
+    /// serves `https`.
+    pub fn ctl(&self, args: &[&str], stdin: Option<&[u8]>) -> etcdctl::Output {
+        let flags = self.tls.as_ref().map(|t| t.etcdctl_flags(&t.client)).unwrap_or_default();
+        let all: Vec<&str> = flags.iter().map(String::as_str).chain(args.iter().copied()).collect();
+        etcdctl::run(&self.endpoint(), &all, stdin)
     }
 
     fn args(&self) -> Vec<String> {
@@ -181,6 +295,9 @@ impl Member {
             a.push(format!("{k}={v}"));
         }
         a.extend(self.extra_args.iter().cloned());
+        if let Some(t) = &self.tls {
+            a.extend(t.server_flags());
+        }
         a
     }
 
@@ -204,7 +321,7 @@ impl Member {
     pub fn wait_ready(&self) {
         let ep = self.endpoint();
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !serves(&ep) {
+        while !serves(self) {
             assert!(
                 Instant::now() < deadline,
                 "timed out waiting for {:?} at {ep} to serve\n{}",
@@ -333,7 +450,7 @@ impl Cluster {
                     }
                 }
             }
-            if members.iter().all(|m| serves(&m.endpoint())) {
+            if members.iter().all(serves) {
                 return Some(Cluster { members });
             }
             assert!(Instant::now() < deadline, "timed out waiting for the cluster:\n{}", members[0].log_tail());

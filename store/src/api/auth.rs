@@ -38,14 +38,14 @@ impl AuthService {
 
     /// Proposes an auth change as the request's sender; the header of its answer.
     async fn change<T>(&self, req: &Request<T>, cmd: Command) -> Result<Option<ResponseHeader>, Status> {
-        let who = self.node.who(req.metadata()).await?;
+        let who = self.node.who_sent(req).await?;
         let r = self.node.propose_as(cmd, &who).await?;
         Ok(self.header(r.revision))
     }
 
     /// The sender of a listing, once this member is up to date.
     async fn reader<T>(&self, req: &Request<T>) -> Result<Who, Status> {
-        let who = self.node.who(req.metadata()).await?;
+        let who = self.node.who_sent(req).await?;
         self.node.read_barrier().await?;
         Ok(who)
     }

@@ -13,11 +13,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use tonic::metadata::MetadataMap;
 use tonic::{Request, Status};
 
 use super::kv::KvService;
 use super::lease::LeaseService;
+use crate::auth::Credentials;
 use crate::node::Node;
 use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::proto::etcdserverpb::kv_server::Kv;
@@ -49,8 +49,8 @@ pub struct Local {
     kv: Arc<KvService>,
     lease: Arc<LeaseService>,
     hub: Arc<WatchHub>,
-    /// The token of the client this acts for: its requests are checked as that client's.
-    metadata: MetadataMap,
+    /// The client this acts for: its requests are checked as that client's.
+    creds: Credentials,
 }
 
 impl Local {
@@ -60,24 +60,18 @@ impl Local {
             lease: Arc::new(LeaseService::new(node.clone())),
             node,
             hub,
-            metadata: MetadataMap::new(),
+            creds: Credentials::default(),
         }
     }
 
     /// This client acting for the sender of a request (its token), as etcd's in-process
     /// client passes the caller's on.
     pub fn acting_for<T>(&self, req: &Request<T>) -> Local {
-        let mut metadata = MetadataMap::new();
-        for key in ["token", "authorization"] {
-            if let Some(v) = req.metadata().get(key) {
-                metadata.insert(key, v.clone());
-            }
-        }
-        Local { metadata, ..self.clone() }
+        Local { creds: Credentials::of(req), ..self.clone() }
     }
 
     fn request<T>(&self, msg: T) -> Request<T> {
-        Request::from_parts(self.metadata.clone(), Default::default(), msg)
+        self.creds.request(msg)
     }
 
     pub async fn txn(&self, t: TxnRequest) -> Result<TxnResponse, Status> {

@@ -20,7 +20,6 @@ use axum::routing::post;
 use axum::Router;
 use prost::Message;
 use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, SerializeOptions};
-use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Request, Status};
 
 use super::auth::AuthService;
@@ -31,6 +30,7 @@ use super::kv::KvService;
 use super::lease::LeaseService;
 use super::lock::LockService;
 use super::maintenance::MaintenanceService;
+use crate::auth::Credentials;
 use crate::node::Node;
 use crate::proto::etcdserverpb::auth_server::Auth;
 use crate::proto::etcdserverpb::cluster_server::Cluster;
@@ -124,19 +124,16 @@ where
     }
 }
 
-/// The gRPC metadata a gateway call carries: the caller's token, from etcd's
-/// `Authorization` header.
-fn metadata(headers: &HeaderMap) -> MetadataMap {
-    let mut md = MetadataMap::new();
-    if let Some(token) = headers.get(header::AUTHORIZATION).and_then(|v| MetadataValue::try_from(v.as_bytes()).ok()) {
-        md.insert("authorization", token);
-    }
-    md
+/// Who a gateway call comes from: the token in etcd's `Authorization` header (a client
+/// certificate does not name a user through the gateway, as in etcd).
+fn credentials(headers: &HeaderMap) -> Credentials {
+    let token = headers.get(header::AUTHORIZATION).map(|v| v.to_str().map(str::to_string).unwrap_or_default());
+    Credentials { token, cert_name: None }
 }
 
 /// A service request as the gateway's caller sent it.
 fn request<T>(headers: &HeaderMap, msg: T) -> Request<T> {
-    Request::from_parts(metadata(headers), Default::default(), msg)
+    credentials(headers).request(msg)
 }
 
 /// Adds `POST /v3<path>` and `POST /v3beta<path>`, calling `$svc.$method` with
@@ -167,7 +164,7 @@ macro_rules! routes {
 /// its request body has ended; a request that cannot be read ends it with an error line
 /// (`{"error": ..., "message": ..., "code": 2}`).
 async fn watch(node: Arc<Node>, hub: Arc<WatchHub>, headers: HeaderMap, body: axum::body::Body) -> Response {
-    let md = metadata(&headers);
+    let creds = credentials(&headers);
     let mut body = JsonRequests::new(body);
     // As etcd's gateway, answer nothing until the first request is read: one that cannot
     // be read is answered with an error status.
@@ -179,7 +176,7 @@ async fn watch(node: Arc<Node>, hub: Arc<WatchHub>, headers: HeaderMap, body: ax
     let (tx, mut rx) = tokio::sync::mpsc::channel(128);
     let stream = hub.open_stream(tx);
     for r in first {
-        apply(&node, &hub, stream, &md, r).await;
+        apply(&node, &hub, stream, &creds, r).await;
     }
     // One task reads the rest of the body and writes the answer's lines; it ends, closing
     // the watch, when the client goes away or a request cannot be read (after saying so).
@@ -202,7 +199,7 @@ async fn watch(node: Arc<Node>, hub: Arc<WatchHub>, headers: HeaderMap, body: ax
                     match requests {
                         Ok(Some(rs)) => {
                             for r in rs {
-                                apply(&node, &hub, stream, &md, r).await;
+                                apply(&node, &hub, stream, &creds, r).await;
                             }
                         }
                         Ok(None) => body_open = false,
@@ -278,10 +275,10 @@ fn streamed_request<T: Message + Default>(name: &str, v: serde_json::Value) -> R
     decode::<T>(name, &body).map_err(|s| Status::unknown(s.message()))
 }
 
-async fn apply(node: &Node, hub: &Arc<WatchHub>, stream: u64, md: &MetadataMap, r: WatchRequest) {
+async fn apply(node: &Node, hub: &Arc<WatchHub>, stream: u64, creds: &Credentials, r: WatchRequest) {
     use crate::proto::etcdserverpb::watch_request::RequestUnion;
     match r.request_union {
-        Some(RequestUnion::CreateRequest(c)) => super::watch::create(node, hub, stream, md, &c).await,
+        Some(RequestUnion::CreateRequest(c)) => super::watch::create(node, hub, stream, creds, &c).await,
         Some(RequestUnion::CancelRequest(c)) => hub.cancel(stream, c.watch_id),
         Some(RequestUnion::ProgressRequest(_)) => hub.request_progress(stream),
         None => {}
@@ -369,6 +366,24 @@ async fn observe(election: Arc<ElectionService>, headers: HeaderMap, body: Bytes
         })
     });
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], axum::body::Body::from_stream(lines)).into_response()
+}
+
+/// A client certificate cannot name a user through the gateway; with client certificate
+/// and RBAC auth on, etcd refuses a gateway call made with one that has a CommonName,
+/// rather than serve it as someone else (text and status as etcd's).
+async fn refuse_named_certificates(node: &Node, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use super::tls::ClientCert;
+    let named = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<ClientCert>>()
+        .is_some_and(|c| c.0 .0.as_deref().is_some_and(|n| !n.is_empty()));
+    if named && node.client_cert_auth && node.auth.enabled() {
+        let text = "CommonName of client sending a request against gateway will be ignored and not used as expected\n";
+        let headers =
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::X_CONTENT_TYPE_OPTIONS, "nosniff")];
+        return (StatusCode::BAD_REQUEST, headers, text).into_response();
+    }
+    next.run(req).await
 }
 
 /// The gateway's routes.
@@ -459,6 +474,13 @@ pub fn router(node: Arc<Node>, hub: Arc<WatchHub>, backup_dir: std::path::PathBu
         "/election/leader" => leader("v3electionpb.LeaderRequest", "v3electionpb.LeaderResponse"),
         "/election/resign" => resign("v3electionpb.ResignRequest", "v3electionpb.ResignResponse"),
     );
+    let r = {
+        let node = node.clone();
+        r.route_layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let node = node.clone();
+            async move { refuse_named_certificates(&node, req, next).await }
+        }))
+    };
     // The services check sizes themselves, with etcd's errors (a request over
     // --max-request-bytes, a message over it plus gRPC's allowance); the body limit only
     // bounds what is read before they can (base64 makes a value a third larger).

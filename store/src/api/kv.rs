@@ -52,7 +52,7 @@ fn is_read_only(t: &TxnRequest) -> bool {
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
-        let who = self.node.who(req.metadata()).await?;
+        let who = self.node.who_sent(&req).await?;
         let r = req.into_inner();
         validate::range(&r)?;
         if !r.serializable {
@@ -68,7 +68,7 @@ impl Kv for KvService {
     }
 
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        let who = self.node.who(req.metadata()).await?;
+        let who = self.node.who_sent(&req).await?;
         let r = req.into_inner();
         super::check_message_size(&r, self.node.limits.max_request_bytes)?;
         validate::put(&r)?;
@@ -82,7 +82,7 @@ impl Kv for KvService {
     }
 
     async fn delete_range(&self, req: Request<DeleteRangeRequest>) -> Result<Response<DeleteRangeResponse>, Status> {
-        let who = self.node.who(req.metadata()).await?;
+        let who = self.node.who_sent(&req).await?;
         let r = req.into_inner();
         validate::delete_range(&r)?;
         match self.node.propose_as(Command::DeleteRange(r), &who).await?.result {
@@ -95,7 +95,7 @@ impl Kv for KvService {
     }
 
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        let who = self.node.who(req.metadata()).await?;
+        let who = self.node.who_sent(&req).await?;
         let r = req.into_inner();
         super::check_message_size(&r, self.node.limits.max_request_bytes)?;
         validate::txn(&r, self.node.limits.max_txn_ops)?;
@@ -118,7 +118,7 @@ impl Kv for KvService {
     }
 
     async fn compact(&self, req: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
-        let who = self.node.who(req.metadata()).await?;
+        let who = self.node.who_sent(&req).await?;
         let r = req.into_inner();
         let (rev, physical) = (r.revision, r.physical);
         match self.node.propose_as(Command::Compaction(r), &who).await?.result {

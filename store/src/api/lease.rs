@@ -45,7 +45,7 @@ type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, 
 #[tonic::async_trait]
 impl Lease for LeaseService {
     async fn lease_grant(&self, req: Request<LeaseGrantRequest>) -> Result<Response<LeaseGrantResponse>, Status> {
-        let who = self.node.who(req.metadata()).await?;
+        let who = self.node.who_sent(&req).await?;
         let mut r = req.into_inner();
         if r.ttl > MAX_LEASE_TTL {
             return Err(EtcdError::LeaseTtlTooLarge.into());
@@ -66,7 +66,7 @@ impl Lease for LeaseService {
     }
 
     async fn lease_revoke(&self, req: Request<LeaseRevokeRequest>) -> Result<Response<LeaseRevokeResponse>, Status> {
-        let who = self.node.who(req.metadata()).await?;
+        let who = self.node.who_sent(&req).await?;
         let r = self.node.propose_as(Command::LeaseRevoke(req.into_inner()), &who).await?;
         Ok(Response::new(LeaseRevokeResponse { header: Some(self.node.header(r.revision)) }))
     }
@@ -101,7 +101,7 @@ impl Lease for LeaseService {
         req: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         let n = &self.node;
-        let who = n.who(req.metadata()).await?;
+        let who = n.who_sent(&req).await?;
         let r = req.into_inner();
         let remaining = n.lease_remaining(r.id).await?;
         let header = Some(n.header(n.store.current_revision()));

@@ -34,7 +34,7 @@ impl MaintenanceService {
     /// (status and alarms are not).
     /// Refusals are etcd's auth package errors, as Unknown (etcd does not translate them).
     async fn admin<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        let who = self.node.who(req.metadata()).await.map_err(|e| e.as_auth_package_error())?;
+        let who = self.node.who_sent(req).await.map_err(|e| e.as_auth_package_error())?;
         self.node.auth.check_admin(&who).map_err(|e| e.as_auth_package_error())
     }
 }

@@ -18,6 +18,7 @@ pub mod lease;
 pub mod lock;
 pub mod maintenance;
 pub mod metrics;
+pub mod tls;
 pub mod validate;
 pub mod watch;
 

@@ -12,6 +12,7 @@ use tonic::codec::{Codec, EncodeBuf, Encoder};
 use tonic::codegen::{http, Body, BoxFuture, Service, StdError};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::Credentials;
 use crate::node::Node;
 use crate::proto::etcdserverpb::watch_request::RequestUnion;
 use crate::proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchRequest};
@@ -43,7 +44,7 @@ impl WatchService {
     }
 
     fn watch(&self, req: Request<Streaming<WatchRequest>>) -> ResponseStream {
-        let metadata = req.metadata().clone();
+        let creds = Credentials::of(&req);
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(OUTBOX);
         let stream = self.hub.open_stream(tx);
@@ -52,7 +53,7 @@ impl WatchService {
         tokio::spawn(async move {
             while let Some(Ok(msg)) = inbound.next().await {
                 match msg.request_union {
-                    Some(RequestUnion::CreateRequest(c)) => create(&node, &hub, stream, &metadata, &c).await,
+                    Some(RequestUnion::CreateRequest(c)) => create(&node, &hub, stream, &creds, &c).await,
                     Some(RequestUnion::CancelRequest(c)) => hub.cancel(stream, c.watch_id),
                     Some(RequestUnion::ProgressRequest(_)) => hub.request_progress(stream),
                     None => {}
@@ -69,14 +70,8 @@ impl WatchService {
 /// allowed to read the watched range when the watcher is created (etcd checks each create
 /// with the stream's token); a refusal is answered for watch id -1, its reason the error
 /// as grpc-go prints it.
-pub(super) async fn create(
-    node: &Node,
-    hub: &Arc<WatchHub>,
-    stream: u64,
-    metadata: &tonic::metadata::MetadataMap,
-    c: &WatchCreateRequest,
-) {
-    let who = node.who(metadata).await;
+pub(super) async fn create(node: &Node, hub: &Arc<WatchHub>, stream: u64, creds: &Credentials, c: &WatchCreateRequest) {
+    let who = node.who(creds).await;
     if let Err(e) = who.and_then(|w| node.auth.check_read(&w, &c.key, &c.range_end)) {
         return hub.refuse(stream, &e.as_go_status());
     }

@@ -50,6 +50,42 @@ const ROLE_PREFIX: &[u8] = b"auth/role/";
 /// default (empty name, revision 0) is a client that sent no token.
 pub type Who = AuthHeader;
 
+/// What a request says about who sent it: a token (gRPC metadata `token`, or the JSON
+/// gateway's `Authorization` header), and the CommonName of the verified client
+/// certificate it came with (`--client-cert-auth`). Resolved by `Node::who`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Credentials {
+    pub token: Option<String>,
+    pub cert_name: Option<String>,
+}
+
+impl Credentials {
+    pub fn of<T>(req: &tonic::Request<T>) -> Credentials {
+        let token = ["token", "authorization"]
+            .iter()
+            .find_map(|k| req.metadata().get(*k))
+            .map(|v| v.to_str().map(str::to_string).unwrap_or_default());
+        let cert_name = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<crate::api::tls::ClientCert>>()
+            .and_then(|c| c.0 .0.clone());
+        Credentials { token, cert_name }
+    }
+
+    /// A request carrying these credentials, as [`Credentials::of`] reads them.
+    pub fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        if let Some(t) = self.token.as_deref().and_then(|t| tonic::metadata::MetadataValue::try_from(t).ok()) {
+            req.metadata_mut().insert("token", t);
+        }
+        if self.cert_name.is_some() {
+            let cert = crate::api::tls::ClientCert(self.cert_name.clone());
+            req.extensions_mut().insert(axum::extract::ConnectInfo(cert));
+        }
+        req
+    }
+}
+
 /// The replicated auth state, replaced whole on every change (changes are rare).
 #[derive(Clone, Debug)]
 struct State {

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use openraft::error::RaftError;
 use prost::Message;
 
-use crate::auth::{AuthStore, SimpleTokens, Who};
+use crate::auth::{AuthStore, Credentials, SimpleTokens, Who};
 use crate::error::EtcdError;
 use crate::mvcc::MvccStore;
 use crate::proto::etcdserverpb::ResponseHeader;
@@ -56,6 +56,8 @@ pub struct Node {
     pub store: Arc<MvccStore>,
     /// Users, roles and tokens.
     pub auth: Arc<AuthStore>,
+    /// `--client-cert-auth`: a verified client certificate names a user.
+    pub client_cert_auth: bool,
     pub applied: Arc<Applied>,
     pub limits: Limits,
     /// The peer transport's connection pool, for forwarding to the leader.
@@ -125,15 +127,19 @@ impl Node {
         }
     }
 
-    /// Who sent a client request, from its token (gRPC metadata `token`, or the JSON
-    /// gateway's `Authorization` header). A token this member has not seen may come from
-    /// an `Authenticate` entry it has not applied yet: it waits for that entry first.
-    /// With auth disabled, a request with no token is anonymous, and one with a token is
-    /// refused as etcd 3.4 refuses it (no token is valid then).
-    pub async fn who(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Who, EtcdError> {
-        let token = ["token", "authorization"].iter().find_map(|k| metadata.get(*k));
-        let Some(token) = token else { return Ok(Who::default()) };
-        let token = token.to_str().map_err(|_| EtcdError::InvalidAuthToken)?;
+    /// Who sent a client request (etcd's AuthInfoFromCtx): the user its token names; with
+    /// no token and `--client-cert-auth`, its client certificate's CommonName (a certificate
+    /// without one names the user "", who may do nothing); else nobody.
+    /// A token this member has not seen may come from an `Authenticate` entry it has not
+    /// applied yet: it waits for that entry first. With auth disabled, a request with a
+    /// token is refused, as etcd 3.4 refuses it (no token is valid then).
+    pub async fn who(&self, creds: &Credentials) -> Result<Who, EtcdError> {
+        let Some(token) = creds.token.as_deref() else {
+            return Ok(match &creds.cert_name {
+                Some(cn) if self.client_cert_auth => Who { username: cn.clone(), auth_revision: self.auth.revision() },
+                _ => Who::default(),
+            });
+        };
         let first = self.auth.who(Some(token));
         let issued = SimpleTokens::index_of(token).unwrap_or(0);
         if first.is_ok() || self.applied.last_applied().map_or(0, |l| l.index) >= issued {
@@ -141,6 +147,11 @@ impl Node {
         }
         let _ = tokio::time::timeout(self.limits.request_timeout, self.applied.wait_for(issued)).await;
         self.auth.who(Some(token))
+    }
+
+    /// [`Node::who`] for a gRPC request.
+    pub async fn who_sent<T>(&self, req: &tonic::Request<T>) -> Result<Who, EtcdError> {
+        self.who(&Credentials::of(req)).await
     }
 
     /// Puts a client's command through Raft, to be applied if `who` may (see

@@ -1,0 +1,188 @@
+//! Client TLS against a real etcd: both started with the same `https` client URL,
+//! certificate, key, client authority and `--client-cert-auth`, then the same etcdctl
+//! (v3.4) steps and gateway calls against each, compared. Covers client certificates
+//! required (none, or one from another authority, cannot connect), and with auth enabled,
+//! a certificate's CommonName acting as the user when a request has no token.
+
+use std::path::PathBuf;
+
+use crate::harness::etcdctl::Output;
+use crate::harness::{ClientTls, Flavor, Member, Pki};
+
+struct Setup {
+    pki: Pki,
+    tls: ClientTls,
+    keel: Member,
+    etcd: Member,
+}
+
+fn setup() -> Setup {
+    let pki = Pki::new();
+    let tls = pki.client_tls(pki.leaf("root", "root"));
+    let keel = Member::single_tls(Flavor::Keel, &[], tls.clone());
+    let etcd = Member::single_tls(Flavor::Etcd, &[], tls.clone());
+    Setup { pki, tls, keel, etcd }
+}
+
+/// etcdctl presenting `cert` (none: trusting the server only).
+fn ctl(m: &Member, tls: &ClientTls, cert: Option<&(PathBuf, PathBuf)>, args: &[&str]) -> Output {
+    // A handshake that fails is retried until the command times out.
+    let mut flags = vec![format!("--cacert={}", tls.ca.display()), "--command-timeout=3s".to_string()];
+    if let Some((c, k)) = cert {
+        flags.push(format!("--cert={}", c.display()));
+        flags.push(format!("--key={}", k.display()));
+    }
+    let all: Vec<&str> = flags.iter().map(String::as_str).chain(args.iter().copied()).collect();
+    crate::harness::etcdctl::run(&m.endpoint(), &all, None).normalized()
+}
+
+fn both(s: &Setup, cert: Option<&(PathBuf, PathBuf)>, args: &[&str]) -> Output {
+    let k = ctl(&s.keel, &s.tls, cert, args);
+    let e = ctl(&s.etcd, &s.tls, cert, args);
+    assert_eq!(
+        k, e,
+        "etcdctl {args:?}\n--- keel ---\n{}\n{}\n--- etcd ---\n{}\n{}",
+        k.stdout, k.stderr, e.stdout, e.stderr
+    );
+    k
+}
+
+#[test]
+fn clients_need_a_certificate_from_the_trusted_authority() {
+    let s = setup();
+    let root = s.tls.client.clone();
+    both(&s, Some(&root), &["put", "a", "1"]);
+    let out = both(&s, Some(&root), &["get", "a", "-w", "json"]);
+    assert!(out.stdout.contains(r#""kvs""#), "{}", out.stdout);
+    // No certificate, or one another authority signed: the handshake fails, which etcdctl
+    // reports as a deadline.
+    let out = both(&s, None, &["get", "a"]);
+    assert_eq!(out.stderr, "Error: context deadline exceeded");
+    let other = Pki::new();
+    let stranger = other.leaf("stranger", "root");
+    let out = both(&s, Some(&stranger), &["get", "a"]);
+    assert_eq!(out.stderr, "Error: context deadline exceeded");
+    // Plain HTTP to an https URL is no way in either.
+    let plain = |m: &Member| {
+        crate::harness::etcdctl::run(
+            &format!("127.0.0.1:{}", m.client_port),
+            &["--command-timeout=3s", "get", "a"],
+            None,
+        )
+    };
+    assert!(!plain(&s.keel).success() && !plain(&s.etcd).success());
+}
+
+#[test]
+fn a_certificates_common_name_is_the_user_of_requests_without_a_token() {
+    let s = setup();
+    let root = s.tls.client.clone();
+    let alice = s.pki.leaf("alice", "alice");
+    let bob = s.pki.leaf("bob", "bob");
+    let nameless = s.pki.leaf("nameless", "");
+    for step in [
+        &["put", "/p/a", "1"][..],
+        &["put", "/q", "2"],
+        &["user", "add", "root:rootpw"],
+        &["user", "add", "alice:apw"],
+        &["role", "add", "r1"],
+        &["role", "grant-permission", "r1", "readwrite", "/p/", "--prefix"],
+        &["user", "grant-role", "alice", "r1"],
+        // Before auth is enabled a CommonName grants nothing and refuses nothing.
+        &["get", "/q"],
+        &["auth", "enable"],
+    ] {
+        both(&s, Some(&root), step);
+    }
+    // root's certificate is root; alice's is alice, with alice's grants.
+    both(&s, Some(&root), &["get", "/q"]);
+    both(&s, Some(&root), &["user", "list"]);
+    both(&s, Some(&alice), &["get", "/p/a"]);
+    both(&s, Some(&alice), &["put", "/p/b", "3"]);
+    let out = both(&s, Some(&alice), &["get", "/q"]);
+    assert_eq!(out.stderr, "Error: etcdserver: permission denied");
+    both(&s, Some(&alice), &["user", "list"]);
+    both(&s, Some(&alice), &["user", "get", "alice"]);
+    // A token takes precedence over the certificate.
+    both(&s, Some(&alice), &["--user=root:rootpw", "get", "/q"]);
+    both(&s, Some(&root), &["--user=alice:apw", "get", "/q"]);
+    // A CommonName that is no user may do nothing; a certificate without one is nobody.
+    both(&s, Some(&bob), &["get", "/p/a"]);
+    let out = both(&s, Some(&nameless), &["get", "/p/a"]);
+    assert_eq!(out.stderr, "Error: etcdserver: permission denied");
+    both(&s, Some(&nameless), &["--user=alice:apw", "get", "/p/a"]);
+    // Watches too.
+    let out = both(&s, Some(&alice), &["watch", "/q"]);
+    assert!(out.stderr.contains("permission denied"), "{}", out.stderr);
+    both(&s, Some(&root), &["auth", "disable"]);
+    both(&s, Some(&alice), &["get", "/q"]);
+}
+
+/// The JSON gateway cannot take a user from a certificate: with client certificates and
+/// auth on, etcd refuses a gateway call whose certificate has a CommonName (400, its text).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_refuses_named_certificates_once_auth_is_on() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let s = tokio::task::block_in_place(setup);
+    let nameless = s.pki.leaf("nameless", "");
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&s.tls.ca).expect("ca")).expect("ca pem");
+    let client = |cert: &(PathBuf, PathBuf)| {
+        let mut pem = std::fs::read(&cert.0).expect("cert");
+        pem.extend(std::fs::read(&cert.1).expect("key"));
+        let identity = reqwest::Identity::from_pem(&pem).expect("identity");
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .add_root_certificate(ca.clone())
+            .identity(identity)
+            .build()
+            .expect("client")
+    };
+    let (named, anonymous) = (client(&s.tls.client), client(&nameless));
+    let call = |http: reqwest::Client, m: String, path: &'static str, token: Option<String>| async move {
+        let mut req = http.post(format!("{m}{path}")).body(r#"{"key":"YQ=="}"#);
+        if let Some(t) = token {
+            req = req.header("Authorization", t);
+        }
+        let resp = req.send().await.expect("answered");
+        let status = resp.status().as_u16();
+        let ctype = resp.headers().get("content-type").map(|v| v.to_str().unwrap_or_default().to_string());
+        let body = resp.text().await.expect("body");
+        // Ids differ between the two.
+        let body = if status == 200 { "OK".to_string() } else { body };
+        (status, ctype, body)
+    };
+    for (label, m) in [("keel", s.keel.client_url()), ("etcd", s.etcd.client_url())] {
+        let before = call(named.clone(), m.clone(), "/v3/kv/range", None).await;
+        assert_eq!(before.0, 200, "{label}: auth off, the certificate is just a certificate");
+        tokio::task::block_in_place(|| {
+            let root = s.tls.client.clone();
+            let member = if label == "keel" { &s.keel } else { &s.etcd };
+            for step in [&["user", "add", "root:rootpw"][..], &["auth", "enable"]] {
+                let out = ctl(member, &s.tls, Some(&root), step);
+                assert!(out.success(), "{label}: {step:?}: {}", out.stderr);
+            }
+        });
+    }
+    let mut answers = Vec::new();
+    for m in [s.keel.client_url(), s.etcd.client_url()] {
+        let named_call = call(named.clone(), m.clone(), "/v3/kv/range", None).await;
+        let beta = call(named.clone(), m.clone(), "/v3beta/kv/range", None).await;
+        let no_token = call(anonymous.clone(), m.clone(), "/v3/kv/range", None).await;
+        let token = {
+            let resp = anonymous
+                .post(format!("{m}/v3/auth/authenticate"))
+                .body(r#"{"name":"root","password":"rootpw"}"#)
+                .send()
+                .await
+                .expect("authenticate");
+            let v: serde_json::Value = resp.json().await.expect("json");
+            v["token"].as_str().expect("token").to_string()
+        };
+        let with_token = call(anonymous.clone(), m.clone(), "/v3/kv/range", Some(token.clone())).await;
+        let named_with_token = call(named.clone(), m.clone(), "/v3/kv/range", Some(token)).await;
+        answers.push(vec![named_call, beta, no_token, with_token, named_with_token]);
+    }
+    assert_eq!(answers[0], answers[1], "keel, then etcd");
+    assert_eq!(answers[0][0].0, 400);
+    assert_eq!(answers[0][3].0, 200);
+}
