@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use crate::harness::etcdctl::Output;
-use crate::harness::{ClientTls, Flavor, Member, Pki};
+use crate::harness::{ClientTls, Cluster, Flavor, Member, Pki};
 
 struct Setup {
     pki: Pki,
@@ -185,4 +185,63 @@ async fn the_gateway_refuses_named_certificates_once_auth_is_on() {
     assert_eq!(answers[0], answers[1], "keel, then etcd");
     assert_eq!(answers[0][0].0, 400);
     assert_eq!(answers[0][3].0, 200);
+}
+
+/// Three members on `https` client and peer URLs, each requiring the others' certificates:
+/// writes through any member (forwarded to the leader), linearizable reads everywhere, a
+/// new leader after the old one dies, all over TLS; the same flags start etcd. The peer
+/// port refuses plain HTTP and TLS clients without a certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_on_https_client_and_peer_urls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let pki = Pki::new();
+    let tls = pki.client_tls(pki.leaf("root", "root"));
+    let mut keel = tokio::task::block_in_place(|| Cluster::start_tls(Flavor::Keel, 3, &[], tls.clone()));
+    let etcd = tokio::task::block_in_place(|| Cluster::start_tls(Flavor::Etcd, 3, &[], tls.clone()));
+    let alive = tokio::task::block_in_place(|| {
+        for c in [&keel, &etcd] {
+            for (i, m) in c.members.iter().enumerate() {
+                let out = m.ctl(&["put", &format!("k{i}"), &format!("v{i}")], None);
+                assert!(out.success(), "{:?} put through {}: {}", m.flavor, m.name, out.stderr);
+            }
+            for m in &c.members {
+                let out = m.ctl(&["get", "k", "--prefix", "--print-value-only"], None);
+                assert_eq!(out.stdout.trim(), "v0\nv1\nv2", "{:?} read through {}: {}", m.flavor, m.name, out.stderr);
+            }
+        }
+        let shape = |c: &Cluster| {
+            let out = c.members[0].ctl(&["endpoint", "status", "--cluster", "-w", "json"], None);
+            assert!(out.success(), "{}", out.stderr);
+            crate::harness::etcdctl::shape(&out.stdout)
+        };
+        assert_eq!(shape(&keel), shape(&etcd), "endpoint status --cluster over https");
+        let leader = keel.leader();
+        keel.members[leader].kill();
+        let next = (leader + 1) % 3;
+        crate::harness::wait_for("a write after the leader died", std::time::Duration::from_secs(30), || {
+            keel.members[next].ctl(&["put", "after", "1"], None).success().then_some(())
+        });
+        let out = keel.members[(leader + 2) % 3].ctl(&["get", "after", "--print-value-only"], None);
+        assert_eq!(out.stdout.trim(), "1", "{}", out.stderr);
+        next
+    });
+    let peer = format!("127.0.0.1:{}", keel.members[alive].peer_port);
+    let plain = reqwest::Client::new().get(format!("http://{peer}/keel/members")).send().await;
+    assert!(!plain.is_ok_and(|r| r.status().is_success()), "plain HTTP to a TLS peer port");
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&tls.ca).expect("ca")).expect("ca pem");
+    let anonymous = reqwest::Client::builder().use_rustls_tls().add_root_certificate(ca).build().expect("client");
+    let refused = anonymous.get(format!("https://{peer}/keel/members")).send().await;
+    assert!(refused.is_err(), "a TLS client without a certificate: {refused:?}");
+    // With the members' certificate, the same request is served.
+    let mut pem = std::fs::read(&tls.server.0).expect("cert");
+    pem.extend(std::fs::read(&tls.server.1).expect("key"));
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&tls.ca).expect("ca")).expect("ca pem");
+    let member = reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(ca)
+        .identity(reqwest::Identity::from_pem(&pem).expect("identity"))
+        .build()
+        .expect("client");
+    let served = member.get(format!("https://{peer}/keel/members")).send().await.expect("served");
+    assert!(served.status().is_success(), "{}", served.status());
 }

@@ -92,16 +92,16 @@ pub struct StoreConfig {
     /// with auth enabled, a request without a token is its certificate's CommonName's.
     #[arg(long, env = "KEEL_CLIENT_CERT_AUTH", default_value_t = false)]
     pub client_cert_auth: bool,
-    /// Peer TLS certificate (not supported yet: given, Keel refuses to start).
+    /// The certificate `https` peer URLs serve, and that this member presents to its peers.
     #[arg(long, env = "KEEL_PEER_CERT_FILE")]
     pub peer_cert_file: Option<PathBuf>,
-    /// Peer TLS key (not supported yet).
+    /// The peer certificate's private key.
     #[arg(long, env = "KEEL_PEER_KEY_FILE")]
     pub peer_key_file: Option<PathBuf>,
-    /// Peer TLS CA (not supported yet).
+    /// The authority that signed the members' peer certificates.
     #[arg(long, env = "KEEL_PEER_TRUSTED_CA_FILE")]
     pub peer_trusted_ca_file: Option<PathBuf>,
-    /// Peer client certificates (not supported yet).
+    /// Require peers to present a certificate signed by `--peer-trusted-ca-file`.
     #[arg(long, env = "KEEL_PEER_CLIENT_CERT_AUTH", default_value_t = false)]
     pub peer_client_cert_auth: bool,
     /// The auth token type: `simple` (etcd's default); `jwt` is not supported yet.
@@ -152,8 +152,6 @@ pub enum ConfigError {
     Duration(String),
     #[error("--election-timeout ({election}ms) must be at least 5x --heartbeat-interval ({heartbeat}ms)")]
     Timing { election: u64, heartbeat: u64 },
-    #[error("peer TLS (--{0}) is not supported by this build of keel yet")]
-    TlsUnsupported(&'static str),
     #[error("{0}")]
     Tls(String),
     #[error("--auth-token {0:?}: only \"simple\" tokens are supported")]
@@ -332,18 +330,20 @@ impl StoreConfig {
         if self.election_timeout < 5 * self.heartbeat_interval {
             return Err(ConfigError::Timing { election: self.election_timeout, heartbeat: self.heartbeat_interval });
         }
-        for (given, flag) in [
-            (self.peer_cert_file.is_some(), "peer-cert-file"),
-            (self.peer_key_file.is_some(), "peer-key-file"),
-            (self.peer_trusted_ca_file.is_some(), "peer-trusted-ca-file"),
-            (self.peer_client_cert_auth, "peer-client-cert-auth"),
-        ] {
-            if given {
-                return Err(ConfigError::TlsUnsupported(flag));
-            }
+        let https_peers = self.peer_urls()?.iter().any(|u| u.scheme() == "https")
+            || self.advertise_peer_urls()?.iter().any(|u| u.starts_with("https://"))
+            || self.initial_members()?.iter().flat_map(|m| &m.peer_urls).any(|u| u.starts_with("https://"));
+        if https_peers && (self.peer_cert_file.is_none() || self.peer_key_file.is_none()) {
+            return Err(ConfigError::Tls("https peer URLs need --peer-cert-file and --peer-key-file".into()));
         }
-        if self.peer_urls()?.iter().any(|u| u.scheme() == "https") {
-            return Err(ConfigError::TlsUnsupported("listen-peer-urls https://"));
+        if https_peers && self.peer_trusted_ca_file.is_none() {
+            return Err(ConfigError::Tls("https peer URLs need --peer-trusted-ca-file (the peers' authority)".into()));
+        }
+        if self.peer_cert_file.is_some() != self.peer_key_file.is_some() {
+            return Err(ConfigError::Tls("--peer-cert-file and --peer-key-file go together".into()));
+        }
+        if self.peer_client_cert_auth && self.peer_trusted_ca_file.is_none() {
+            return Err(ConfigError::Tls("--peer-client-cert-auth needs --peer-trusted-ca-file".into()));
         }
         let https = self.client_urls()?.iter().any(|u| u.scheme() == "https");
         if https && (self.cert_file.is_none() || self.key_file.is_none()) {

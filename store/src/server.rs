@@ -45,7 +45,7 @@ pub enum StartError {
     Log { path: PathBuf, source: std::io::Error },
     #[error("cannot join the existing cluster: {0}")]
     Join(String),
-    #[error("client TLS: {0}")]
+    #[error("TLS: {0}")]
     Tls(String),
 }
 
@@ -177,13 +177,26 @@ pub async fn run(
         }
         _ => None,
     };
+    let peer_tls = match (&cfg.peer_cert_file, &cfg.peer_key_file) {
+        (Some(cert), Some(key)) => {
+            let ca = cfg.peer_trusted_ca_file.as_deref().filter(|_| cfg.peer_client_cert_auth);
+            Some(crate::api::tls::server_config(cert, key, ca).map_err(StartError::Tls)?)
+        }
+        _ => None,
+    };
     let member_dir = cfg.data_dir().join("member");
     prepare_dir(&member_dir)?;
     let snap_dir = member_dir.join("snap");
     prepare_dir(&snap_dir)?;
     let engine = Engine::open(&member_dir.join("db"))?;
     let wal = open_wal(&cfg)?;
-    let network = Network::new();
+    let peer_client_tls = match (&cfg.peer_trusted_ca_file, &cfg.peer_cert_file, &cfg.peer_key_file) {
+        (Some(ca), Some(cert), Some(key)) => {
+            Some(crate::api::tls::peer_client_config(ca, cert, key).map_err(StartError::Tls)?)
+        }
+        _ => None,
+    };
+    let network = Network::with_tls(peer_client_tls);
     let http = network.http().clone();
     let who = identity(&wal, &cfg, &http).await?;
     let store = MvccStore::open(engine.clone(), cfg.min_lease_ttl())?;
@@ -234,8 +247,15 @@ pub async fn run(
     let mut tasks = Vec::new();
     let peer_router =
         peer_server::router(PeerState { node: node.clone(), incoming_dir: snap_dir.clone(), stop: stop.clone() });
-    for l in listeners.peer {
-        tasks.push(tokio::spawn(serve(l, peer_router.clone(), stop.clone())));
+    for (l, url) in listeners.peer.into_iter().zip(cfg.peer_urls()?) {
+        match &peer_tls {
+            Some(config) if url.scheme() == "https" => {
+                let l = crate::api::tls::TlsListener::new(l, config.clone())
+                    .map_err(|source| StartError::Bind { url: url.to_string(), source })?;
+                tasks.push(tokio::spawn(serve_tls(l, peer_router.clone(), stop.clone())));
+            }
+            _ => tasks.push(tokio::spawn(serve(l, peer_router.clone(), stop.clone()))),
+        }
     }
     let fragmenting = crate::watch::Fragmenting::for_member(cfg.max_request_bytes, node.header(0));
     let hub = WatchHub::attach(&node.store, fragmenting);

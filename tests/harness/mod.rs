@@ -92,6 +92,17 @@ impl ClientTls {
         ]
     }
 
+    /// The member flags for `https` peer URLs, with the same files: every member presents
+    /// its certificate to the others, and requires theirs.
+    pub fn peer_flags(&self) -> Vec<String> {
+        vec![
+            format!("--peer-cert-file={}", self.server.0.display()),
+            format!("--peer-key-file={}", self.server.1.display()),
+            format!("--peer-trusted-ca-file={}", self.ca.display()),
+            "--peer-client-cert-auth".to_string(),
+        ]
+    }
+
     /// etcdctl's flags to trust the member and present `cert`.
     pub fn etcdctl_flags(&self, cert: &(PathBuf, PathBuf)) -> Vec<String> {
         vec![
@@ -173,6 +184,8 @@ pub struct Member {
     pub env: Vec<(String, String)>,
     /// `https` client URLs, with these files.
     pub tls: Option<ClientTls>,
+    /// `https` peer URLs too (with the same files).
+    pub peer_tls: bool,
     child: Option<Child>,
     log: PathBuf,
     _tmp: Option<tempfile::TempDir>,
@@ -250,6 +263,7 @@ impl Member {
             extra_args,
             env: Vec::new(),
             tls: None,
+            peer_tls: false,
             child: None,
             log: tmp.path().join("member.log"),
             _tmp: Some(tmp),
@@ -281,7 +295,8 @@ impl Member {
         if self.flavor == Flavor::Keel {
             a.push("store".into());
         }
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let scheme = if self.peer_tls { "https" } else { "http" };
+        let peer = format!("{scheme}://127.0.0.1:{}", self.peer_port);
         for (k, v) in [
             ("--name", self.name.clone()),
             ("--data-dir", self.data_dir.display().to_string()),
@@ -297,6 +312,9 @@ impl Member {
         a.extend(self.extra_args.iter().cloned());
         if let Some(t) = &self.tls {
             a.extend(t.server_flags());
+            if self.peer_tls {
+                a.extend(t.peer_flags());
+            }
         }
         a
     }
@@ -411,6 +429,16 @@ impl Cluster {
         Self::start_with_env(flavor, n, extra, &[])
     }
 
+    /// A cluster on `https` client and peer URLs, every member with the same files.
+    pub fn start_tls(flavor: Flavor, n: usize, extra: &[&str], tls: ClientTls) -> Cluster {
+        for _ in 0..3 {
+            if let Some(c) = Self::try_start_with(flavor, n, extra, &[], Some(&tls)) {
+                return c;
+            }
+        }
+        panic!("a {n}-member {flavor:?} TLS cluster never started on free ports");
+    }
+
     /// As [`Cluster::start`], every member with the environment variables `env`.
     pub fn start_with_env(flavor: Flavor, n: usize, extra: &[&str], env: &[(&str, &str)]) -> Cluster {
         // As for single members: a member that lost its free port to a parallel test exits,
@@ -424,11 +452,22 @@ impl Cluster {
     }
 
     fn try_start(flavor: Flavor, n: usize, extra: &[&str], env: &[(&str, &str)]) -> Option<Cluster> {
+        Self::try_start_with(flavor, n, extra, env, None)
+    }
+
+    fn try_start_with(
+        flavor: Flavor,
+        n: usize,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        tls: Option<&ClientTls>,
+    ) -> Option<Cluster> {
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let initial = ports
             .iter()
             .enumerate()
-            .map(|(i, (_, p))| format!("m{}=http://127.0.0.1:{p}", i + 1))
+            .map(|(i, (_, p))| format!("m{}={scheme}://127.0.0.1:{p}", i + 1))
             .collect::<Vec<_>>()
             .join(",");
         let mut members: Vec<Member> = ports
@@ -438,6 +477,8 @@ impl Cluster {
             .collect();
         for m in &mut members {
             m.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            m.tls = tls.cloned();
+            m.peer_tls = tls.is_some();
             m.start();
         }
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -472,7 +513,7 @@ impl Cluster {
             let mut ids = Vec::new();
             let mut leader = None;
             for m in self.members.iter().filter(|m| m.is_running()) {
-                let s = etcdctl::run(&m.endpoint(), &["endpoint", "status", "-w", "json"], None);
+                let s = m.ctl(&["endpoint", "status", "-w", "json"], None);
                 let v: serde_json::Value = serde_json::from_str(s.stdout.trim()).ok()?;
                 let st = &v[0]["Status"];
                 ids.push(st["header"]["member_id"].as_u64()?);
@@ -489,7 +530,7 @@ impl Cluster {
 
     /// The member id of member `i`, as `etcdctl endpoint status` reports it (hex).
     pub fn member_id(&self, i: usize) -> String {
-        let s = etcdctl::run(&self.members[i].endpoint(), &["endpoint", "status", "-w", "json"], None);
+        let s = self.members[i].ctl(&["endpoint", "status", "-w", "json"], None);
         let v: serde_json::Value = serde_json::from_str(s.stdout.trim()).expect("status json");
         format!("{:x}", v[0]["Status"]["header"]["member_id"].as_u64().expect("member id"))
     }

@@ -1,7 +1,9 @@
 //! TLS on `https` client URLs (`--cert-file`, `--key-file`), and with `--client-cert-auth`,
 //! client certificates: a client must present one signed by `--trusted-ca-file`, and with
 //! auth enabled a request without a token acts as the user its certificate's CommonName
-//! names, as in etcd.
+//! names, as in etcd. The same on `https` peer URLs (`--peer-cert-file`, `--peer-key-file`,
+//! `--peer-trusted-ca-file`, `--peer-client-cert-auth`), where members are clients of each
+//! other with the same certificate.
 //!
 //! Handshakes run on tasks of their own, so a slow or silent client delays no other; the
 //! server takes connections once they are ready. The same HTTP/2 and HTTP/1.1 stack serves
@@ -65,6 +67,23 @@ pub fn server_config(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Resul
         .map_err(|e| format!("--cert-file and --key-file do not go together: {e}"))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// How a member connects to `https` peer URLs: trusting `ca`, presenting `cert` and `key`
+/// to peers that ask for a client certificate.
+pub fn peer_client_config(ca: &Path, cert: &Path, key: &Path) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certificates(ca)? {
+        roots.add(c).map_err(|e| format!("--peer-trusted-ca-file {}: {e}", ca.display()))?;
+    }
+    let chain = certificates(cert)?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("cannot read the key {}: {e}", key.display()))?;
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| format!("--peer-cert-file and --peer-key-file do not go together: {e}"))
 }
 
 /// Connections accepted and through their handshake.

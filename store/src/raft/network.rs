@@ -64,12 +64,20 @@ const IDLE_PER_TARGET: usize = 4;
 
 impl Network {
     pub fn new() -> Network {
-        let http = reqwest::Client::builder()
+        Network::with_tls(None)
+    }
+
+    /// A network whose `https` peer URLs use `tls` (the peers' authority, and this
+    /// member's certificate for peers that ask for one).
+    pub fn with_tls(tls: Option<rustls::ClientConfig>) -> Network {
+        let mut builder = reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(1))
-            .build()
-            .unwrap_or_default();
+            .connect_timeout(Duration::from_secs(1));
+        if let Some(config) = tls {
+            builder = builder.use_preconfigured_tls(config);
+        }
+        let http = builder.build().unwrap_or_default();
         let early = super::early::EarlyAppends::new(http.clone());
         Network { http, early, idle: IdleStreams::default() }
     }
