@@ -19,6 +19,8 @@ const ROOT: &str = "--user=root:rootpw";
 const ALICE: &str = "--user=alice:apw";
 const PERMISSION_DENIED: &str = "etcdserver: permission denied";
 const USER_EMPTY: &str = "etcdserver: user name is empty";
+/// `/a` in a JSON request body.
+const A_KEY: &str = r#"{"key":"L2E="}"#;
 
 /// How much of a step's output is compared.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -102,7 +104,11 @@ struct Side {
 
 impl Side {
     fn new(flavor: Flavor) -> Side {
-        Side { member: Member::single(flavor), leases: Vec::new() }
+        Side::with_flags(flavor, &[])
+    }
+
+    fn with_flags(flavor: Flavor, flags: &[&str]) -> Side {
+        Side { member: Member::single_with(flavor, flags), leases: Vec::new() }
     }
 
     fn substitute(&self, text: &str) -> String {
@@ -861,6 +867,31 @@ fn simple_token(t: &str) -> bool {
     })
 }
 
+/// A JWT's claims.
+fn jwt(t: &str) -> Option<Value> {
+    let parts: Vec<&str> = t.split('.').collect();
+    let [_, claims, _] = parts[..] else { return None };
+    let mut bits = Vec::new();
+    let (mut acc, mut n) = (0u32, 0);
+    for c in claims.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            bits.push((acc >> n) as u8);
+        }
+    }
+    serde_json::from_slice(&bits).ok()
+}
+
 fn header(tokens: &HashMap<&'static str, String>, cred: Cred) -> Option<String> {
     let named = |n: &str| tokens.get(n).cloned().unwrap_or_else(|| panic!("no token saved as {n}"));
     match cred {
@@ -884,7 +915,7 @@ async fn gateway(http: &reqwest::Client, m: &Member, tokens: &mut HashMap<&'stat
     }
     let mut v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
     if let Some(t) = v.get("token").and_then(Value::as_str).map(str::to_string) {
-        assert!(simple_token(&t), "{:?} answered the token {t:?}, not a simple token", m.flavor);
+        assert!(simple_token(&t) || jwt(&t).is_some(), "{:?} answered the token {t:?}", m.flavor);
         if let Some(name) = c.save {
             tokens.insert(name, t);
         }
@@ -1067,4 +1098,75 @@ async fn tokens_through_the_json_gateway() {
         call("/v3/kv/range", A, Token("root")),
     ];
     gateway_calls(&http, &keel.member, &etcd.member, &mut tokens, &calls).await;
+}
+
+/// JWT tokens (`--auth-token jwt,...`, the same key pair for both): etcd's claims, a token
+/// stale after any auth change ("revision of auth store is old", 400) until the user
+/// authenticates again, and, being signed rather than remembered, valid after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_tokens() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (private, public) = (dir.path().join("jwt.key"), dir.path().join("jwt.pub"));
+    for args in [
+        vec!["genrsa".to_string(), "-out".into(), private.display().to_string(), "2048".into()],
+        vec![
+            "rsa".into(),
+            "-in".into(),
+            private.display().to_string(),
+            "-pubout".into(),
+            "-out".into(),
+            public.display().to_string(),
+        ],
+    ] {
+        let out = Command::new("openssl").args(&args).output().expect("openssl");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let flag = format!(
+        "--auth-token=jwt,pub-key={},priv-key={},sign-method=RS256,ttl=10m",
+        public.display(),
+        private.display()
+    );
+    let (mut keel, mut etcd) = tokio::task::block_in_place(|| {
+        let mut keel = Side::with_flags(Flavor::Keel, &[&flag]);
+        let mut etcd = Side::with_flags(Flavor::Etcd, &[&flag]);
+        run_steps("jwt setup", &mut keel, &mut etcd, &restricted_setup());
+        (keel, etcd)
+    });
+    let http = reqwest::Client::new();
+    let mut tokens = [HashMap::new(), HashMap::new()];
+    const P: &str = r#"{"key":"L3AvYQ=="}"#; // /p/a
+    use Cred::Token;
+    let calls = [
+        login(r#"{"name":"alice","password":"apw"}"#, "alice"),
+        call("/v3/kv/range", P, Token("alice")),
+        call("/v3/kv/put", r#"{"key":"L3AvYQ==","value":"eA=="}"#, Token("alice")),
+        call("/v3/kv/range", A_KEY, Token("alice")),
+        call("/v3/kv/range", P, Cred::Raw("x.y.z")),
+    ];
+    gateway_calls(&http, &keel.member, &etcd.member, &mut tokens, &calls).await;
+    let claims: Vec<Value> = tokens.iter().map(|t| jwt(&t["alice"]).expect("a JWT")).collect();
+    for c in &claims {
+        let mut keys: Vec<&String> = c.as_object().expect("claims").keys().collect();
+        keys.sort();
+        assert_eq!(keys, ["exp", "revision", "username"], "{c}");
+        assert_eq!(c["username"], "alice");
+    }
+    assert_eq!(claims[0]["revision"], claims[1]["revision"], "the same auth history, the same revision");
+
+    // Any auth change makes the token stale, on both.
+    tokio::task::block_in_place(|| {
+        run_steps("jwt change", &mut keel, &mut etcd, &[root(&["role", "add", "r9"])]);
+    });
+    let calls = [
+        call("/v3/kv/range", P, Token("alice")),
+        call("/v3/kv/put", r#"{"key":"L3AvYQ==","value":"eQ=="}"#, Token("alice")),
+        login(r#"{"name":"alice","password":"apw"}"#, "alice"),
+        call("/v3/kv/range", P, Token("alice")),
+    ];
+    gateway_calls(&http, &keel.member, &etcd.member, &mut tokens, &calls).await;
+
+    // A restarted member takes the token it issued before.
+    tokio::task::block_in_place(|| keel.member.restart());
+    let after = gateway(&http, &keel.member, &mut tokens[0], &call("/v3/kv/range", P, Token("alice"))).await;
+    assert!(after.contains("-> 200"), "{after}");
 }

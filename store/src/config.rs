@@ -104,7 +104,8 @@ pub struct StoreConfig {
     /// Require peers to present a certificate signed by `--peer-trusted-ca-file`.
     #[arg(long, env = "KEEL_PEER_CLIENT_CERT_AUTH", default_value_t = false)]
     pub peer_client_cert_auth: bool,
-    /// The auth token type: `simple` (etcd's default); `jwt` is not supported yet.
+    /// The auth token type: `simple` (etcd's default), or
+    /// `jwt,pub-key=<pem>,priv-key=<pem>,sign-method=<RS256...>,ttl=<duration>`.
     #[arg(long, env = "KEEL_AUTH_TOKEN", default_value = "simple")]
     pub auth_token: String,
     /// How long (seconds) an unused simple token stays valid.
@@ -154,7 +155,7 @@ pub enum ConfigError {
     Timing { election: u64, heartbeat: u64 },
     #[error("{0}")]
     Tls(String),
-    #[error("--auth-token {0:?}: only \"simple\" tokens are supported")]
+    #[error("--auth-token {0:?}: a token type (simple or jwt) with key=value options")]
     AuthToken(String),
     #[error("--bcrypt-cost {0}: must be between 4 and 31")]
     BcryptCost(u32),
@@ -355,13 +356,26 @@ impl StoreConfig {
         if self.client_cert_auth && self.trusted_ca_file.is_none() {
             return Err(ConfigError::Tls("--client-cert-auth needs --trusted-ca-file".into()));
         }
-        if self.auth_token.split(',').next() != Some("simple") {
-            return Err(ConfigError::AuthToken(self.auth_token.clone()));
-        }
+        self.jwt_options()?;
         if !(4..=31).contains(&self.bcrypt_cost) {
             return Err(ConfigError::BcryptCost(self.bcrypt_cost));
         }
         Ok(())
+    }
+
+    /// `--auth-token`: `None` for simple tokens, else the `jwt` options (`key=value`).
+    pub fn jwt_options(&self) -> Result<Option<Vec<(String, String)>>, ConfigError> {
+        let bad = || ConfigError::AuthToken(self.auth_token.clone());
+        let mut parts = self.auth_token.split(',');
+        let kind = parts.next().unwrap_or_default();
+        let options: Vec<(String, String)> = parts
+            .map(|p| p.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(bad))
+            .collect::<Result<_, _>>()?;
+        match kind {
+            "simple" if options.is_empty() => Ok(None),
+            "jwt" => Ok(Some(options)),
+            _ => Err(bad()),
+        }
     }
 
     /// etcd's minimum lease TTL: 1.5 election timeouts, rounded up to whole seconds.

@@ -47,6 +47,8 @@ pub enum StartError {
     Join(String),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("{0}")]
+    Auth(String),
 }
 
 /// The sockets a member serves on.
@@ -201,7 +203,12 @@ pub async fn run(
     let who = identity(&wal, &cfg, &http).await?;
     let store = MvccStore::open(engine.clone(), cfg.min_lease_ttl())?;
     let tokens = crate::auth::SimpleTokens::new(std::time::Duration::from_secs(cfg.auth_token_ttl));
-    let auth = Arc::new(crate::auth::AuthStore::open(engine.clone(), tokens, cfg.bcrypt_cost)?);
+    let mut auth = crate::auth::AuthStore::open(engine.clone(), tokens, cfg.bcrypt_cost)?;
+    if let Some(options) = cfg.jwt_options()? {
+        let options: Vec<(&str, &str)> = options.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        auth = auth.with_jwt(crate::auth::JwtTokens::from_options(&options).map_err(StartError::Auth)?);
+    }
+    let auth = Arc::new(auth);
     let sm = StateMachine::open(store.clone(), auth.clone(), snap_dir.clone())
         .map_err(|e| StartError::Raft(e.to_string()))?;
     let applied = sm.applied();

@@ -108,6 +108,9 @@ impl Auth for AuthService {
                 Ok(resp) => match resp.result {
                     Some(Outcome::Authenticate(mut a)) => {
                         a.header = self.header(resp.revision);
+                        if let Some(jwt) = &self.node.auth.jwt {
+                            a.token = jwt.sign(&r.name, checked_revision).map_err(Status::unknown)?;
+                        }
                         return Ok(Response::new(a));
                     }
                     _ => return Err(EtcdError::Internal("unexpected apply result".into()).into()),

@@ -15,9 +15,11 @@
 //!
 //! With auth disabled every check passes at the cost of one atomic load.
 
+mod jwt;
 mod perms;
 mod tokens;
 
+pub use jwt::JwtTokens;
 pub use tokens::SimpleTokens;
 
 use std::collections::{BTreeMap, HashMap};
@@ -250,6 +252,8 @@ pub struct AuthStore {
     enabled: AtomicBool,
     revision: AtomicU64,
     pub tokens: SimpleTokens,
+    /// With `--auth-token jwt,...`: tokens are these instead of simple ones.
+    pub jwt: Option<JwtTokens>,
     /// bcrypt's cost for new password hashes (`--bcrypt-cost`).
     pub bcrypt_cost: u32,
 }
@@ -263,9 +267,16 @@ impl AuthStore {
             revision: AtomicU64::new(state.revision),
             state: RwLock::new(Arc::new(state)),
             tokens,
+            jwt: None,
             bcrypt_cost,
         };
         Ok(store)
+    }
+
+    /// Issue and take JWT tokens instead of simple ones.
+    pub fn with_jwt(mut self, jwt: JwtTokens) -> AuthStore {
+        self.jwt = Some(jwt);
+        self
     }
 
     /// A store with a cheap bcrypt cost and long-lived tokens, for tests.
@@ -330,6 +341,10 @@ impl AuthStore {
         let Some(token) = token else { return Ok(Who::default()) };
         if !self.enabled() {
             return Err(EtcdError::InvalidAuthToken);
+        }
+        if let Some(jwt) = &self.jwt {
+            let (username, auth_revision) = jwt.verify(token).ok_or(EtcdError::InvalidAuthToken)?;
+            return Ok(Who { username, auth_revision });
         }
         let username = self.tokens.user(token).ok_or(EtcdError::InvalidAuthToken)?;
         Ok(Who { username, auth_revision: self.revision() })
@@ -475,7 +490,7 @@ impl AuthStore {
         let mut next = (*cur).clone();
         let mut tokens = Tokens::Keep;
         let mut outcome = Outcome::Empty(Empty {});
-        if let Err(e) = change(&mut next, cmd, index, &mut tokens, &mut outcome) {
+        if let Err(e) = change(&mut next, cmd, index, self.jwt.is_none(), &mut tokens, &mut outcome) {
             return (Err(e), None);
         }
         let changed = stage(&cur, &next, batch);
@@ -551,7 +566,16 @@ fn stage_map<T: Message + PartialEq>(
 }
 
 /// etcd's authStore rules for each command, applied to `st`.
-fn change(st: &mut State, cmd: &Command, index: u64, tokens: &mut Tokens, out: &mut Outcome) -> Result<(), EtcdError> {
+/// With `simple_tokens`, a successful `Authenticate` issues the token every member records;
+/// else (JWT) the token is signed by the member that was asked, once the entry is applied.
+fn change(
+    st: &mut State,
+    cmd: &Command,
+    index: u64,
+    simple_tokens: bool,
+    tokens: &mut Tokens,
+    out: &mut Outcome,
+) -> Result<(), EtcdError> {
     match cmd {
         Command::AuthEnable(_) => {
             if st.enabled {
@@ -583,9 +607,13 @@ fn change(st: &mut State, cmd: &Command, index: u64, tokens: &mut Tokens, out: &
             if a.checked_revision != st.revision {
                 return Err(EtcdError::AuthOldRevision);
             }
-            let token = format!("{}.{index}", a.token_prefix);
-            *out = Outcome::Authenticate(AuthenticateResponse { header: None, token: token.clone() });
-            *tokens = Tokens::Assign { token, user: a.name.clone() };
+            if simple_tokens {
+                let token = format!("{}.{index}", a.token_prefix);
+                *out = Outcome::Authenticate(AuthenticateResponse { header: None, token: token.clone() });
+                *tokens = Tokens::Assign { token, user: a.name.clone() };
+            } else {
+                *out = Outcome::Authenticate(AuthenticateResponse::default());
+            }
         }
         Command::AuthUserAdd(r) => {
             if r.name.is_empty() {
