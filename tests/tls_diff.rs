@@ -245,3 +245,24 @@ async fn a_cluster_on_https_client_and_peer_urls() {
     let served = member.get(format!("https://{peer}/keel/members")).send().await.expect("served");
     assert!(served.status().is_success(), "{}", served.status());
 }
+
+/// The API server reaches a store that requires client certificates, as kube-apiserver
+/// reaches etcd (`--etcd-cafile`, `--etcd-certfile`, `--etcd-keyfile`).
+#[test]
+fn the_api_server_reaches_a_store_that_requires_client_certificates() {
+    let pki = Pki::new();
+    let client = pki.leaf("apiserver", "kube-apiserver");
+    let tls = pki.client_tls(client.clone());
+    let store = Member::single_tls(Flavor::Keel, &[], tls.clone());
+    let flags = [
+        format!("--etcd-cafile={}", tls.ca.display()),
+        format!("--etcd-certfile={}", client.0.display()),
+        format!("--etcd-keyfile={}", client.1.display()),
+    ];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let api = crate::harness::kube::ApiServer::start(&store.client_url(), &flags);
+    let made = api.kubectl(&["create", "configmap", "over-tls", "--from-literal=a=1"]);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let out = store.ctl(&["get", "/registry/configmaps/default/over-tls", "--keys-only"], None);
+    assert_eq!(out.stdout.trim(), "/registry/configmaps/default/over-tls", "{}", out.stderr);
+}

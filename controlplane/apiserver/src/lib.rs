@@ -35,6 +35,16 @@ pub struct ApiServerConfig {
     /// The store's client URLs, comma-separated (Keel's store or etcd).
     #[arg(long, env = "KEEL_ETCD_SERVERS", value_delimiter = ',', required = true)]
     pub etcd_servers: Vec<String>,
+    /// The authority (PEM) that signed the store's serving certificate, for `https`
+    /// store URLs.
+    #[arg(long, env = "KEEL_ETCD_CAFILE")]
+    pub etcd_cafile: Option<std::path::PathBuf>,
+    /// The client certificate (PEM) to present to the store (with --etcd-keyfile).
+    #[arg(long, env = "KEEL_ETCD_CERTFILE", requires = "etcd_keyfile")]
+    pub etcd_certfile: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "KEEL_ETCD_KEYFILE", requires = "etcd_certfile")]
+    pub etcd_keyfile: Option<std::path::PathBuf>,
     /// The address to serve on.
     #[arg(long, env = "KEEL_BIND_ADDRESS", default_value = "127.0.0.1")]
     pub bind_address: IpAddr,
@@ -81,6 +91,9 @@ impl ApiServerConfig {
     pub fn local(etcd_servers: Vec<String>, port: u16) -> ApiServerConfig {
         ApiServerConfig {
             etcd_servers,
+            etcd_cafile: None,
+            etcd_certfile: None,
+            etcd_keyfile: None,
             bind_address: IpAddr::from([127, 0, 0, 1]),
             port,
             etcd_prefix: "/registry".into(),
@@ -130,7 +143,11 @@ pub async fn run(cfg: ApiServerConfig, shutdown: impl Future<Output = ()> + Send
     };
     let addr = SocketAddr::new(cfg.bind_address, cfg.port);
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
-    let storage = storage::Storage::connect(&cfg.etcd_servers)
+    let store_tls = storage::StoreTls {
+        ca: cfg.etcd_cafile.clone(),
+        identity: cfg.etcd_certfile.clone().zip(cfg.etcd_keyfile.clone()),
+    };
+    let storage = storage::Storage::connect(&cfg.etcd_servers, &store_tls)
         .await
         .with_context(|| format!("cannot reach the store at {}", cfg.etcd_servers.join(",")))?;
     let kubelets =

@@ -75,11 +75,40 @@ pub fn encode(object: &Value) -> ApiResult<Vec<u8>> {
     serde_json::to_vec(&v).map_err(|e| ApiError::internal(e.to_string()))
 }
 
+/// How to reach `https` store URLs (kube-apiserver's `--etcd-cafile`, `--etcd-certfile`,
+/// `--etcd-keyfile`): the authority to trust, and a client certificate and key to present.
+#[derive(Clone, Debug, Default)]
+pub struct StoreTls {
+    pub ca: Option<std::path::PathBuf>,
+    pub identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl StoreTls {
+    fn options(&self) -> anyhow::Result<Option<etcd_client::TlsOptions>> {
+        use anyhow::Context as _;
+        if self.ca.is_none() && self.identity.is_none() {
+            return Ok(None);
+        }
+        let read = |p: &std::path::Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+        let mut tls = etcd_client::TlsOptions::new();
+        if let Some(ca) = &self.ca {
+            tls = tls.ca_certificate(etcd_client::Certificate::from_pem(read(ca)?));
+        }
+        if let Some((cert, key)) = &self.identity {
+            tls = tls.identity(etcd_client::Identity::from_pem(read(cert)?, read(key)?));
+        }
+        Ok(Some(tls))
+    }
+}
+
 impl Storage {
-    pub async fn connect(endpoints: &[String]) -> anyhow::Result<Storage> {
-        let opts = etcd_client::ConnectOptions::new()
+    pub async fn connect(endpoints: &[String], tls: &StoreTls) -> anyhow::Result<Storage> {
+        let mut opts = etcd_client::ConnectOptions::new()
             .with_keep_alive(std::time::Duration::from_secs(10), std::time::Duration::from_secs(5))
             .with_connect_timeout(std::time::Duration::from_secs(5));
+        if let Some(t) = tls.options()? {
+            opts = opts.with_tls(t);
+        }
         let client = etcd_client::Client::connect(endpoints, Some(opts)).await?;
         Ok(Storage { client })
     }
