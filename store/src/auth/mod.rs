@@ -309,11 +309,14 @@ impl AuthStore {
         Ok(state)
     }
 
-    /// Reads the state back from storage (after a snapshot install). Tokens are kept:
-    /// those of users changed meanwhile fail the revision check and are renewed.
+    /// Reads the state back from storage (after a snapshot install). The snapshot may
+    /// hold changes that end tokens (a new password, a deleted user, auth disabled), which
+    /// this member never applied one by one: every simple token is forgotten, and clients
+    /// authenticate again.
     pub fn reload(&self) -> Result<(), EngineError> {
         let state = Self::load(&self.engine)?;
         self.publish(state);
+        self.tokens.clear();
         Ok(())
     }
 
