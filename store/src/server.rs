@@ -6,7 +6,7 @@
 //! same functions.
 
 use std::collections::BTreeMap;
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -359,27 +359,24 @@ const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn serve(listener: TcpListener, router: axum::Router, stop: CancellationToken) {
     let graceful = axum::serve(ClientListener(listener), router).with_graceful_shutdown(stop.clone().cancelled_owned());
-    tokio::select! {
-        res = graceful => {
-            if let Err(e) = res {
-                tracing::error!(error = %e, "server stopped");
-            }
-        }
-        () = async {
-            stop.cancelled().await;
-            tokio::time::sleep(STOP_GRACE).await;
-        } => tracing::info!("closing connections still open {STOP_GRACE:?} after stopping"),
-    }
+    until_stopped(graceful, stop).await
 }
 
-/// [`serve`] on an `https` client URL: each request carries the connection's client
-/// certificate (`ConnectInfo<ClientCert>`).
+/// [`serve`] on an `https` URL: each request carries the connection's client certificate
+/// (`ConnectInfo<ClientCert>`).
 async fn serve_tls(listener: crate::api::tls::TlsListener, router: axum::Router, stop: CancellationToken) {
     use crate::api::tls::ClientCert;
     let service = router.into_make_service_with_connect_info::<ClientCert>();
     let graceful = axum::serve(listener, service).with_graceful_shutdown(stop.clone().cancelled_owned());
+    until_stopped(graceful, stop).await
+}
+
+/// Runs a server until it stops, or until [`STOP_GRACE`] after `stop`, when the
+/// connections still open are closed.
+async fn until_stopped(server: impl IntoFuture<Output = std::io::Result<()>>, stop: CancellationToken) {
+    let server = server.into_future();
     tokio::select! {
-        res = graceful => {
+        res = server => {
             if let Err(e) = res {
                 tracing::error!(error = %e, "server stopped");
             }

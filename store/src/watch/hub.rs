@@ -187,6 +187,18 @@ struct HistoryMemo {
     entries: HashMap<(KeyRange, i64, bool), HistoryBatch>,
 }
 
+/// A watch create refused (etcd answers it for watch id -1, created and cancelled).
+fn refusal(last: i64, reason: &str) -> WatchResponse {
+    WatchResponse {
+        header: header(last),
+        watch_id: -1,
+        created: true,
+        canceled: true,
+        cancel_reason: reason.to_string(),
+        ..Default::default()
+    }
+}
+
 fn header(revision: i64) -> Option<ResponseHeader> {
     Some(ResponseHeader { revision, ..Default::default() })
 }
@@ -253,18 +265,7 @@ impl WatchHub {
         let Some(s) = inner.streams.get_mut(&stream) else { return };
         let id = match s.take_id(req) {
             Ok(id) => id,
-            Err(reason) => {
-                let resp = WatchResponse {
-                    header: header(last),
-                    watch_id: -1,
-                    created: true,
-                    canceled: true,
-                    cancel_reason: reason.to_string(),
-                    ..Default::default()
-                };
-                send_soon(&s.tx, resp);
-                return;
-            }
+            Err(reason) => return send_soon(&s.tx, refusal(last, reason)),
         };
         // etcd: no start revision means "from the next revision". etcd 3.4 takes a negative
         // one as it is, against a compaction point of -1 until the first compaction: below
@@ -299,15 +300,7 @@ impl WatchHub {
     pub fn refuse(&self, stream: u64, reason: &str) {
         let inner = self.inner.lock();
         let Some(s) = inner.streams.get(&stream) else { return };
-        let resp = WatchResponse {
-            header: header(inner.last_rev),
-            watch_id: -1,
-            created: true,
-            canceled: true,
-            cancel_reason: reason.to_string(),
-            ..Default::default()
-        };
-        send_soon(&s.tx, resp);
+        send_soon(&s.tx, refusal(inner.last_rev, reason));
     }
 
     /// Cancels a watcher; answers `canceled` if it existed.
