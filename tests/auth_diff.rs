@@ -585,6 +585,13 @@ fn errors_for_no_user_bad_password_and_non_admins() {
         s(&["snapshot", "save", &snap]),
         alice(&["snapshot", "save", &snap]),
         root(&["snapshot", "save", &snap]),
+        // Membership changes are root's too (the list is anyone's), with the usual errors.
+        s(&["member", "remove", "1234"]),
+        alice(&["member", "remove", "1234"]),
+        root(&["member", "remove", "1234"]),
+        s(&["member", "update", "1234", "--peer-urls=http://127.0.0.1:29999"]),
+        alice(&["member", "add", "x", "--learner", "--peer-urls=http://127.0.0.1:29998"]),
+        s(&["member", "list"]).cmp(Cmp::Refusal),
     ]);
     differential("errors_for_no_user_bad_password_and_non_admins", &steps);
 }

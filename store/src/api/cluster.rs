@@ -19,6 +19,13 @@ impl ClusterService {
     pub fn new(node: Arc<Node>) -> Self {
         ClusterService { node }
     }
+
+    /// Membership changes are for the root role (etcd's checkMembershipOperationPermission);
+    /// the member list is for anyone.
+    async fn admin<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let who = self.node.who_sent(req).await?;
+        Ok(self.node.auth.check_admin(&who)?)
+    }
 }
 
 // etcd's Cluster service fills headers without a revision (v3rpc/member.go).
@@ -56,6 +63,7 @@ impl Cluster for ClusterService {
     }
 
     async fn member_add(&self, req: Request<MemberAddRequest>) -> Result<Response<MemberAddResponse>, Status> {
+        self.admin(&req).await?;
         let r = req.into_inner();
         let (peer_urls, learner) = (r.peer_ur_ls, r.is_learner);
         let id = self.node.change_member(MemberChange::Add { peer_urls: peer_urls.clone(), learner }).await?;
@@ -72,6 +80,7 @@ impl Cluster for ClusterService {
     }
 
     async fn member_remove(&self, req: Request<MemberRemoveRequest>) -> Result<Response<MemberRemoveResponse>, Status> {
+        self.admin(&req).await?;
         self.node.change_member(MemberChange::Remove { id: req.get_ref().id }).await?;
         let n = &self.node;
         let header = Some(n.header(0));
@@ -79,6 +88,7 @@ impl Cluster for ClusterService {
     }
 
     async fn member_update(&self, req: Request<MemberUpdateRequest>) -> Result<Response<MemberUpdateResponse>, Status> {
+        self.admin(&req).await?;
         let r = req.into_inner();
         self.node.change_member(MemberChange::Update { id: r.id, peer_urls: r.peer_ur_ls }).await?;
         let n = &self.node;
@@ -90,6 +100,7 @@ impl Cluster for ClusterService {
         &self,
         req: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
+        self.admin(&req).await?;
         self.node.change_member(MemberChange::Promote { id: req.get_ref().id }).await?;
         let n = &self.node;
         let header = Some(n.header(0));
