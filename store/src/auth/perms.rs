@@ -153,4 +153,84 @@ mod tests {
         assert!(!p.read.covers(b"c", b""));
         assert!(p.read.covers(b"e", b""));
     }
+
+    mod model {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Where a grant or a request ends.
+        #[derive(Clone, Debug)]
+        enum Until {
+            Key,
+            Before(String),
+            Everything,
+        }
+
+        fn end_bytes(u: &Until) -> Vec<u8> {
+            match u {
+                Until::Key => Vec::new(),
+                Until::Before(e) => e.as_bytes().to_vec(),
+                Until::Everything => vec![0],
+            }
+        }
+
+        /// Short keys over three letters, so grants often meet, overlap and nest.
+        fn key() -> impl Strategy<Value = String> {
+            "[abc]{1,2}"
+        }
+
+        fn until() -> impl Strategy<Value = Until> {
+            prop_oneof![Just(Until::Key), key().prop_map(Until::Before), Just(Until::Everything)]
+        }
+
+        /// Every key of up to three bytes over the grants' alphabet and the byte 0, which
+        /// includes every end a grant can have (a key and `\0`), and one key past all of
+        /// them, which only a grant without an end covers: a range is covered exactly if
+        /// each of these in it is.
+        fn universe() -> Vec<Vec<u8>> {
+            let mut all: Vec<Vec<u8>> = vec![Vec::new()];
+            let mut layer: Vec<Vec<u8>> = vec![Vec::new()];
+            for _ in 0..3 {
+                layer =
+                    layer.iter().flat_map(|k| [0u8, b'a', b'b', b'c'].map(|c| [k.as_slice(), &[c]].concat())).collect();
+                all.extend(layer.iter().cloned());
+            }
+            all.push(b"cccc".to_vec());
+            all.retain(|k| !k.is_empty());
+            all
+        }
+
+        fn inside(x: &[u8], key: &[u8], end: &[u8]) -> bool {
+            match end {
+                [] => x == key,
+                [0] => x >= key,
+                e => x >= key && x < e,
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+            #[test]
+            fn covers_agrees_with_checking_every_key(
+                grants in proptest::collection::vec((key(), until()), 0..6),
+                key in key(),
+                end in until(),
+            ) {
+                let perms: Vec<Permission> = grants
+                    .iter()
+                    .map(|(k, u)| perm(Type::Read, k, &end_bytes(u)))
+                    .collect();
+                let ranges = UserPerms::merge(&perms).read;
+                let end = end_bytes(&end);
+                prop_assume!(end.is_empty() || end == [0] || end.as_slice() > key.as_bytes());
+                let granted = |x: &[u8]| perms.iter().any(|p| inside(x, &p.key, &p.range_end));
+                let expected = universe()
+                    .iter()
+                    .filter(|x| inside(x, key.as_bytes(), &end))
+                    .all(|x| granted(x));
+                prop_assert_eq!(ranges.covers(key.as_bytes(), &end), expected);
+            }
+        }
+    }
 }
