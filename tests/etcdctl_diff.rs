@@ -234,6 +234,7 @@ async fn metrics_and_check_datascale() {
         "etcd_server_leader_changes_seen_total 1",
         "process_resident_memory_bytes",
         "etcd_mvcc_db_total_size_in_bytes",
+        "etcd_debugging_auth_revision 1",
     ];
     for m in [&keel, &etcd] {
         let text =

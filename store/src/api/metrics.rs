@@ -29,6 +29,7 @@ struct Metrics {
     db_size_in_use: IntGauge,
     keys: IntGauge,
     watchers: IntGauge,
+    auth_revision: IntGauge,
     leader_changes: IntCounter,
 }
 
@@ -102,6 +103,7 @@ impl Metrics {
             )?,
             keys: gauge(&registry, "debugging_mvcc", "keys_total", "Total number of keys.")?,
             watchers: gauge(&registry, "debugging_mvcc", "watcher_total", "Total number of watchers.")?,
+            auth_revision: gauge(&registry, "debugging_auth", "revision", "The current revision of auth store.")?,
             registry,
             node,
             hub,
@@ -125,6 +127,7 @@ impl Metrics {
         self.db_size_in_use.set(db);
         self.keys.set(n.store.with_index(|index, _, _| i64::try_from(index.len()).unwrap_or(i64::MAX)));
         self.watchers.set(i64::try_from(self.hub.watcher_count()).unwrap_or(i64::MAX));
+        self.auth_revision.set(to_i64(n.auth.revision()));
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
         Ok(out)
