@@ -10,12 +10,13 @@
 //! them as on plain URLs (ALPN `h2`, `http/1.1`).
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::extract::connect_info::Connected;
 use axum::serve::IncomingStream;
+use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -40,12 +41,12 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
-/// The client port's TLS configuration; with `client_ca`, clients must present a
-/// certificate it signed.
+/// A listener's TLS configuration; with `client_ca`, clients must present a certificate it
+/// signed. The serving certificate is read again whenever its files change (see
+/// [`ReloadingCert`]).
 pub fn server_config(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<Arc<ServerConfig>, String> {
-    let chain = certificates(cert)?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("cannot read the key {}: {e}", key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let serving = ReloadingCert::new(cert, key, provider.clone())?;
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
@@ -62,11 +63,70 @@ pub fn server_config(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Resul
         }
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder
-        .with_single_cert(chain, key)
-        .map_err(|e| format!("--cert-file and --key-file do not go together: {e}"))?;
+    let mut config = builder.with_cert_resolver(Arc::new(serving));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The serving certificate and key, read again from their files when either file's
+/// modification time changes (looked at on each handshake, as etcd reads them for each
+/// one), so certificates can be rotated without a restart. A pair that does not load (one
+/// file rewritten, the other not yet) leaves the last good pair in service.
+#[derive(Debug)]
+struct ReloadingCert {
+    cert: PathBuf,
+    key: PathBuf,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    /// The files' modification times when last read, and the pair in service.
+    current: parking_lot::Mutex<(Stamp, Arc<CertifiedKey>)>,
+}
+
+type Stamp = (Option<SystemTime>, Option<SystemTime>);
+
+impl ReloadingCert {
+    fn new(cert: &Path, key: &Path, provider: Arc<rustls::crypto::CryptoProvider>) -> Result<ReloadingCert, String> {
+        let stamp = Self::stamp(cert, key);
+        let pair = Self::load(cert, key, &provider)?;
+        Ok(ReloadingCert {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            provider,
+            current: parking_lot::Mutex::new((stamp, pair)),
+        })
+    }
+
+    fn stamp(cert: &Path, key: &Path) -> Stamp {
+        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        (modified(cert), modified(key))
+    }
+
+    fn load(cert: &Path, key: &Path, provider: &rustls::crypto::CryptoProvider) -> Result<Arc<CertifiedKey>, String> {
+        let chain = certificates(cert)?;
+        let der =
+            PrivateKeyDer::from_pem_file(key).map_err(|e| format!("cannot read the key {}: {e}", key.display()))?;
+        let signing = provider.key_provider.load_private_key(der).map_err(|e| format!("{}: {e}", key.display()))?;
+        let pair = CertifiedKey::new(chain, signing);
+        pair.keys_match().map_err(|e| format!("{} and {} do not go together: {e}", cert.display(), key.display()))?;
+        Ok(Arc::new(pair))
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let stamp = Self::stamp(&self.cert, &self.key);
+        let mut current = self.current.lock();
+        if stamp != current.0 {
+            current.0 = stamp;
+            match Self::load(&self.cert, &self.key, &self.provider) {
+                Ok(pair) => {
+                    tracing::info!(cert = %self.cert.display(), "serving a new certificate");
+                    current.1 = pair;
+                }
+                Err(e) => tracing::warn!(error = %e, "keeping the certificate in service"),
+            }
+        }
+        Some(current.1.clone())
+    }
 }
 
 /// How a member connects to `https` peer URLs: trusting `ca`, presenting `cert` and `key`
