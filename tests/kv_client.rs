@@ -235,3 +235,41 @@ async fn revisions_versions_and_txn_semantics() {
     assert!(all.kvs().iter().all(|kv| kv.mod_revision() == rev(tr.header())));
     assert_eq!(all.count(), 2);
 }
+
+/// etcd 3.4 takes a from-key delete's end (`"\0"`) literally when it looks for a key both
+/// put and deleted in one transaction, so it runs a put and a from-key delete over the same
+/// keys together, in order; so must Keel, with the same result, revisions and versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_from_key_delete_and_puts_of_the_same_keys_in_one_transaction() {
+    let keel = Member::single(Flavor::Keel);
+    let etcd = Member::single(Flavor::Etcd);
+    let mut answers = Vec::new();
+    for m in [&keel, &etcd] {
+        let mut c = client(m).await;
+        for (k, v) in [("a", "1"), ("b", "1"), ("c", "1")] {
+            c.put(k, v, None).await.expect("put");
+        }
+        let mut out = Vec::new();
+        for ops in [
+            vec![TxnOp::put("b", "2", None), TxnOp::delete("a", Some(DeleteOptions::new().with_from_key()))],
+            vec![
+                TxnOp::put("x", "3", None),
+                TxnOp::delete("b", Some(DeleteOptions::new().with_from_key())),
+                TxnOp::put("y", "4", None),
+            ],
+            vec![
+                TxnOp::delete("a", Some(DeleteOptions::new().with_from_key().with_prev_key())),
+                TxnOp::put("a", "5", None),
+            ],
+        ] {
+            let r = c
+                .txn(Txn::new().and_then(ops))
+                .await
+                .map(|r| format!("{} {}", rev(r.header()), txn_ops(r.op_responses())));
+            let all = c.get("", Some(GetOptions::new().with_all_keys())).await.expect("get all");
+            out.push(format!("{} -> [{}]", r.unwrap_or_else(err), kvs(all.kvs())));
+        }
+        answers.push(out);
+    }
+    assert_eq!(answers[0], answers[1], "keel, then etcd");
+}

@@ -4,6 +4,7 @@ mod harness;
 
 mod auth_cluster;
 mod auth_diff;
+mod auth_random;
 mod bad_input;
 mod cluster;
 mod concurrency_diff;

@@ -68,12 +68,15 @@ struct Writes {
 
 /// etcd's `checkIntervals`: within one branch, a key may be put once and not also be
 /// deleted; the two branches of a nested transaction may overlap each other, since only
-/// one of them runs.
+/// one of them runs. etcd 3.4 takes a delete's `range_end` literally here, so a from-key
+/// delete (`"\0"`, before every key) conflicts with no put, and both run, in order.
 fn no_duplicates(ops: &[RequestOp]) -> Result<Writes, EtcdError> {
     let mut dels: Vec<KeyRange> = ops
         .iter()
         .filter_map(|op| match &op.request {
-            Some(Request::RequestDeleteRange(d)) => Some(KeyRange::new(&d.key, &d.range_end)),
+            Some(Request::RequestDeleteRange(d)) if d.range_end.as_ref() != [0] => {
+                Some(KeyRange::new(&d.key, &d.range_end))
+            }
             _ => None,
         })
         .collect();
@@ -136,6 +139,8 @@ mod tests {
         let t = |success| TxnRequest { compare: vec![], success, failure: vec![] };
         assert_eq!(txn(&t(vec![put_op("a"), put_op("a")]), 128), Err(EtcdError::DuplicateKey));
         assert_eq!(txn(&t(vec![put_op("b"), del_op("a", "c")]), 128), Err(EtcdError::DuplicateKey));
+        // etcd 3.4 reads a from-key delete's "\0" end literally here: no conflict.
+        assert_eq!(txn(&t(vec![put_op("b"), del_op("a", "\0")]), 128), Ok(()));
         assert_eq!(txn(&t(vec![put_op("c"), del_op("a", "c")]), 128), Ok(()));
         assert_eq!(txn(&t(vec![txn_op(vec![put_op("a")], vec![put_op("a")])]), 128), Ok(()));
         assert_eq!(txn(&t(vec![put_op("a"), txn_op(vec![put_op("a")], vec![])]), 128), Err(EtcdError::DuplicateKey));

@@ -50,11 +50,14 @@ impl Ranges {
 
     /// Whether `key` alone (empty `range_end`) or all of `[key, range_end)` is covered;
     /// `range_end` = `"\0"` means every key from `key` on.
+    ///
+    /// A range that ends at or before its key holds no key; etcd's interval tree permits
+    /// it exactly when its key alone is permitted, and so does this.
     pub fn covers(&self, key: &[u8], range_end: &[u8]) -> bool {
         let Some((_, end)) = self.around(key) else { return false };
         let wanted = match range_end {
-            [] => return *end > End::Key(key.to_vec()),
             [0] => End::Unbounded,
+            e if e <= key => return *end > End::Key(key.to_vec()),
             e => End::Key(e.to_vec()),
         };
         *end >= wanted
