@@ -11,7 +11,7 @@ use etcd_client::{
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::harness::{err, Flavor, Member};
+use crate::harness::{err, Cluster, Flavor, Member};
 
 /// One of 39 keys: one or two letters of `abc`, or one of them followed by a zero byte.
 fn key(rng: &mut StdRng) -> Vec<u8> {
@@ -105,14 +105,33 @@ fn values(kvs: &[etcd_client::KeyValue]) -> String {
 
 /// A server under test: root's client and alice's.
 struct Side {
-    _member: Member,
+    _servers: Servers,
     root: Client,
     alice: Client,
 }
 
-async fn side(flavor: Flavor) -> Side {
-    let member = tokio::task::block_in_place(|| Member::single(flavor));
-    let mut setup = Client::connect([member.client_url()], None).await.expect("connect");
+enum Servers {
+    One(Member),
+    Three(Cluster),
+}
+
+/// One member; or three, root on the leader and alice on a follower, so that her writes are
+/// forwarded and checked where they are applied, and her reads checked on the follower.
+async fn side(flavor: Flavor, members: usize) -> Side {
+    let (servers, root_url, alice_url) = tokio::task::block_in_place(|| {
+        if members == 1 {
+            let m = Member::single(flavor);
+            let url = m.client_url();
+            (Servers::One(m), url.clone(), url)
+        } else {
+            let c = Cluster::start(flavor, members, &[]);
+            let leader = c.leader();
+            let (root_url, alice_url) =
+                (c.members[leader].client_url(), c.members[(leader + 1) % members].client_url());
+            (Servers::Three(c), root_url, alice_url)
+        }
+    });
+    let mut setup = Client::connect([root_url.clone()], None).await.expect("connect");
     for k in ["a", "ab", "b", "ba", "bc", "c", "cc"] {
         setup.put(k, "0", None).await.expect("put");
     }
@@ -126,9 +145,9 @@ async fn side(flavor: Flavor) -> Side {
     }
     setup.auth_enable().await.expect("auth enable");
     let as_user = |name: &str, password: &str| ConnectOptions::new().with_user(name, password);
-    let root = Client::connect([member.client_url()], Some(as_user("root", "rootpw"))).await.expect("root client");
-    let alice = Client::connect([member.client_url()], Some(as_user("alice", "apw"))).await.expect("alice client");
-    Side { _member: member, root, alice }
+    let root = Client::connect([root_url], Some(as_user("root", "rootpw"))).await.expect("root client");
+    let alice = Client::connect([alice_url], Some(as_user("alice", "apw"))).await.expect("alice client");
+    Side { _servers: servers, root, alice }
 }
 
 /// A role with ten grants starts again empty (deleted, added, given back to alice): etcd
@@ -276,9 +295,18 @@ async fn grants(root: &mut Client) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_grants_and_requests_match_etcd() {
-    let mut keel = side(Flavor::Keel).await;
-    let mut etcd = side(Flavor::Etcd).await;
-    let base = std::env::var("KEEL_AUTH_DIFF_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0xa17_0000u64);
+    run(1, 0xa17_0000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_grants_and_requests_through_a_follower_match_etcd() {
+    run(3, 0xa17_1000).await;
+}
+
+async fn run(members: usize, seed: u64) {
+    let mut keel = side(Flavor::Keel, members).await;
+    let mut etcd = side(Flavor::Etcd, members).await;
+    let base = std::env::var("KEEL_AUTH_DIFF_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(seed);
     let (mut denied, mut allowed) = (0, 0);
     for i in 0..500u64 {
         let (a, b) = (trim_roles(&mut keel).await, trim_roles(&mut etcd).await);
