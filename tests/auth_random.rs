@@ -105,30 +105,26 @@ fn values(kvs: &[etcd_client::KeyValue]) -> String {
 
 /// A server under test: root's client and alice's.
 struct Side {
-    _servers: Servers,
+    _single: Option<Member>,
+    _cluster: Option<Cluster>,
     root: Client,
     alice: Client,
-}
-
-enum Servers {
-    One(Member),
-    Three(Cluster),
 }
 
 /// One member; or three, root on the leader and alice on a follower, so that her writes are
 /// forwarded and checked where they are applied, and her reads checked on the follower.
 async fn side(flavor: Flavor, members: usize) -> Side {
-    let (servers, root_url, alice_url) = tokio::task::block_in_place(|| {
+    let ((single, cluster), root_url, alice_url) = tokio::task::block_in_place(|| {
         if members == 1 {
             let m = Member::single(flavor);
             let url = m.client_url();
-            (Servers::One(m), url.clone(), url)
+            ((Some(m), None), url.clone(), url)
         } else {
             let c = Cluster::start(flavor, members, &[]);
             let leader = c.leader();
             let (root_url, alice_url) =
                 (c.members[leader].client_url(), c.members[(leader + 1) % members].client_url());
-            (Servers::Three(c), root_url, alice_url)
+            ((None, Some(c)), root_url, alice_url)
         }
     });
     let mut setup = Client::connect([root_url.clone()], None).await.expect("connect");
@@ -147,7 +143,7 @@ async fn side(flavor: Flavor, members: usize) -> Side {
     let as_user = |name: &str, password: &str| ConnectOptions::new().with_user(name, password);
     let root = Client::connect([root_url], Some(as_user("root", "rootpw"))).await.expect("root client");
     let alice = Client::connect([alice_url], Some(as_user("alice", "apw"))).await.expect("alice client");
-    Side { _servers: servers, root, alice }
+    Side { _single: single, _cluster: cluster, root, alice }
 }
 
 /// A role with ten grants starts again empty (deleted, added, given back to alice): etcd
