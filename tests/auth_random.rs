@@ -1,8 +1,10 @@
 //! Permissions against a real etcd, at random: root grants and revokes READ, WRITE and
 //! READWRITE on single keys, ranges, prefixes and from-keys to two roles, takes a role from
-//! alice and gives it back, and starts a role again when it has ten grants, while alice reads,
-//! writes, deletes and runs transactions over a small key space. After every step the two servers' answers (values, errors) must be the
-//! same. Another mix: KEEL_AUTH_DIFF_SEED=n; KEEL_DIFF_SHOW prints each step.
+//! alice and gives it back, and starts a role again when it has ten grants, while alice
+//! reads, writes, deletes and runs transactions over a small key space. After every step
+//! the two servers' answers (values, errors) must be the same. On one member, and on three
+//! with alice on a follower. Another mix: KEEL_AUTH_DIFF_SEED=n; KEEL_DIFF_SHOW prints
+//! each step.
 
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Permission, PutOptions,
