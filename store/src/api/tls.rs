@@ -111,8 +111,9 @@ impl ReloadingCert {
     }
 }
 
-impl rustls::server::ResolvesServerCert for ReloadingCert {
-    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+impl ReloadingCert {
+    /// The pair in service, read again first if its files changed.
+    fn current(&self) -> Arc<CertifiedKey> {
         let stamp = Self::stamp(&self.cert, &self.key);
         let mut current = self.current.lock();
         if stamp != current.0 {
@@ -125,25 +126,41 @@ impl rustls::server::ResolvesServerCert for ReloadingCert {
                 Err(e) => tracing::warn!(error = %e, "keeping the certificate in service"),
             }
         }
-        Some(current.1.clone())
+        current.1.clone()
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+/// A member presents the same certificate to its peers, read again the same way.
+impl rustls::client::ResolvesClientCert for ReloadingCert {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[rustls::SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
     }
 }
 
 /// How a member connects to `https` peer URLs: trusting `ca`, presenting `cert` and `key`
-/// to peers that ask for a client certificate.
+/// (read again when they change) to peers that ask for a client certificate.
 pub fn peer_client_config(ca: &Path, cert: &Path, key: &Path) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     for c in certificates(ca)? {
         roots.add(c).map_err(|e| format!("--peer-trusted-ca-file {}: {e}", ca.display()))?;
     }
-    let chain = certificates(cert)?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("cannot read the key {}: {e}", key.display()))?;
-    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let presented = ReloadingCert::new(cert, key, provider.clone())?;
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .map_err(|e| format!("--peer-cert-file and --peer-key-file do not go together: {e}"))
+        .with_client_cert_resolver(Arc::new(presented)))
 }
 
 /// Connections accepted and through their handshake.
