@@ -254,31 +254,13 @@ pub async fn run(
     let mut tasks = Vec::new();
     let peer_router =
         peer_server::router(PeerState { node: node.clone(), incoming_dir: snap_dir.clone(), stop: stop.clone() });
-    for (l, url) in listeners.peer.into_iter().zip(cfg.peer_urls()?) {
-        match &peer_tls {
-            Some(config) if url.scheme() == "https" => {
-                let l = crate::api::tls::TlsListener::new(l, config.clone())
-                    .map_err(|source| StartError::Bind { url: url.to_string(), source })?;
-                tasks.push(tokio::spawn(serve_tls(l, peer_router.clone(), stop.clone())));
-            }
-            _ => tasks.push(tokio::spawn(serve(l, peer_router.clone(), stop.clone()))),
-        }
-    }
+    tasks.extend(serve_all(listeners.peer, cfg.peer_urls()?, peer_tls.as_ref(), &peer_router, &stop)?);
     let fragmenting = crate::watch::Fragmenting::for_member(cfg.max_request_bytes, node.header(0));
     let hub = WatchHub::attach(&node.store, fragmenting);
     let client_router = crate::api::router(node.clone(), hub.clone(), snap_dir);
     tokio::spawn(progress_notifications(hub, cfg.progress_notify_interval()?, stop.clone()));
     tokio::spawn(crate::lease::run_expiry(node.clone(), node.expiry.clone(), stop.clone()));
-    for (l, url) in listeners.client.into_iter().zip(cfg.client_urls()?) {
-        match &tls {
-            Some(config) if url.scheme() == "https" => {
-                let l = crate::api::tls::TlsListener::new(l, config.clone())
-                    .map_err(|source| StartError::Bind { url: url.to_string(), source })?;
-                tasks.push(tokio::spawn(serve_tls(l, client_router.clone(), stop.clone())));
-            }
-            _ => tasks.push(tokio::spawn(serve(l, client_router.clone(), stop.clone()))),
-        }
-    }
+    tasks.extend(serve_all(listeners.client, cfg.client_urls()?, tls.as_ref(), &client_router, &stop)?);
     tokio::spawn(publish_attributes(
         node.clone(),
         cfg.advertise_client_urls()?.iter().map(|u| u.as_str().trim_end_matches('/').to_string()).collect(),
@@ -356,6 +338,28 @@ async fn removed(node: Arc<Node>) {
 /// How long a stopping member waits for open requests and streams (watches, lease
 /// keep-alives) before it closes them; etcd bounds its graceful stop the same way.
 const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Serves `router` on each listener, with TLS (`config`) where its URL is `https`.
+fn serve_all(
+    listeners: Vec<TcpListener>,
+    urls: Vec<url::Url>,
+    config: Option<&Arc<rustls::ServerConfig>>,
+    router: &axum::Router,
+    stop: &CancellationToken,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, StartError> {
+    let mut tasks = Vec::new();
+    for (l, url) in listeners.into_iter().zip(urls) {
+        match config {
+            Some(config) if url.scheme() == "https" => {
+                let l = crate::api::tls::TlsListener::new(l, config.clone())
+                    .map_err(|source| StartError::Bind { url: url.to_string(), source })?;
+                tasks.push(tokio::spawn(serve_tls(l, router.clone(), stop.clone())));
+            }
+            _ => tasks.push(tokio::spawn(serve(l, router.clone(), stop.clone()))),
+        }
+    }
+    Ok(tasks)
+}
 
 async fn serve(listener: TcpListener, router: axum::Router, stop: CancellationToken) {
     let graceful = axum::serve(ClientListener(listener), router).with_graceful_shutdown(stop.clone().cancelled_owned());
