@@ -251,3 +251,60 @@ async fn json_gateway_watch_streams_as_etcds_does() {
     let (k, e) = (watch_scenario(&keel).await, watch_scenario(&etcd).await);
     assert_eq!(k, e, "left Keel, right etcd");
 }
+
+/// A backup through the gateway (`POST /v3/maintenance/snapshot`): lines of base64 chunks
+/// that put together end with etcd's trailer, the SHA-256 of everything before it, on both
+/// (the files themselves are each server's own format).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_gateway_streams_a_snapshot_as_etcds_does() {
+    let keel = Member::single(Flavor::Keel);
+    let etcd = Member::single(Flavor::Etcd);
+    let http = reqwest::Client::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    for m in [&keel, &etcd] {
+        let body = within(async {
+            let resp = http.post(format!("{}/v3/maintenance/snapshot", m.client_url())).body("{}").send().await;
+            resp.expect("answered").text().await.expect("body")
+        })
+        .await;
+        let mut file = Vec::new();
+        for line in body.lines() {
+            let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{:?}: {e}: {line}", m.flavor));
+            let blob = v["result"]["blob"].as_str().unwrap_or_else(|| panic!("{:?}: no blob in {line}", m.flavor));
+            file.extend(decode_base64(blob));
+        }
+        assert!(file.len() > 32, "{:?}: {} bytes", m.flavor, file.len());
+        let (content, sum) = file.split_at(file.len() - 32);
+        let path = dir.path().join("content");
+        std::fs::write(&path, content).expect("write");
+        let out = std::process::Command::new("sha256sum").arg(&path).output().expect("sha256sum");
+        let hex: String = sum.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(
+            String::from_utf8_lossy(&out.stdout).starts_with(&hex),
+            "{:?}: the trailer is not the SHA-256",
+            m.flavor
+        );
+    }
+}
+
+fn decode_base64(s: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let (mut acc, mut n) = (0u32, 0);
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => continue,
+        };
+        acc = (acc << 6) | u32::from(v);
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((acc >> n) as u8);
+        }
+    }
+    out
+}

@@ -7,8 +7,8 @@
 //! their defaults omitted. Errors are etcd's gateway body,
 //! `{"error": ..., "message": ..., "code": <gRPC code>}`, with its HTTP status for the code.
 //! `/v3beta/...` paths are served too, as etcd 3.4 does. The streaming calls watch, lease
-//! keep-alive and election observe answer a line `{"result": ...}` per response; snapshot
-//! is not served here.
+//! keep-alive, election observe and maintenance snapshot answer a line `{"result": ...}`
+//! per response.
 
 use std::future::Future;
 use std::sync::{Arc, LazyLock};
@@ -346,6 +346,30 @@ async fn keep_alive(node: Arc<Node>, body: axum::body::Body) -> Response {
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], axum::body::Body::from_stream(lines)).into_response()
 }
 
+/// `POST /v3/maintenance/snapshot`: the member's backup as lines `{"result": {"header":
+/// ..., "remaining_bytes": ..., "blob": <base64>}}`, in order; an error before the first
+/// is an error status, one after it an error line.
+async fn snapshot(maintenance: Arc<MaintenanceService>, headers: HeaderMap, body: Bytes) -> Response {
+    use futures::StreamExt;
+
+    use crate::proto::etcdserverpb::SnapshotRequest;
+    let req = match decode::<SnapshotRequest>("etcdserverpb.SnapshotRequest", &body) {
+        Ok(r) => r,
+        Err(s) => return error(&s),
+    };
+    let chunks = match maintenance.snapshot(request(&headers, req)).await {
+        Ok(r) => r.into_inner(),
+        Err(s) => return error(&s),
+    };
+    let lines = chunks.map(|r| {
+        Ok::<_, std::io::Error>(match r {
+            Ok(c) => result_line_of("etcdserverpb.SnapshotResponse", &c),
+            Err(s) => error_line(&s),
+        })
+    });
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], axum::body::Body::from_stream(lines)).into_response()
+}
+
 /// `POST /v3/election/observe`: one request, a line per leader or value in answer.
 async fn observe(election: Arc<ElectionService>, headers: HeaderMap, body: Bytes) -> Response {
     use futures::StreamExt;
@@ -407,9 +431,14 @@ pub fn router(node: Arc<Node>, hub: Arc<WatchHub>, backup_dir: std::path::PathBu
         let election = election.clone();
         move |headers: HeaderMap, body: Bytes| observe(election.clone(), headers, body)
     };
+    let snapshot_route = {
+        let maintenance = maintenance.clone();
+        move |headers: HeaderMap, body: Bytes| snapshot(maintenance.clone(), headers, body)
+    };
     let mut r = Router::new();
     for prefix in ["/v3", "/v3beta"] {
         r = r
+            .route(&format!("{prefix}/maintenance/snapshot"), post(snapshot_route.clone()))
             .route(&format!("{prefix}/watch"), post(watch_route.clone()))
             .route(&format!("{prefix}/lease/keepalive"), post(keep_alive_route.clone()))
             .route(&format!("{prefix}/election/observe"), post(observe_route.clone()));
