@@ -346,50 +346,62 @@ async fn keep_alive(node: Arc<Node>, body: axum::body::Body) -> Response {
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], axum::body::Body::from_stream(lines)).into_response()
 }
 
-/// `POST /v3/maintenance/snapshot`: the member's backup as lines `{"result": {"header":
-/// ..., "remaining_bytes": ..., "blob": <base64>}}`, in order; an error before the first
-/// is an error status, one after it an error line.
-async fn snapshot(maintenance: Arc<MaintenanceService>, headers: HeaderMap, body: Bytes) -> Response {
+/// A server-streaming call: the body is its one request (message `req_name`), the answer
+/// a line `{"result": ...}` per response (message `resp_name`), in order; an error before
+/// the first is an error status, one after it an error line.
+async fn server_stream<Req, Resp, Fut, S>(
+    req_name: &str,
+    resp_name: &'static str,
+    body: Bytes,
+    call: impl FnOnce(Req) -> Fut,
+) -> Response
+where
+    Req: Message + Default,
+    Resp: Message,
+    Fut: Future<Output = Result<tonic::Response<S>, Status>>,
+    S: futures::Stream<Item = Result<Resp, Status>> + Send + 'static,
+{
     use futures::StreamExt;
-
-    use crate::proto::etcdserverpb::SnapshotRequest;
-    let req = match decode::<SnapshotRequest>("etcdserverpb.SnapshotRequest", &body) {
+    let req = match decode::<Req>(req_name, &body) {
         Ok(r) => r,
         Err(s) => return error(&s),
     };
-    let chunks = match maintenance.snapshot(request(&headers, req)).await {
+    let responses = match call(req).await {
         Ok(r) => r.into_inner(),
         Err(s) => return error(&s),
     };
-    let lines = chunks.map(|r| {
+    let lines = responses.map(move |r| {
         Ok::<_, std::io::Error>(match r {
-            Ok(c) => result_line_of("etcdserverpb.SnapshotResponse", &c),
+            Ok(m) => result_line_of(resp_name, &m),
             Err(s) => error_line(&s),
         })
     });
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], axum::body::Body::from_stream(lines)).into_response()
 }
 
+/// `POST /v3/maintenance/snapshot`: the member's backup as lines `{"result": {"header":
+/// ..., "remaining_bytes": ..., "blob": <base64>}}`, in order.
+async fn snapshot(maintenance: Arc<MaintenanceService>, headers: HeaderMap, body: Bytes) -> Response {
+    let call = |r| async move { maintenance.snapshot(request(&headers, r)).await };
+    server_stream::<crate::proto::etcdserverpb::SnapshotRequest, _, _, _>(
+        "etcdserverpb.SnapshotRequest",
+        "etcdserverpb.SnapshotResponse",
+        body,
+        call,
+    )
+    .await
+}
+
 /// `POST /v3/election/observe`: one request, a line per leader or value in answer.
 async fn observe(election: Arc<ElectionService>, headers: HeaderMap, body: Bytes) -> Response {
-    use futures::StreamExt;
-
-    use crate::proto::v3electionpb::LeaderRequest;
-    let req = match decode::<LeaderRequest>("v3electionpb.LeaderRequest", &body) {
-        Ok(r) => r,
-        Err(s) => return error(&s),
-    };
-    let responses = match election.observe(request(&headers, req)).await {
-        Ok(r) => r.into_inner(),
-        Err(s) => return error(&s),
-    };
-    let lines = responses.map(|r| {
-        Ok::<_, std::io::Error>(match r {
-            Ok(l) => result_line_of("v3electionpb.LeaderResponse", &l),
-            Err(s) => error_line(&s),
-        })
-    });
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], axum::body::Body::from_stream(lines)).into_response()
+    let call = |r| async move { election.observe(request(&headers, r)).await };
+    server_stream::<crate::proto::v3electionpb::LeaderRequest, _, _, _>(
+        "v3electionpb.LeaderRequest",
+        "v3electionpb.LeaderResponse",
+        body,
+        call,
+    )
+    .await
 }
 
 /// A client certificate cannot name a user through the gateway; with client certificate
