@@ -34,19 +34,7 @@ fn set_up(m: &Member) {
 }
 
 fn b64(s: &str) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let bytes = s.as_bytes();
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..=chunk.len() {
-            out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-        }
-    }
-    while out.len() % 4 != 0 {
-        out.push('=');
-    }
-    out
+    crate::harness::base64::encode(s.as_bytes())
 }
 
 /// A JSON gateway call: the HTTP status and the body.

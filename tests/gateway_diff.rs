@@ -138,7 +138,8 @@ async fn json_gateway_answers_as_etcds_does() {
     // allowance: the same answers and errors (a value's base64 is a third larger).
     for n in [1_000_000, 1_600_000, 2_500_000] {
         let value = String::from_utf8(vec![b'x'; n]).expect("ascii");
-        let body = serde_json::json!({ "key": "Ymln", "value": base64_of(&value) }).to_string();
+        let body =
+            serde_json::json!({ "key": "Ymln", "value": crate::harness::base64::encode(value.as_bytes()) }).to_string();
         let k = call(&http, &keel, "/v3/kv/put", &body, Whole).await;
         let e = call(&http, &etcd, "/v3/kv/put", &body, Whole).await;
         let (k, e) = (k.replace(&body, "<body>"), e.replace(&body, "<body>"));
@@ -147,29 +148,6 @@ async fn json_gateway_answers_as_etcds_does() {
             assert!(k.contains("-> 200"), "a value under the limit is stored: {k}");
         }
     }
-}
-
-/// Standard base64, for JSON bodies.
-fn base64_of(s: &str) -> String {
-    debug_assert_eq!(base64_chunks("foob"), "Zm9vYg==");
-    base64_chunks(s)
-}
-
-fn base64_chunks(s: &str) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let b = s.as_bytes();
-    let mut out = String::with_capacity(b.len().div_ceil(3) * 4);
-    for chunk in b.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, &c)| acc | u32::from(c) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
@@ -271,7 +249,7 @@ async fn json_gateway_streams_a_snapshot_as_etcds_does() {
         for line in body.lines() {
             let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{:?}: {e}: {line}", m.flavor));
             let blob = v["result"]["blob"].as_str().unwrap_or_else(|| panic!("{:?}: no blob in {line}", m.flavor));
-            file.extend(decode_base64(blob));
+            file.extend(crate::harness::base64::decode(blob).expect("base64"));
         }
         assert!(file.len() > 32, "{:?}: {} bytes", m.flavor, file.len());
         let (content, sum) = file.split_at(file.len() - 32);
@@ -285,26 +263,4 @@ async fn json_gateway_streams_a_snapshot_as_etcds_does() {
             m.flavor
         );
     }
-}
-
-fn decode_base64(s: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    let (mut acc, mut n) = (0u32, 0);
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => continue,
-        };
-        acc = (acc << 6) | u32::from(v);
-        n += 6;
-        if n >= 8 {
-            n -= 8;
-            out.push((acc >> n) as u8);
-        }
-    }
-    out
 }

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod base64;
 pub mod etcdctl;
 pub mod kube;
 pub mod load;
