@@ -34,7 +34,7 @@ use foldhash::{HashMap, HashMapExt, HashSet};
 use parking_lot::Mutex;
 use tokio::sync::mpsc::error::TrySendError;
 
-use super::stream::Stream;
+use super::stream::{refusal, Stream};
 use super::watcher::{event_with, Fragmenting, Group, Out, Outbox, WatchKey, Watcher};
 use crate::mvcc::{Change, CommitListener, HistoryError, HistoryEvent, KeyRange, MvccStore, StoredValues};
 use crate::proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchResponse};
@@ -187,18 +187,6 @@ struct HistoryMemo {
     entries: HashMap<(KeyRange, i64, bool), HistoryBatch>,
 }
 
-/// A watch create refused (etcd answers it for watch id -1, created and cancelled).
-fn refusal(last: i64, reason: &str) -> WatchResponse {
-    WatchResponse {
-        header: header(last),
-        watch_id: -1,
-        created: true,
-        canceled: true,
-        cancel_reason: reason.to_string(),
-        ..Default::default()
-    }
-}
-
 fn header(revision: i64) -> Option<ResponseHeader> {
     Some(ResponseHeader { revision, ..Default::default() })
 }
@@ -265,7 +253,7 @@ impl WatchHub {
         let Some(s) = inner.streams.get_mut(&stream) else { return };
         let id = match s.take_id(req) {
             Ok(id) => id,
-            Err(reason) => return send_soon(&s.tx, refusal(last, reason)),
+            Err(reason) => return send_soon(&s.tx, refusal(header(last), reason)),
         };
         // etcd: no start revision means "from the next revision". etcd 3.4 takes a negative
         // one as it is, against a compaction point of -1 until the first compaction: below
@@ -300,7 +288,7 @@ impl WatchHub {
     pub fn refuse(&self, stream: u64, reason: &str) {
         let inner = self.inner.lock();
         let Some(s) = inner.streams.get(&stream) else { return };
-        send_soon(&s.tx, refusal(inner.last_rev, reason));
+        send_soon(&s.tx, refusal(header(inner.last_rev), reason));
     }
 
     /// Cancels a watcher; answers `canceled` if it existed.

@@ -1,10 +1,10 @@
-//! One client watch stream as the hub keeps it: where its responses go, and which watch
-//! ids it has handed out.
+//! One client watch stream as the hub keeps it: where its responses go, which watch
+//! ids it has handed out, and how a create it refuses is answered.
 
 use foldhash::HashSet;
 
 use super::watcher::{watched_range, Outbox};
-use crate::proto::etcdserverpb::WatchCreateRequest;
+use crate::proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchResponse};
 
 pub(super) struct Stream {
     pub(super) tx: Outbox,
@@ -44,5 +44,18 @@ impl Stream {
         };
         self.ids.insert(id);
         Ok(id)
+    }
+}
+
+/// The answer to a refused watch create: etcd answers it for watch id -1, created and
+/// cancelled, with its reason.
+pub(super) fn refusal(header: Option<ResponseHeader>, reason: &str) -> WatchResponse {
+    WatchResponse {
+        header,
+        watch_id: -1,
+        created: true,
+        canceled: true,
+        cancel_reason: reason.to_string(),
+        ..Default::default()
     }
 }
