@@ -2,7 +2,7 @@
 //! real etcd started with the same flags; outputs must match after normalising cluster and
 //! member ids and raft terms.
 
-use crate::harness::etcdctl::{self, Output};
+use crate::harness::etcdctl::{self, txn, Output};
 use crate::harness::{Flavor, Member};
 
 struct Step {
@@ -117,20 +117,6 @@ fn delete() {
         s(&["get", "", "--prefix", "--rev", "8", "-w", "json"]),
     ];
     differential("delete", &steps);
-}
-
-/// `etcdctl txn` reads compares, a blank line, success ops, a blank line, failure ops,
-/// a blank line.
-fn txn(compares: &[&str], success: &[&str], failure: &[&str]) -> String {
-    let mut t = String::new();
-    for part in [compares, success, failure] {
-        for line in part {
-            t.push_str(line);
-            t.push('\n');
-        }
-        t.push('\n');
-    }
-    t
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::etcdctl::{self, normalize_leases, shape, spawn, Output};
+use crate::harness::etcdctl::{self, normalize_leases, shape, spawn, txn, Output};
 use crate::harness::{wait_for, Flavor, Member};
 
 const ROOT: &str = "--user=root:rootpw";
@@ -73,20 +73,6 @@ fn root(args: &[&str]) -> Step {
 
 fn alice(args: &[&str]) -> Step {
     by(ALICE, args)
-}
-
-/// `etcdctl txn --interactive=false` input: compares, a blank line, success ops, a blank
-/// line, failure ops, a blank line.
-fn txn(compares: &[&str], success: &[&str], failure: &[&str]) -> String {
-    let mut t = String::new();
-    for part in [compares, success, failure] {
-        for line in part {
-            t.push_str(line);
-            t.push('\n');
-        }
-        t.push('\n');
-    }
-    t
 }
 
 /// A txn as alice, in etcdctl's simple output.

@@ -64,6 +64,20 @@ fn scrub(v: &mut serde_json::Value) {
     }
 }
 
+/// `etcdctl txn --interactive=false` input: compares, a blank line, success ops, a blank
+/// line, failure ops, a blank line.
+pub fn txn(compares: &[&str], success: &[&str], failure: &[&str]) -> String {
+    let mut t = String::new();
+    for part in [compares, success, failure] {
+        for line in part {
+            t.push_str(line);
+            t.push('\n');
+        }
+        t.push('\n');
+    }
+    t
+}
+
 /// Runs `etcdctl --endpoints=<endpoint> <args>` with optional stdin.
 pub fn run(endpoint: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut cmd = Command::new("etcdctl");
