@@ -246,12 +246,28 @@ async fn json_gateway_streams_a_snapshot_as_etcds_does() {
         })
         .await;
         let mut file = Vec::new();
+        // Each message: its fields, and the bytes it says remain after it.
+        let mut messages = Vec::new();
         for line in body.lines() {
             let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{:?}: {e}: {line}", m.flavor));
             let blob = v["result"]["blob"].as_str().unwrap_or_else(|| panic!("{:?}: no blob in {line}", m.flavor));
             file.extend(crate::harness::base64::decode(blob).expect("base64"));
+            let fields: Vec<String> = v["result"].as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+            let remaining: u64 = v["result"]["remaining_bytes"].as_str().map_or(0, |r| r.parse().expect("a count"));
+            messages.push((fields, remaining, file.len() as u64));
         }
         assert!(file.len() > 32, "{:?}: {} bytes", m.flavor, file.len());
+        // As etcd counts: the database's bytes still to come, the trailer not included;
+        // the trailer alone in the last message.
+        let data = file.len() as u64 - 32;
+        let (last, rest) = messages.split_last().expect("messages");
+        for (fields, remaining, sent) in rest {
+            assert_eq!(*remaining, data - sent, "{:?}", m.flavor);
+            if *remaining > 0 {
+                assert_eq!(fields, &["blob", "remaining_bytes"], "{:?}: the fields of a chunk", m.flavor);
+            }
+        }
+        assert_eq!((&last.0[..], last.1, last.2 - data), (&["blob".to_string()][..], 0, 32), "{:?}", m.flavor);
         let (content, sum) = file.split_at(file.len() - 32);
         let path = dir.path().join("content");
         std::fs::write(&path, content).expect("write");

@@ -9,7 +9,6 @@
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
 
 use futures::Stream;
 use tokio::io::AsyncReadExt;
@@ -39,45 +38,46 @@ pub async fn save(node: &Node, dir: &Path) -> Result<PathBuf, EtcdError> {
     Ok(out)
 }
 
-/// Streams a backup file in chunks, counting down `remaining_bytes`, then etcd's trailer
-/// (padding to 512 bytes and the SHA-256 of all before it); removes the file after.
-pub async fn stream(node: Arc<Node>, file: PathBuf) -> Result<SnapshotStream, EtcdError> {
+/// Streams a backup file as etcd 3.4 does: full chunks of the data, padded to 512 bytes,
+/// each with the count of data bytes still to come, then etcd's trailer (the SHA-256 of
+/// the data) alone, with nothing remaining; no header. Removes the file after.
+pub async fn stream(file: PathBuf) -> Result<SnapshotStream, EtcdError> {
     use sha2::Digest;
     let mut f = tokio::fs::File::open(&file).await.map_err(|e| EtcdError::Internal(e.to_string()))?;
     let len = f.metadata().await.map_err(|e| EtcdError::Internal(e.to_string()))?.len();
-    let pad = (ALIGN - len % ALIGN) % ALIGN;
-    let mut remaining = len + pad + 32;
+    let mut remaining = len + (ALIGN - len % ALIGN) % ALIGN;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tokio::spawn(async move {
         let mut hash = sha2::Sha256::new();
-        let mut buf = vec![0u8; CHUNK];
         let send = |blob: Vec<u8>, remaining: u64| SnapshotResponse {
-            header: Some(node.header(node.store.current_revision())),
+            header: None,
             remaining_bytes: remaining,
             blob: blob.into(),
             version: String::new(),
         };
-        loop {
-            let n = match f.read(&mut buf).await {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) => {
-                    let _ = tx.send(Err(tonic::Status::internal(e.to_string()))).await;
-                    let _ = tokio::fs::remove_file(&file).await;
-                    return;
+        while remaining > 0 {
+            let mut chunk = vec![0u8; CHUNK.min(remaining as usize)];
+            // Past the file's end the chunk keeps its zeros: the padding.
+            let mut filled = 0;
+            while filled < chunk.len() {
+                match f.read(&mut chunk[filled..]).await {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) => {
+                        let _ = tx.send(Err(tonic::Status::internal(e.to_string()))).await;
+                        let _ = tokio::fs::remove_file(&file).await;
+                        return;
+                    }
                 }
-            };
-            hash.update(&buf[..n]);
-            remaining -= n as u64;
-            if tx.send(Ok(send(buf[..n].to_vec(), remaining))).await.is_err() {
+            }
+            hash.update(&chunk);
+            remaining -= chunk.len() as u64;
+            if tx.send(Ok(send(chunk, remaining))).await.is_err() {
                 let _ = tokio::fs::remove_file(&file).await;
                 return;
             }
         }
-        let mut tail = vec![0u8; pad as usize];
-        hash.update(&tail);
-        tail.extend_from_slice(&hash.finalize());
-        let _ = tx.send(Ok(send(tail, 0))).await;
+        let _ = tx.send(Ok(send(hash.finalize().to_vec(), 0))).await;
         let _ = tokio::fs::remove_file(&file).await;
     });
     Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))

@@ -89,7 +89,7 @@ impl Maintenance for MaintenanceService {
     async fn snapshot(&self, req: Request<SnapshotRequest>) -> Result<Response<super::backup::SnapshotStream>, Status> {
         self.admin(&req).await?;
         let file = super::backup::save(&self.node, &self.backup_dir).await?;
-        Ok(Response::new(super::backup::stream(self.node.clone(), file).await?))
+        Ok(Response::new(super::backup::stream(file).await?))
     }
 
     async fn move_leader(&self, req: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
