@@ -17,6 +17,7 @@ mod kubectl;
 mod kv_client;
 mod lease_diff;
 mod logs;
+mod metrics_diff;
 mod store_flags;
 mod tls_diff;
 mod up;

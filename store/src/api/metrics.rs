@@ -11,7 +11,7 @@ use axum::routing::get;
 use axum::Router;
 use prometheus::{Encoder, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
-use super::maintenance::ETCD_VERSION;
+use super::maintenance::{CLUSTER_VERSION, ETCD_VERSION};
 use crate::node::Node;
 use crate::watch::WatchHub;
 
@@ -30,6 +30,8 @@ struct Metrics {
     keys: IntGauge,
     watchers: IntGauge,
     auth_revision: IntGauge,
+    current_revision: IntGauge,
+    compact_revision: IntGauge,
     leader_changes: IntCounter,
 }
 
@@ -43,6 +45,7 @@ impl Metrics {
     fn new(node: Arc<Node>, hub: Arc<WatchHub>) -> prometheus::Result<Metrics> {
         let registry = Registry::new();
         registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        crate::metrics::HOT.register(&registry)?;
         let version = IntGaugeVec::new(
             Opts::new("version", "Which version is running. 1 for 'server_version' label with current version.")
                 .namespace("etcd")
@@ -51,6 +54,27 @@ impl Metrics {
         )?;
         registry.register(Box::new(version.clone()))?;
         version.with_label_values(&[ETCD_VERSION]).set(1);
+        for (subsystem, name, help, label, value) in [
+            (
+                "server",
+                "id",
+                "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.",
+                "server_id",
+                format!("{:x}", node.id),
+            ),
+            (
+                "",
+                "cluster_version",
+                "Which version is running. 1 for 'cluster_version' label with current cluster version",
+                "cluster_version",
+                // Major and minor only, as etcd labels it.
+                CLUSTER_VERSION.rsplit_once('.').map_or(CLUSTER_VERSION, |(v, _)| v).to_string(),
+            ),
+        ] {
+            let g = IntGaugeVec::new(Opts::new(name, help).namespace("etcd").subsystem(subsystem), &[label])?;
+            registry.register(Box::new(g.clone()))?;
+            g.with_label_values(&[value.as_str()]).set(1);
+        }
         let leader_changes = IntCounter::with_opts(
             Opts::new("leader_changes_seen_total", "The number of leader changes seen.")
                 .namespace("etcd")
@@ -104,6 +128,13 @@ impl Metrics {
             keys: gauge(&registry, "debugging_mvcc", "keys_total", "Total number of keys.")?,
             watchers: gauge(&registry, "debugging_mvcc", "watcher_total", "Total number of watchers.")?,
             auth_revision: gauge(&registry, "debugging_auth", "revision", "The current revision of auth store.")?,
+            current_revision: gauge(&registry, "debugging_mvcc", "current_revision", "The current revision of store.")?,
+            compact_revision: gauge(
+                &registry,
+                "debugging_mvcc",
+                "compact_revision",
+                "The revision of the last compaction in store.",
+            )?,
             registry,
             node,
             hub,
@@ -128,6 +159,12 @@ impl Metrics {
         self.keys.set(n.store.with_index(|index, _, _| i64::try_from(index.len()).unwrap_or(i64::MAX)));
         self.watchers.set(i64::try_from(self.hub.watcher_count()).unwrap_or(i64::MAX));
         self.auth_revision.set(to_i64(n.auth.revision()));
+        self.current_revision.set(n.store.current_revision());
+        // etcd's before any compaction: -1.
+        self.compact_revision.set(match n.store.compact_revision() {
+            0 => -1,
+            r => r,
+        });
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
         Ok(out)

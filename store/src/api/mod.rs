@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod concurrency;
 pub mod election;
 pub mod gateway;
+pub mod grpc_metrics;
 pub mod http;
 pub mod kv;
 pub mod lease;
@@ -67,6 +68,7 @@ pub fn router(node: Arc<Node>, hub: Arc<WatchHub>, backup_dir: std::path::PathBu
             hub.clone(),
         ))));
     grpc.into_axum_router()
+        .layer(axum::middleware::from_fn(grpc_metrics::count))
         .merge(gateway::router(node.clone(), hub.clone(), backup_dir))
         .merge(metrics::router(node.clone(), hub))
         .merge(http::router(node))

@@ -169,6 +169,7 @@ impl Engine {
     /// Applies a batch atomically (to the memtables: see [`Engine::open`]). With `sync`,
     /// returns only once it and every write before it are on disk ([`Engine::persist`]).
     pub fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), EngineError> {
+        let _commit = crate::metrics::Timer::start(&crate::metrics::HOT.backend_commit);
         let mut wb = rocksdb::WriteBatch::default();
         for op in batch.ops {
             match op {

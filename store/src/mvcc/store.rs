@@ -322,6 +322,7 @@ impl MvccStore {
 
     /// A read of the current or a past revision.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, EtcdError> {
+        crate::metrics::HOT.mvcc_range.inc();
         let (sel, snap) = {
             let st = self.state.read();
             let view = View { state: &st, engine: &self.engine };
@@ -338,7 +339,8 @@ impl MvccStore {
     pub fn read_txn(&self, req: &TxnRequest) -> Result<TxnResponse, EtcdError> {
         let st = self.state.read();
         let view = View { state: &st, engine: &self.engine };
-        Executor::new(&view).txn(req)
+        let mut ex = Executor::new(&view);
+        ex.txn(req)
     }
 
     pub fn lease(&self, id: i64) -> Option<Lease> {

@@ -10,6 +10,8 @@
 //! (lease exists, ignored value/lease has a key, revisions readable) before any op runs;
 //! reads inside the transaction see its earlier writes.
 
+use std::cell::Cell;
+
 use bytes::Bytes;
 
 use super::key_index::KeyAt;
@@ -55,11 +57,52 @@ pub struct Executor<'v, V: TxnView> {
     /// Changes so far, also the overlay that later reads in a transaction see.
     overlay: Vec<Item>,
     changes: Vec<Change>,
+    counts: Counts,
+}
+
+/// The reads and writes of one command, counted as etcd's MVCC metrics count those of a
+/// backend transaction (`etcd_mvcc_*_total`), published when the executor is dropped.
+#[derive(Default)]
+struct Counts {
+    ranges: Cell<u64>,
+    puts: u64,
+    deletes: u64,
+    /// A transaction's compares: each a read.
+    compares: Cell<u64>,
+    /// A transaction that writes evaluates its compares in a read transaction of its own.
+    compares_apart: bool,
+}
+
+impl Counts {
+    fn read(&self) {
+        self.ranges.set(self.ranges.get() + 1);
+    }
+}
+
+impl<V: TxnView> Drop for Executor<'_, V> {
+    fn drop(&mut self) {
+        let c = &self.counts;
+        let (compares, ops) = (c.compares.get(), c.ranges.get() + c.puts + c.deletes);
+        let hot = &crate::metrics::HOT;
+        hot.mvcc_range.inc_by(c.ranges.get() + compares);
+        hot.mvcc_put.inc_by(c.puts);
+        hot.mvcc_delete.inc_by(c.deletes);
+        // etcd counts a transaction when a backend transaction did more than one thing.
+        let txns =
+            if c.compares_apart { u64::from(compares > 1) + u64::from(ops > 1) } else { u64::from(compares + ops > 1) };
+        hot.mvcc_txn.inc_by(txns);
+    }
 }
 
 impl<'v, V: TxnView> Executor<'v, V> {
     pub fn new(view: &'v V) -> Self {
-        Executor { rev: view.current_revision() + 1, view, overlay: Vec::new(), changes: Vec::new() }
+        Executor {
+            rev: view.current_revision() + 1,
+            view,
+            overlay: Vec::new(),
+            changes: Vec::new(),
+            counts: Counts::default(),
+        }
     }
 
     /// The revision a read of "now" sees: the new one once something was written.
@@ -71,11 +114,12 @@ impl<'v, V: TxnView> Executor<'v, V> {
         }
     }
 
-    pub fn finish(self) -> (i64, Vec<Change>) {
-        (self.rev, self.changes)
+    pub fn finish(mut self) -> (i64, Vec<Change>) {
+        (self.rev, std::mem::take(&mut self.changes))
     }
 
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, EtcdError> {
+        self.counts.read();
         let sel = range::select(self.view, req, self.now(), &self.overlay)?;
         range::materialize(sel, |revs| self.view.fetch(revs))
     }
@@ -140,6 +184,11 @@ impl<'v, V: TxnView> Executor<'v, V> {
 
     pub fn put(&mut self, req: &PutRequest) -> Result<PutResponse, EtcdError> {
         self.check_put(req)?;
+        self.counts.puts += 1;
+        if req.ignore_value || req.ignore_lease || req.prev_kv {
+            // etcd reads the previous key for these.
+            self.counts.read();
+        }
         let (prev, stored) =
             if req.ignore_value || req.prev_kv { (self.latest(&req.key)?, None) } else { self.latest_meta(&req.key) };
         let value = match (&prev, req.ignore_value) {
@@ -164,6 +213,7 @@ impl<'v, V: TxnView> Executor<'v, V> {
     }
 
     pub fn delete_range(&mut self, req: &DeleteRangeRequest) -> Result<DeleteRangeResponse, EtcdError> {
+        self.counts.deletes += 1;
         let read = RangeRequest { key: req.key.clone(), range_end: req.range_end.clone(), ..Default::default() };
         if req.prev_kv {
             let existing = self.range(&read)?.kvs;
@@ -188,6 +238,7 @@ impl<'v, V: TxnView> Executor<'v, V> {
     }
 
     pub fn txn(&mut self, req: &TxnRequest) -> Result<TxnResponse, EtcdError> {
+        self.counts.compares_apart = writes(req);
         let mut path = Vec::new();
         self.choose_path(req, &mut path)?;
         self.check_path(req, &mut path.iter().copied())?;
@@ -200,6 +251,7 @@ impl<'v, V: TxnView> Executor<'v, V> {
     fn choose_path(&self, req: &TxnRequest, path: &mut Vec<bool>) -> Result<(), EtcdError> {
         let mut ok = true;
         for c in &req.compare {
+            self.counts.compares.set(self.counts.compares.get() + 1);
             if !self.compare(c)? {
                 ok = false;
                 break;
@@ -264,6 +316,12 @@ impl<'v, V: TxnView> Executor<'v, V> {
         let kvs = self.view.fetch(&revs)?;
         Ok(kvs.iter().all(|kv| compare_kv(c, target, kv)))
     }
+}
+
+/// Whether etcd runs the transaction as a write: any operation but a range, in either
+/// branch (etcd's `isTxnReadonly`, which counts a nested transaction as a write).
+fn writes(req: &TxnRequest) -> bool {
+    req.success.iter().chain(&req.failure).any(|op| !matches!(op.request, Some(Request::RequestRange(_))))
 }
 
 fn branch(req: &TxnRequest, ok: bool) -> &[RequestOp] {

@@ -171,6 +171,17 @@ impl Node {
         if req.encoded_len() > self.limits.max_request_bytes {
             return Err(EtcdError::RequestTooLarge);
         }
+        // As etcd counts: pending until answered; failed when Raft gave no answer (no
+        // leader, a timeout), not when the applied command itself failed.
+        let _pending = crate::metrics::Pending::start();
+        let answer = self.propose_until_answered(req).await;
+        if answer.is_err() {
+            crate::metrics::HOT.proposals_failed.inc();
+        }
+        into_result(answer?)
+    }
+
+    async fn propose_until_answered(&self, req: RaftRequest) -> Result<RaftResponse, EtcdError> {
         let deadline = Instant::now() + self.limits.request_timeout;
         loop {
             // A member that knows another leads forwards at once: proposing here first
@@ -178,14 +189,14 @@ impl Node {
             match self.leader() {
                 Some(leader) if leader != self.id => {
                     if let Some(r) = self.forward_propose(leader, &req, deadline).await? {
-                        return into_result(r);
+                        return Ok(r);
                     }
                 }
                 _ => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     let attempt = tokio::time::timeout(left, self.propose_here(req.clone())).await;
                     match attempt.map_err(|_| EtcdError::Timeout)? {
-                        Ok(r) => return into_result(r),
+                        Ok(r) => return Ok(r),
                         Err(LocalError::Etcd(e)) => return Err(e),
                         Err(LocalError::NotLeader) => {}
                     }

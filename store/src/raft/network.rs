@@ -112,6 +112,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             stream: tokio::sync::Mutex::new(None),
             http_only: false,
             idle: self.idle.clone(),
+            peer: PeerMetrics::new(target),
         }
     }
 }
@@ -176,6 +177,26 @@ pub struct PeerClient {
     http_only: bool,
     /// Where the stream goes when this client does, and where it may come from.
     idle: IdleStreams,
+    peer: PeerMetrics,
+}
+
+/// etcd's per-peer series, labelled with the target's member ID in hex: the round trip
+/// of heartbeats (appends with no entries: no disk write on the way), and the RPCs that
+/// failed.
+struct PeerMetrics {
+    round_trip: prometheus::Histogram,
+    failures: prometheus::IntCounter,
+}
+
+impl PeerMetrics {
+    fn new(target: NodeId) -> PeerMetrics {
+        let to = format!("{target:x}");
+        let hot = &crate::metrics::HOT;
+        PeerMetrics {
+            round_trip: hot.peer_round_trip.with_label_values(&[to.as_str()]),
+            failures: hot.peer_sent_failures.with_label_values(&[to.as_str()]),
+        }
+    }
 }
 
 impl Drop for PeerClient {
@@ -274,8 +295,23 @@ impl PeerClient {
         }
     }
 
-    /// One RPC over the stream, or over HTTP when the target has no stream route.
+    /// One RPC, counted as a failed send when it did not reach the target or its answer
+    /// did not make sense.
     async fn rpc<Req, Resp, E>(&mut self, kind: u8, path: &str, req: &Req, ttl: Duration) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let res = self.rpc_once(kind, path, req, ttl).await;
+        if let Err(RPCError::Unreachable(_) | RPCError::Network(_)) = &res {
+            self.peer.failures.inc();
+        }
+        res
+    }
+
+    /// One RPC over the stream, or over HTTP when the target has no stream route.
+    async fn rpc_once<Req, Resp, E>(&mut self, kind: u8, path: &str, req: &Req, ttl: Duration) -> RpcResult<Resp, E>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
@@ -331,9 +367,14 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             }
         }
         let commit = rpc.leader_commit;
+        let heartbeat = rpc.entries.is_empty();
+        let started = std::time::Instant::now();
         let res = self.rpc(FRAME_APPEND, APPEND_PATH, &rpc, option.hard_ttl()).await;
         if res.is_ok() {
             self.early.told_commit(self.target, commit);
+            if heartbeat {
+                self.peer.round_trip.observe(started.elapsed().as_secs_f64());
+            }
         }
         res
     }

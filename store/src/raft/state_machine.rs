@@ -401,6 +401,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .collect();
         if started.elapsed() >= SLOW_APPLY {
             let entries = applied.as_ref().map_or(0, |v| v.len());
+            crate::metrics::HOT.slow_apply.inc();
             tracing::warn!(entries, ms = started.elapsed().as_millis() as u64, "applying entries took too long");
         }
         applied

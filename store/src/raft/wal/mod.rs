@@ -40,6 +40,8 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::metrics::{Timer, HOT};
+
 use record::{Kind, END_LEN};
 use segment::{Preparer, PAGE};
 
@@ -344,6 +346,7 @@ impl Wal {
         let mut start = w.active.at - buf.len() as u64;
         let mut purge = None;
         let mut scratch = [0u8; 16];
+        let mut written = 0;
         for rec in records {
             let (kind, parts) = rec.framed(&mut scratch);
             let need = record::framed_len(parts[0].len() + parts[1].len()) as u64;
@@ -367,6 +370,7 @@ impl Wal {
             let at = w.active.at;
             record::put(&mut buf, w.active.seq, kind, &parts);
             w.active.at += need;
+            written += need;
             match *rec {
                 Record::Entry(i, _) => effects.push(Effect::Put(i, Loc { seq: w.active.seq, at, len: need as usize })),
                 Record::Truncate(i) => effects.push(Effect::Truncate(i)),
@@ -383,10 +387,14 @@ impl Wal {
         write_pages(&w.active.file, start, &mut buf, w.active.size)?;
         let page_start = w.active.at / PAGE * PAGE;
         w.active.page = buf[(page_start - start) as usize..].to_vec();
-        for f in &ended {
-            f.sync_data()?;
+        {
+            let _fsync = Timer::start(&HOT.wal_fsync);
+            for f in &ended {
+                f.sync_data()?;
+            }
+            w.active.file.sync_data()?;
         }
-        w.active.file.sync_data()?;
+        HOT.wal_write_bytes.inc_by(written);
         if w.active.at > w.active.size / 2 {
             // Paced: half a segment's writes are time enough.
             self.prep.ask(w.active.seq + 1, w.next_size, true);
