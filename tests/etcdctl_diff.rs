@@ -221,6 +221,14 @@ async fn metrics_and_check_datascale() {
         "process_resident_memory_bytes",
         "etcd_mvcc_db_total_size_in_bytes",
         "etcd_debugging_auth_revision 1",
+        "etcd_server_id{server_id=",
+        "etcd_cluster_version{cluster_version=",
+        "etcd_server_proposals_pending 0",
+        "etcd_server_proposals_failed_total 0",
+        "etcd_server_slow_apply_total",
+        "etcd_debugging_mvcc_current_revision 1",
+        "etcd_debugging_mvcc_compact_revision -1",
+        "etcd_disk_wal_write_bytes_total",
     ];
     for m in [&keel, &etcd] {
         let text =
