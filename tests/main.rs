@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod alarm_diff;
 mod auth_cluster;
 mod auth_diff;
 mod auth_random;

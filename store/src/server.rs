@@ -241,6 +241,7 @@ pub async fn run(
         client_cert_auth: cfg.client_cert_auth,
         applied,
         limits,
+        quota: crate::mvcc::alarms::Quota::new(cfg.quota_backend_bytes),
         forwarder: crate::node::forward::Forwarder::new(http.clone()),
         http,
         cluster_token: cfg.initial_cluster_token.clone(),

@@ -121,9 +121,10 @@ pub fn restore(file: &Path, data_dir: &Path) -> Result<(), RestoreError> {
     verify_trailer(file)?;
     let engine = Engine::open(&member.join("db"))?;
     snapshot::install(&engine, file)?;
-    // Forget the old cluster: who its members were and how far its log was applied.
+    // Forget the old cluster: who its members were, how far its log was applied, and the
+    // alarms its members raised.
     let mut b = WriteBatch::default();
-    for key in [&b"last_applied"[..], b"membership", b"partial_batch"] {
+    for key in [&b"last_applied"[..], b"membership", b"partial_batch", crate::mvcc::alarms::ALARMS] {
         b.delete(Cf::Meta, key.to_vec());
     }
     b.delete_range(Cf::Meta, b"member_attrs/".to_vec(), b"member_attrs0".to_vec());

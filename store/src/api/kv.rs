@@ -71,8 +71,12 @@ impl Kv for KvService {
         let who = self.node.who_sent(&req).await?;
         let r = req.into_inner();
         super::check_message_size(&r, self.node.limits.max_request_bytes)?;
-        validate::put(&r)?;
-        match self.node.propose_as(Command::Put(r), &who).await?.result {
+        let cmd = Command::Put(r);
+        self.node.check_quota(&cmd).await?;
+        if let Command::Put(r) = &cmd {
+            validate::put(r)?;
+        }
+        match self.node.propose_as(cmd, &who).await?.result {
             Some(Outcome::Put(mut p)) => {
                 self.node.fill(&mut p.header, 0);
                 Ok(Response::new(p))
@@ -98,6 +102,10 @@ impl Kv for KvService {
         let who = self.node.who_sent(&req).await?;
         let r = req.into_inner();
         super::check_message_size(&r, self.node.limits.max_request_bytes)?;
+        let cmd = Command::Txn(r);
+        // As etcd: every transaction, even one that only reads, is refused over the quota.
+        self.node.check_quota(&cmd).await?;
+        let Command::Txn(r) = cmd else { return Err(unexpected()) };
         validate::txn(&r, self.node.limits.max_txn_ops)?;
         if is_read_only(&r) {
             self.node.read_barrier().await?;

@@ -54,7 +54,9 @@ impl Lease for LeaseService {
             r.id = new_lease_id();
         }
         let id = r.id;
-        match self.node.propose_as(Command::LeaseGrant(r), &who).await?.result {
+        let cmd = Command::LeaseGrant(r);
+        self.node.check_quota(&cmd).await?;
+        match self.node.propose_as(cmd, &who).await?.result {
             Some(Outcome::LeaseGrant(mut g)) => {
                 // On the leader, the deadline starts now rather than at the next expiry tick.
                 let _ = self.node.renew_lease_here(id);

@@ -9,9 +9,11 @@ use crate::error::EtcdError;
 use crate::node::Node;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
 use crate::proto::etcdserverpb::{
-    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, HashKvRequest, HashKvResponse, HashRequest,
-    HashResponse, MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, StatusRequest, StatusResponse,
+    AlarmRequest, AlarmResponse, AlarmType, DefragmentRequest, DefragmentResponse, HashKvRequest, HashKvResponse,
+    HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, StatusRequest, StatusResponse,
 };
+use crate::proto::keelpb::raft_request::Command;
+use crate::proto::keelpb::raft_response::Result as Outcome;
 
 /// The etcd version Keel reports. Kubernetes enables watch progress requests (and
 /// consistent reads from its cache) only for etcd >= 3.5.13.
@@ -53,10 +55,18 @@ impl Maintenance for MaintenanceService {
             raft_index: m.last_log_index.unwrap_or(0),
             raft_term: m.current_term,
             raft_applied_index: n.applied.last_applied().map_or(0, |l| l.index),
-            errors: Vec::new(),
+            // etcd lists the raised alarms in their protobuf text form.
+            errors: n
+                .store
+                .alarms
+                .get(AlarmType::None)
+                .iter()
+                .map(|a| format!("memberID:{} alarm:{} ", a.member_id, a.alarm().as_str_name()))
+                .collect(),
             db_size_in_use: db,
             is_learner: n.is_learner(),
             storage_version: String::new(),
+            // etcd 3.5's field: etcd 3.4 has none, and its gateway shows none.
             db_size_quota: 0,
             downgrade_info: None,
         }))
@@ -80,10 +90,14 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(HashResponse { header: Some(n.header(current)), hash }))
     }
 
-    /// No alarms are raised here. etcd answers alarm requests without a header (its
-    /// maintenance server passes the applier's bare response on): `alarm list -w json` is `{}`.
-    async fn alarm(&self, _req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
-        Ok(Response::new(AlarmResponse { header: None, alarms: Vec::new() }))
+    /// Every alarm request goes through Raft, listing too, as in etcd. etcd answers
+    /// without a header (its maintenance server passes the applier's bare response on):
+    /// `alarm list -w json` is `{}` when none is raised.
+    async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        match self.node.propose(Command::Alarm(req.into_inner())).await?.result {
+            Some(Outcome::Alarm(a)) => Ok(Response::new(a)),
+            _ => Err(EtcdError::Internal("unexpected apply result".into()).into()),
+        }
     }
 
     async fn snapshot(&self, req: Request<SnapshotRequest>) -> Result<Response<super::backup::SnapshotStream>, Status> {
@@ -107,6 +121,8 @@ impl Maintenance for MaintenanceService {
             .await
             .map_err(|e| EtcdError::Internal(e.to_string()))?
             .map_err(EtcdError::from)?;
+        // The space it freed counts for the very next write.
+        n.quota.forget_size();
         Ok(Response::new(DefragmentResponse { header: Some(n.header(n.store.current_revision())) }))
     }
 }

@@ -10,6 +10,7 @@
 //! with writes); a revision visible in the index is always readable from storage; reads
 //! below the compaction revision fail with `Compacted`.
 
+pub mod alarms;
 pub mod compactor;
 pub mod index;
 pub mod key_index;

@@ -85,6 +85,8 @@ pub struct MvccStore {
     /// Highest revision whose physical compaction finished.
     compacted_tx: tokio::sync::watch::Sender<i64>,
     compactions: compactor::Compactions,
+    /// The raised alarms; NOSPACE caps what may be applied.
+    pub alarms: super::alarms::Alarms,
 }
 
 /// The index as it stands under a lock, plus storage to fetch values from.
@@ -139,6 +141,7 @@ impl MvccStore {
         let compact = state.compact;
         let done = engine.get(Cf::Meta, META_COMPACT_DONE)?.map_or(0, |v| be_i64(&v));
         let (compacted_tx, _) = tokio::sync::watch::channel(done);
+        let alarms = super::alarms::Alarms::load(&engine)?;
         let store = Arc::new(MvccStore {
             engine,
             state: RwLock::new(state),
@@ -146,6 +149,7 @@ impl MvccStore {
             min_lease_ttl,
             compacted_tx,
             compactions: compactor::Compactions::default(),
+            alarms,
         });
         if compact > done {
             store.schedule_physical_compaction(compact, keep);
@@ -193,6 +197,7 @@ impl MvccStore {
         let compact = fresh.compact;
         let rev = fresh.rev;
         *self.state.write() = fresh;
+        self.alarms.reload(&self.engine)?;
         if let Some(l) = self.listener.read().as_ref() {
             l.reloaded(rev);
         }
@@ -361,6 +366,14 @@ impl MvccStore {
     /// are errors here.
     pub fn apply(&self, cmd: &Command, mut batch: WriteBatch) -> Result<RaftResponse, EngineError> {
         let mut st = self.state.write();
+        if let Command::Alarm(r) = cmd {
+            let (resp, raised) = self.alarms.apply(r, &mut batch);
+            self.engine.write(batch, false)?;
+            if let Some(raised) = raised {
+                self.alarms.publish(raised);
+            }
+            return Ok(RaftResponse { revision: st.rev, result: Some(Outcome::Alarm(resp)) });
+        }
         let result = self.execute(&st, cmd);
         let (revision, outcome) = match result {
             Ok(Executed { outcome, changes, rev, lease_ops }) => {
@@ -388,6 +401,9 @@ impl MvccStore {
     }
 
     fn execute(&self, st: &State, cmd: &Command) -> Result<Executed, EtcdError> {
+        if self.alarms.refuses(cmd) {
+            return Err(EtcdError::NoSpace);
+        }
         let view = View { state: st, engine: &self.engine };
         let mut ex = Executor::new(&view);
         let mut lease_ops = Vec::new();

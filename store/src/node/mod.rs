@@ -60,6 +60,8 @@ pub struct Node {
     pub client_cert_auth: bool,
     pub applied: Arc<Applied>,
     pub limits: Limits,
+    /// `--quota-backend-bytes`, checked before each write as etcd does.
+    pub quota: crate::mvcc::alarms::Quota,
     /// The peer transport's connection pool, for forwarding to the leader.
     pub http: reqwest::Client,
     /// Streams to the leader that forwarded writes go over.
@@ -159,6 +161,22 @@ impl Node {
     /// [`crate::auth`]), and returns its applied outcome.
     pub async fn propose_as(&self, cmd: Command, who: &Who) -> Result<RaftResponse, EtcdError> {
         self.propose_request(RaftRequest { command: Some(cmd), auth: Some(who.clone()) }).await
+    }
+
+    /// etcd's quota check before a put, transaction or lease grant: when the write would
+    /// take the database past the quota, raises this member's NOSPACE alarm (which caps
+    /// every member's writes until cleared) and refuses the write.
+    pub async fn check_quota(&self, cmd: &Command) -> Result<(), EtcdError> {
+        use crate::proto::etcdserverpb::{alarm_request::AlarmAction, AlarmRequest, AlarmType};
+        if self.quota.fits(self.store.engine(), crate::mvcc::alarms::cost(cmd)) {
+            return Ok(());
+        }
+        let raise =
+            AlarmRequest { action: AlarmAction::Activate as i32, member_id: self.id, alarm: AlarmType::Nospace as i32 };
+        if let Err(e) = self.propose(Command::Alarm(raise)).await {
+            tracing::warn!(error = %e, "raising the NOSPACE alarm");
+        }
+        Err(EtcdError::NoSpace)
     }
 
     /// Puts a member's own command through Raft (no permission check) and returns its
