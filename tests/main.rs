@@ -13,6 +13,7 @@ mod crash;
 mod etcdctl_diff;
 mod gateway_diff;
 mod gc;
+mod health_diff;
 mod kube_client;
 mod kubectl;
 mod kv_client;

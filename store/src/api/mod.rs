@@ -56,7 +56,10 @@ pub fn check_message_size(msg: &impl prost::Message, max_request_bytes: usize) -
 /// Every client-facing route of a member.
 pub fn router(node: Arc<Node>, hub: Arc<WatchHub>, backup_dir: std::path::PathBuf) -> axum::Router {
     let kv = KvServer::new(kv::KvService::new(node.clone())).max_decoding_message_size(DECODE_LIMIT_BYTES);
+    // gRPC's standard health service, as etcd registers it: the server ("") serves.
+    let (_, health) = tonic_health::server::health_reporter();
     let grpc = tonic::service::Routes::new(kv)
+        .add_service(health)
         .add_service(MaintenanceServer::new(maintenance::MaintenanceService::new(node.clone(), backup_dir.clone())))
         .add_service(ClusterServer::new(cluster::ClusterService::new(node.clone())))
         .add_service(watch::WatchService::new(node.clone(), hub.clone()))
