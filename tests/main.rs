@@ -9,6 +9,7 @@ mod auth_random;
 mod bad_input;
 mod cluster;
 mod concurrency_diff;
+mod corrupt_check;
 mod crash;
 mod etcdctl_diff;
 mod gateway_diff;

@@ -70,6 +70,14 @@ pub struct StoreConfig {
     /// Interval between watch progress notifications (a Go duration, e.g. `10m`).
     #[arg(long, env = "KEEL_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m")]
     pub experimental_watch_progress_notify_interval: String,
+    /// Before serving clients, compare this member's history hash with its peers' and
+    /// refuse to start if one differs (etcd's flag).
+    #[arg(long, env = "KEEL_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
+    pub experimental_initial_corrupt_check: bool,
+    /// How often the leader compares its followers' history hashes with its own, raising
+    /// a CORRUPT alarm for one that differs (a Go duration; 0 turns it off).
+    #[arg(long, env = "KEEL_EXPERIMENTAL_CORRUPT_CHECK_TIME", default_value = "0s")]
+    pub experimental_corrupt_check_time: String,
     /// Accepted for compatibility with etcd scripts; Keel logs through `RUST_LOG`.
     #[arg(long, env = "KEEL_LOGGER", default_value = "zap")]
     pub logger: String,
@@ -298,6 +306,10 @@ impl StoreConfig {
             }
             other => Err(ConfigError::CompactionMode(other.into())),
         }
+    }
+
+    pub fn corrupt_check_time(&self) -> Result<Duration, ConfigError> {
+        parse_go_duration(&self.experimental_corrupt_check_time)
     }
 
     pub fn progress_notify_interval(&self) -> Result<Duration, ConfigError> {

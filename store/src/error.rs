@@ -29,6 +29,8 @@ pub enum EtcdError {
     FutureRev,
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
+    #[error("etcdserver: corrupt cluster")]
+    Corrupt,
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
     #[error("etcdserver: lease already exists")]
@@ -122,6 +124,7 @@ impl EtcdError {
             | InvalidAuthMgmt | AuthOldRevision => Code::InvalidArgument,
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace => Code::ResourceExhausted,
+            Corrupt => Code::DataLoss,
             LeaseNotFound | MemberNotFound => Code::NotFound,
             LeaseExist
             | MemberExist
@@ -190,6 +193,7 @@ impl EtcdError {
             InvalidAuthMgmt => 28,
             AuthOldRevision => 29,
             NoPasswordUser => 30,
+            Corrupt => 31,
             _ => 0,
         }
     }
@@ -227,6 +231,7 @@ impl EtcdError {
             28 => InvalidAuthMgmt,
             29 => AuthOldRevision,
             30 => NoPasswordUser,
+            31 => Corrupt,
             _ => Internal("apply failed".into()),
         }
     }

@@ -49,6 +49,8 @@ pub enum StartError {
     Tls(String),
     #[error("{0}")]
     Auth(String),
+    #[error("{0}")]
+    Corrupt(String),
 }
 
 /// The sockets a member serves on.
@@ -256,6 +258,17 @@ pub async fn run(
     let peer_router =
         peer_server::router(PeerState { node: node.clone(), incoming_dir: snap_dir.clone(), stop: stop.clone() });
     tasks.extend(serve_all(listeners.peer, cfg.peer_urls()?, peer_tls.as_ref(), &peer_router, &stop)?);
+    if cfg.experimental_initial_corrupt_check {
+        if let Err(e) = node.initial_corrupt_check().await {
+            stop.cancel();
+            for t in tasks {
+                let _ = t.await;
+            }
+            let _ = raft.shutdown().await;
+            let _ = tokio::task::spawn_blocking(move || log_writer.close()).await;
+            return Err(StartError::Corrupt(e));
+        }
+    }
     let fragmenting = crate::watch::Fragmenting::for_member(cfg.max_request_bytes, node.header(0));
     let hub = WatchHub::attach(&node.store, fragmenting);
     let client_router = crate::api::router(node.clone(), hub.clone(), snap_dir);
@@ -268,6 +281,10 @@ pub async fn run(
         stop.clone(),
     ));
     tokio::spawn(auto_compact::run(node.clone(), cfg.auto_compaction()?, stop.clone()));
+    let corrupt_every = cfg.corrupt_check_time()?;
+    if !corrupt_every.is_zero() {
+        tokio::spawn(node.clone().corrupt_checks(corrupt_every, stop.clone()));
+    }
     tokio::spawn(track_role(node.raft.clone(), log_writer.clone()));
     tokio::spawn(crate::raft::log_size::run(node.raft.clone(), wal, cfg.experimental_snapshot_log_bytes, stop.clone()));
 

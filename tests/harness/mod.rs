@@ -413,6 +413,11 @@ impl Member {
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
+
+    /// How the process ended, if it has.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
 }
 
 /// A cluster of members started together with a static `--initial-cluster`.

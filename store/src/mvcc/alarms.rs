@@ -15,6 +15,7 @@ use parking_lot::{Mutex, RwLock};
 use prost::Message;
 
 use crate::engine::{Cf, Engine, EngineError, WriteBatch};
+use crate::error::EtcdError;
 use crate::proto::etcdserverpb::alarm_request::AlarmAction;
 use crate::proto::etcdserverpb::request_op::Request;
 use crate::proto::etcdserverpb::{AlarmMember, AlarmRequest, AlarmResponse, AlarmType, PutRequest, TxnRequest};
@@ -28,6 +29,8 @@ pub struct Alarms {
     raised: RwLock<Vec<AlarmMember>>,
     /// Whether any NOSPACE alarm is raised: read on every write applied.
     no_space: AtomicBool,
+    /// Whether any CORRUPT alarm is raised.
+    corrupt: AtomicBool,
 }
 
 impl Alarms {
@@ -97,20 +100,38 @@ impl Alarms {
 
     /// Makes applied alarms visible (after their write).
     pub fn publish(&self, raised: Vec<AlarmMember>) {
-        let no_space = raised.iter().any(|a| a.alarm == AlarmType::Nospace as i32);
+        let any = |t: AlarmType| raised.iter().any(|a| a.alarm == t as i32);
+        let (no_space, corrupt) = (any(AlarmType::Nospace), any(AlarmType::Corrupt));
         *self.raised.write() = raised;
         self.no_space.store(no_space, Ordering::Relaxed);
+        self.corrupt.store(corrupt, Ordering::Relaxed);
     }
 
-    /// Whether a command may not be applied while NOSPACE is raised: etcd's capped
-    /// applier refuses puts, transactions with a put in either branch, and lease grants.
-    pub fn refuses(&self, cmd: &Command) -> bool {
-        self.no_space()
-            && match cmd {
-                Command::Put(_) | Command::LeaseGrant(_) => true,
-                Command::Txn(t) => puts(t),
-                _ => false,
+    /// Why a command may not be applied while an alarm is raised, if it may not. As
+    /// etcd's appliers: CORRUPT refuses every key and lease command that goes through
+    /// Raft; NOSPACE refuses puts, transactions with a put in either branch, and lease
+    /// grants.
+    pub fn refusal(&self, cmd: &Command) -> Option<EtcdError> {
+        if self.corrupt.load(Ordering::Relaxed) {
+            let kv = matches!(
+                cmd,
+                Command::Put(_)
+                    | Command::DeleteRange(_)
+                    | Command::Txn(_)
+                    | Command::Compaction(_)
+                    | Command::LeaseGrant(_)
+                    | Command::LeaseRevoke(_)
+            );
+            if kv {
+                return Some(EtcdError::Corrupt);
             }
+        }
+        let grows = match cmd {
+            Command::Put(_) | Command::LeaseGrant(_) => true,
+            Command::Txn(t) => puts(t),
+            _ => false,
+        };
+        (grows && self.no_space()).then_some(EtcdError::NoSpace)
     }
 }
 
@@ -205,12 +226,12 @@ mod tests {
     fn raising_and_clearing_answer_as_etcd_and_cap_writes() {
         let alarms = Alarms::default();
         let put = Command::Put(PutRequest { key: b"k".to_vec().into(), ..Default::default() });
-        assert!(!alarms.refuses(&put));
+        assert_eq!(alarms.refusal(&put), None);
         let mut batch = WriteBatch::default();
         let (resp, raised) = alarms.apply(&req(AlarmAction::Activate, 7, AlarmType::Nospace), &mut batch);
         assert_eq!(resp.alarms.len(), 1);
         alarms.publish(raised.expect("changed"));
-        assert!(alarms.refuses(&put));
+        assert_eq!(alarms.refusal(&put), Some(EtcdError::NoSpace));
         // Again: answered with the alarm, nothing changes.
         let (resp, raised) = alarms.apply(&req(AlarmAction::Activate, 7, AlarmType::Nospace), &mut batch);
         assert_eq!((resp.alarms.len(), raised), (1, None));
@@ -222,7 +243,7 @@ mod tests {
         assert_eq!(alarms.get(AlarmType::Corrupt).len(), 0);
         let (_, raised) = alarms.apply(&req(AlarmAction::Deactivate, 7, AlarmType::Nospace), &mut batch);
         alarms.publish(raised.expect("changed"));
-        assert!(!alarms.refuses(&put));
+        assert_eq!(alarms.refusal(&put), None);
     }
 
     #[test]
@@ -240,7 +261,7 @@ mod tests {
             }))],
             ..Default::default()
         };
-        assert!(!alarms.refuses(&Command::Txn(read)));
-        assert!(alarms.refuses(&Command::Txn(nested_put)));
+        assert_eq!(alarms.refusal(&Command::Txn(read)), None);
+        assert_eq!(alarms.refusal(&Command::Txn(nested_put)), Some(EtcdError::NoSpace));
     }
 }

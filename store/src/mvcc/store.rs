@@ -401,8 +401,8 @@ impl MvccStore {
     }
 
     fn execute(&self, st: &State, cmd: &Command) -> Result<Executed, EtcdError> {
-        if self.alarms.refuses(cmd) {
-            return Err(EtcdError::NoSpace);
+        if let Some(e) = self.alarms.refusal(cmd) {
+            return Err(e);
         }
         let view = View { state: st, engine: &self.engine };
         let mut ex = Executor::new(&view);
@@ -451,6 +451,11 @@ impl MvccStore {
         for (sub, c) in changes.iter().enumerate() {
             let r = Revision::new(rev, sub as i64);
             match &c.kv {
+                Some(kv) if corrupts(&kv.key) => {
+                    let mut bad = kv.clone();
+                    bad.value = [&kv.value[..], b"!"].concat().into();
+                    batch.put(Cf::Kv, r.to_key(false), bad.encode_to_vec());
+                }
                 Some(kv) => batch.put(Cf::Kv, r.to_key(false), kv.encode_to_vec()),
                 None => {
                     let tomb = KeyValue { key: c.key.clone(), mod_revision: rev, ..Default::default() };
@@ -533,6 +538,16 @@ impl MvccStore {
         let mut rx = self.compacted_tx.subscribe();
         let _ = rx.wait_for(|done| *done >= at).await;
     }
+}
+
+/// Failpoint for fault-injection tests, naming a key: this member stores every value put
+/// to it with a byte added, as a disk that flips bits would, so its history differs from
+/// its peers' (what the corruption checks look for). Read once; unset in normal use.
+pub const CORRUPT_APPLY: &str = "KEEL_FAILPOINT_CORRUPT_APPLY";
+
+fn corrupts(key: &[u8]) -> bool {
+    static KEY: std::sync::OnceLock<Option<Vec<u8>>> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| std::env::var_os(CORRUPT_APPLY).map(|k| k.into_encoded_bytes())).as_deref() == Some(key)
 }
 
 struct Executed {

@@ -10,12 +10,14 @@
 //! - [`Node::header`] fills the etcd response header.
 
 mod batcher;
+mod corrupt;
 pub(crate) mod forward;
 mod lease;
 mod membership;
 mod transfer;
 
 pub use batcher::Batcher;
+pub use corrupt::{PeerHash, HASH_KV_PATH};
 pub use forward::{FORWARD_PATH, FORWARD_PROTOCOL};
 pub use lease::{LEASE_RENEW_PATH, LEASE_TTL_PATH};
 pub use membership::{MemberChange, MEMBER_PATH};

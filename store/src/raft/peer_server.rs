@@ -29,7 +29,7 @@ use super::network::{
 use super::snapshot::SnapshotFile;
 use super::{decode, encode, NodeId, SnapshotMeta, TypeConfig, Vote};
 use crate::node::{
-    LocalError, MemberChange, Node, CAMPAIGN_PATH, FORWARD_PATH, FORWARD_PROTOCOL, HOLD_ELECTION_PATH,
+    LocalError, MemberChange, Node, CAMPAIGN_PATH, FORWARD_PATH, FORWARD_PROTOCOL, HASH_KV_PATH, HOLD_ELECTION_PATH,
     LEASE_RENEW_PATH, LEASE_TTL_PATH, MEMBER_PATH, PROPOSE_PATH, READ_INDEX_PATH,
 };
 use crate::proto::keelpb::RaftRequest;
@@ -58,6 +58,7 @@ pub fn router(state: PeerState) -> Router {
         .route(CAMPAIGN_PATH, post(campaign))
         .route(LEASE_RENEW_PATH, post(lease_renew))
         .route(LEASE_TTL_PATH, post(lease_ttl))
+        .route(HASH_KV_PATH, post(hash_kv))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_PEER_REQUEST_BYTES))
         .with_state(state)
 }
@@ -315,5 +316,17 @@ async fn lease_ttl(State(s): State<PeerState>, body: Bytes) -> Response {
     match lease_id(&body) {
         Some(id) => i64_answer(s.node.lease_remaining_here(id)),
         None => StatusCode::BAD_REQUEST.into_response(),
+    }
+}
+
+/// This member's history hash at the revision in the body (decimal), for a peer's
+/// corruption check; 409 when it cannot be taken there (compacted past it, or not reached).
+async fn hash_kv(State(s): State<PeerState>, body: Bytes) -> Response {
+    let Some(revision) = std::str::from_utf8(&body).ok().and_then(|t| t.parse::<i64>().ok()) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    match s.node.hash_at(revision).await {
+        Ok(h) => axum::Json(h).into_response(),
+        Err(e) => (StatusCode::CONFLICT, e.to_string()).into_response(),
     }
 }
