@@ -1,12 +1,14 @@
-//! gRPC's standard health service (`grpc.health.v1.Health`), which etcd registers and
-//! health probes (`grpc_health_probe`, load balancers, grpc-go clients) call: the same
-//! answers from both servers.
+//! Health, as probes see it: gRPC's standard health service (`grpc.health.v1.Health`),
+//! which etcd registers and `grpc_health_probe`, load balancers and grpc-go clients call;
+//! `/health` with its alarm and consistency options (what kubeadm's etcd probes ask); and
+//! `--listen-metrics-urls`, where probes and Prometheus usually go. The same answers from
+//! both servers.
 
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-use crate::harness::{Flavor, Member};
+use crate::harness::{free_port, Flavor, Member};
 
 async fn answers(m: &Member) -> Vec<String> {
     let channel =
@@ -34,4 +36,57 @@ async fn the_health_service_answers_as_etcds_does() {
     let (k, e) = (answers(&keel).await, answers(&etcd).await);
     assert_eq!(k, e, "left Keel, right etcd");
     assert!(k[0].ends_with("Ok(Serving)"), "{k:?}");
+}
+
+/// A plain HTTP GET: the status and the body, read until the member closes it.
+fn get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    conn.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).expect("request");
+    let mut text = String::new();
+    conn.read_to_string(&mut text).expect("answer");
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string())
+}
+
+/// The status, and the body as JSON when it is (etcd writes an unhealthy answer as text
+/// holding JSON).
+fn health(port: u16, path: &str) -> (u16, serde_json::Value) {
+    let (status, body) = get(port, path);
+    (status, serde_json::from_str(body.trim()).unwrap_or(serde_json::Value::String(body)))
+}
+
+#[test]
+fn metrics_urls_serve_metrics_and_health() {
+    let mut seen = Vec::new();
+    for flavor in [Flavor::Keel, Flavor::Etcd] {
+        let port = free_port();
+        let m = Member::single_with(flavor, &[&format!("--listen-metrics-urls=http://127.0.0.1:{port}")]);
+        let (status, metrics) = get(port, "/metrics");
+        assert!(metrics.contains("etcd_server_has_leader 1"), "{flavor:?}: {status} {metrics}");
+        seen.push((status, health(port, "/health"), get(port, "/v3/kv/range").0));
+        drop(m);
+    }
+    assert_eq!(seen[0], seen[1], "left Keel, right etcd");
+}
+
+/// An alarm makes a member unhealthy unless excluded, as kubeadm's probe
+/// (`/health?exclude=NOSPACE&serializable=true`) asks.
+#[test]
+fn health_reports_alarms_unless_excluded() {
+    let mut seen = Vec::new();
+    for flavor in [Flavor::Keel, Flavor::Etcd] {
+        let m = Member::single_with(flavor, &["--quota-backend-bytes=1000000"]);
+        let port: u16 = m.client_url().rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
+        let mut answers = vec![health(port, "/health")];
+        let value = "x".repeat(100_000);
+        let filled = (1..=60).any(|i| !m.ctl(&["put", &format!("k{i}")], Some(value.as_bytes())).success());
+        assert!(filled, "{flavor:?} never filled");
+        for path in ["/health", "/health?exclude=NOSPACE", "/health?exclude=CORRUPT", "/health?exclude=NOSPACE&serializable=true"] {
+            answers.push(health(port, path));
+        }
+        seen.push(answers);
+    }
+    assert_eq!(seen[0], seen[1], "left Keel, right etcd");
+    assert_eq!(seen[0][1].0, 503, "{:?}", seen[0]);
 }

@@ -23,6 +23,7 @@ mod logs;
 mod metrics_diff;
 mod store_flags;
 mod tls_diff;
+mod tls_flags_diff;
 mod up;
 mod watch_diff;
 mod watch_guarantees;

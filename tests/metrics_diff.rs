@@ -169,3 +169,22 @@ fn the_leader_times_its_peers_and_counts_failed_sends() {
         });
     }
 }
+
+/// `--metrics=extensive` adds the gRPC handling-time histograms; a 1µs
+/// `--experimental-warning-apply-duration` counts every apply as slow.
+#[test]
+fn extensive_metrics_and_the_slow_apply_threshold() {
+    for flavor in [Flavor::Keel, Flavor::Etcd] {
+        let plain = Member::single(flavor);
+        let tuned = Member::single_with(flavor, &["--metrics=extensive", "--experimental-warning-apply-duration=1us"]);
+        for m in [&plain, &tuned] {
+            assert!(m.ctl(&["put", "k", "v"], None).success());
+        }
+        let series = "grpc_server_handling_seconds_count{grpc_method=\"Put\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"}";
+        assert_eq!(scrape(&tuned).get(series).copied(), Some(1.0), "{flavor:?}");
+        assert_eq!(scrape(&plain).get(series), None, "{flavor:?}");
+        let slow = |m: &Member| scrape(m).get("etcd_server_slow_apply_total").copied().unwrap_or(0.0);
+        assert!(slow(&tuned) >= 1.0, "{flavor:?}: no slow apply counted");
+        assert_eq!(slow(&plain), 0.0, "{flavor:?}");
+    }
+}

@@ -131,3 +131,18 @@ async fn periodic_auto_compaction_drops_old_history() {
     let latest = c.get("k", None).await.expect("latest survives compaction");
     assert_eq!(latest.kvs()[0].value(), b"v4");
 }
+
+/// `--wal-dir`: the Raft log lives there, not in the data directory, and a restart reads
+/// it back.
+#[test]
+fn the_raft_log_goes_to_wal_dir() {
+    let wal = tempfile::tempdir().expect("temp dir");
+    let flag = format!("--wal-dir={}", wal.path().join("wal").display());
+    let mut m = Member::single_with(Flavor::Keel, &[&flag]);
+    assert!(m.ctl(&["put", "k", "v"], None).success());
+    let segments = std::fs::read_dir(wal.path().join("wal")).expect("the wal dir").count();
+    assert!(segments > 0, "no log segments in --wal-dir");
+    assert!(!m.data_path().join("member").join("wal").exists(), "a log in the data directory too");
+    m.restart();
+    assert_eq!(m.ctl(&["get", "k", "--print-value-only"], None).stdout, "v\n");
+}

@@ -15,6 +15,10 @@ pub struct StoreConfig {
     /// Path to the data directory (default: `<name>.etcd`).
     #[arg(long, env = "KEEL_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// A directory for the Raft log apart from the data directory (a disk of its own, say;
+    /// default: `<data-dir>/member/wal`).
+    #[arg(long, env = "KEEL_WAL_DIR")]
+    pub wal_dir: Option<PathBuf>,
     /// URLs to listen on for client traffic (comma-separated).
     #[arg(long, env = "KEEL_LISTEN_CLIENT_URLS", default_value = "http://localhost:2379")]
     pub listen_client_urls: String,
@@ -70,6 +74,17 @@ pub struct StoreConfig {
     /// Interval between watch progress notifications (a Go duration, e.g. `10m`).
     #[arg(long, env = "KEEL_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m")]
     pub experimental_watch_progress_notify_interval: String,
+    /// More URLs serving only `/metrics` and `/health` (comma-separated; `https` ones with
+    /// the client certificate, as etcd's).
+    #[arg(long, env = "KEEL_LISTEN_METRICS_URLS", default_value = "")]
+    pub listen_metrics_urls: String,
+    /// `basic`, or `extensive` to add gRPC handling-time histograms, as etcd's `--metrics`.
+    #[arg(long, env = "KEEL_METRICS", default_value = "basic")]
+    pub metrics: String,
+    /// Applying entries that takes longer than this is logged and counted as slow
+    /// (`etcd_server_slow_apply_total`; a Go duration).
+    #[arg(long, env = "KEEL_EXPERIMENTAL_WARNING_APPLY_DURATION", default_value = "100ms")]
+    pub experimental_warning_apply_duration: String,
     /// Before serving clients, compare this member's history hash with its peers' and
     /// refuse to start if one differs (etcd's flag).
     #[arg(long, env = "KEEL_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
@@ -112,6 +127,19 @@ pub struct StoreConfig {
     /// Require peers to present a certificate signed by `--peer-trusted-ca-file`.
     #[arg(long, env = "KEEL_PEER_CLIENT_CERT_AUTH", default_value_t = false)]
     pub peer_client_cert_auth: bool,
+    /// TLS 1.2 cipher suites to allow, by Go's names, comma-separated (default: all that
+    /// Keel's TLS offers; TLS 1.3 keeps its own, as in etcd).
+    #[arg(long, env = "KEEL_CIPHER_SUITES", default_value = "")]
+    pub cipher_suites: String,
+    /// Client certificates this certificate revocation list (PEM) revokes are refused.
+    #[arg(long, env = "KEEL_CLIENT_CRL_FILE")]
+    pub client_crl_file: Option<PathBuf>,
+    /// Peer certificates this certificate revocation list (PEM) revokes are refused.
+    #[arg(long, env = "KEEL_PEER_CRL_FILE")]
+    pub peer_crl_file: Option<PathBuf>,
+    /// Peers must present a certificate with this CommonName.
+    #[arg(long, env = "KEEL_PEER_CERT_ALLOWED_CN")]
+    pub peer_cert_allowed_cn: Option<String>,
     /// The auth token type: `simple` (etcd's default), or
     /// `jwt,pub-key=<pem>,priv-key=<pem>,sign-method=<RS256...>,ttl=<duration>`.
     #[arg(long, env = "KEEL_AUTH_TOKEN", default_value = "simple")]
@@ -167,6 +195,8 @@ pub enum ConfigError {
     AuthToken(String),
     #[error("--bcrypt-cost {0}: must be between 4 and 31")]
     BcryptCost(u32),
+    #[error("--metrics must be \"basic\" or \"extensive\", not {0:?}")]
+    Metrics(String),
 }
 
 fn parse_urls(s: &str, flag: &'static str) -> Result<Vec<Url>, ConfigError> {
@@ -308,6 +338,23 @@ impl StoreConfig {
         }
     }
 
+    pub fn metrics_urls(&self) -> Result<Vec<Url>, ConfigError> {
+        parse_urls(&self.listen_metrics_urls, "listen-metrics-urls")
+    }
+
+    /// Whether `--metrics=extensive`; anything but `basic` or `extensive` is refused.
+    pub fn extensive_metrics(&self) -> Result<bool, ConfigError> {
+        match self.metrics.as_str() {
+            "basic" => Ok(false),
+            "extensive" => Ok(true),
+            other => Err(ConfigError::Metrics(other.into())),
+        }
+    }
+
+    pub fn warning_apply_duration(&self) -> Result<Duration, ConfigError> {
+        parse_go_duration(&self.experimental_warning_apply_duration)
+    }
+
     pub fn corrupt_check_time(&self) -> Result<Duration, ConfigError> {
         parse_go_duration(&self.experimental_corrupt_check_time)
     }
@@ -324,6 +371,11 @@ impl StoreConfig {
         self.joining()?;
         self.auto_compaction()?;
         self.progress_notify_interval()?;
+        self.metrics_urls()?;
+        self.extensive_metrics()?;
+        self.warning_apply_duration()?;
+        self.corrupt_check_time()?;
+        crate::api::tls::provider(&self.cipher_suites).map_err(ConfigError::Tls)?;
         let advertised = self.advertise_peer_urls()?;
         let members = self.initial_members()?;
         let me = members.iter().find(|m| m.name == self.name).ok_or_else(|| ConfigError::NameNotInCluster {
@@ -364,6 +416,19 @@ impl StoreConfig {
         }
         if self.cert_file.is_some() != self.key_file.is_some() {
             return Err(ConfigError::Tls("--cert-file and --key-file go together".into()));
+        }
+        for (set, flag, needs) in [
+            (self.client_crl_file.is_some() && !self.client_cert_auth, "--client-crl-file", "--client-cert-auth"),
+            (self.peer_crl_file.is_some() && !self.peer_client_cert_auth, "--peer-crl-file", "--peer-client-cert-auth"),
+            (
+                self.peer_cert_allowed_cn.is_some() && !self.peer_client_cert_auth,
+                "--peer-cert-allowed-cn",
+                "--peer-client-cert-auth",
+            ),
+        ] {
+            if set {
+                return Err(ConfigError::Tls(format!("{flag} checks client certificates: it needs {needs}")));
+            }
         }
         if self.client_cert_auth && self.trusted_ca_file.is_none() {
             return Err(ConfigError::Tls("--client-cert-auth needs --trusted-ca-file".into()));

@@ -7,8 +7,9 @@
 //! registers them beside the gauges it reads when scraped (`api/metrics.rs`). A process
 //! running several members (tests) counts them all together.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::LazyLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use prometheus::{
     exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
@@ -29,6 +30,8 @@ pub struct Hot {
     pub grpc_handled: IntCounterVec,
     pub grpc_msg_received: IntCounterVec,
     pub grpc_msg_sent: IntCounterVec,
+    /// Only with `--metrics=extensive`, as etcd's.
+    pub grpc_handling: HistogramVec,
     pub client_received_bytes: IntCounter,
     pub client_sent_bytes: IntCounter,
     pub peer_round_trip: HistogramVec,
@@ -36,6 +39,26 @@ pub struct Hot {
 }
 
 pub static HOT: LazyLock<Hot> = LazyLock::new(Hot::new);
+
+/// `--metrics=extensive`: gRPC handling times too.
+static EXTENSIVE: AtomicBool = AtomicBool::new(false);
+/// `--experimental-warning-apply-duration`, in microseconds.
+static SLOW_APPLY_MICROS: AtomicU64 = AtomicU64::new(100_000);
+
+/// Sets what the flags decide, once at start-up.
+pub fn configure(extensive: bool, slow_apply: Duration) {
+    EXTENSIVE.store(extensive, Ordering::Relaxed);
+    SLOW_APPLY_MICROS.store(u64::try_from(slow_apply.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+}
+
+pub fn extensive() -> bool {
+    EXTENSIVE.load(Ordering::Relaxed)
+}
+
+/// Applying entries for longer than this is slow (logged, and counted).
+pub fn slow_apply() -> Duration {
+    Duration::from_micros(SLOW_APPLY_MICROS.load(Ordering::Relaxed))
+}
 
 fn opts(subsystem: &str, name: &str, help: &str) -> Opts {
     Opts::new(name, help).namespace("etcd").subsystem(subsystem)
@@ -116,6 +139,14 @@ impl Hot {
                 "Total number of gRPC stream messages sent by the server.",
                 &["grpc_type", "grpc_service", "grpc_method"],
             ),
+            grpc_handling: HistogramVec::new(
+                HistogramOpts::new(
+                    "grpc_server_handling_seconds",
+                    "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
+                ),
+                &["grpc_type", "grpc_service", "grpc_method"],
+            )
+            .unwrap_or_else(|e| panic!("grpc_handling: {e}")),
             client_received_bytes: counter(opts(
                 "network",
                 "client_grpc_received_bytes_total",
@@ -150,6 +181,9 @@ impl Hot {
         registry.register(Box::new(self.grpc_handled.clone()))?;
         registry.register(Box::new(self.grpc_msg_received.clone()))?;
         registry.register(Box::new(self.grpc_msg_sent.clone()))?;
+        if extensive() {
+            registry.register(Box::new(self.grpc_handling.clone()))?;
+        }
         registry.register(Box::new(self.client_received_bytes.clone()))?;
         registry.register(Box::new(self.client_sent_bytes.clone()))?;
         registry.register(Box::new(self.peer_round_trip.clone()))?;

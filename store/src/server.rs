@@ -57,6 +57,8 @@ pub enum StartError {
 pub struct Listeners {
     pub client: Vec<TcpListener>,
     pub peer: Vec<TcpListener>,
+    /// `--listen-metrics-urls`
+    pub metrics: Vec<TcpListener>,
 }
 
 async fn bind_all(urls: &[url::Url]) -> Result<Vec<TcpListener>, StartError> {
@@ -73,7 +75,11 @@ async fn bind_all(urls: &[url::Url]) -> Result<Vec<TcpListener>, StartError> {
 
 /// Opens every listener the config names.
 pub async fn bind(cfg: &StoreConfig) -> Result<Listeners, StartError> {
-    Ok(Listeners { client: bind_all(&cfg.client_urls()?).await?, peer: bind_all(&cfg.peer_urls()?).await? })
+    Ok(Listeners {
+        client: bind_all(&cfg.client_urls()?).await?,
+        peer: bind_all(&cfg.peer_urls()?).await?,
+        metrics: bind_all(&cfg.metrics_urls()?).await?,
+    })
 }
 
 fn prepare_dir(path: &Path) -> Result<(), StartError> {
@@ -116,7 +122,7 @@ async fn identity(wal: &Wal, cfg: &StoreConfig, http: &reqwest::Client) -> Resul
 }
 
 fn wal_dir(cfg: &StoreConfig) -> PathBuf {
-    cfg.data_dir().join("member").join("wal")
+    cfg.wal_dir.clone().unwrap_or_else(|| cfg.data_dir().join("member").join("wal"))
 }
 
 /// Opens the member's Raft log, refusing one written by an older Keel (a RocksDB database).
@@ -174,17 +180,28 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     cfg.validate()?;
+    crate::metrics::configure(cfg.extensive_metrics()?, cfg.warning_apply_duration()?);
+    use crate::api::tls::{self, ClientCheck};
+    let provider = tls::provider(&cfg.cipher_suites).map_err(StartError::Tls)?;
     let tls = match (&cfg.cert_file, &cfg.key_file) {
         (Some(cert), Some(key)) => {
-            let ca = cfg.trusted_ca_file.as_deref().filter(|_| cfg.client_cert_auth);
-            Some(crate::api::tls::server_config(cert, key, ca).map_err(StartError::Tls)?)
+            let check = ClientCheck {
+                ca: cfg.trusted_ca_file.clone().filter(|_| cfg.client_cert_auth),
+                crl: cfg.client_crl_file.clone(),
+                allowed_cn: None,
+            };
+            Some(tls::server_config(cert, key, &check, provider.clone()).map_err(StartError::Tls)?)
         }
         _ => None,
     };
     let peer_tls = match (&cfg.peer_cert_file, &cfg.peer_key_file) {
         (Some(cert), Some(key)) => {
-            let ca = cfg.peer_trusted_ca_file.as_deref().filter(|_| cfg.peer_client_cert_auth);
-            Some(crate::api::tls::server_config(cert, key, ca).map_err(StartError::Tls)?)
+            let check = ClientCheck {
+                ca: cfg.peer_trusted_ca_file.clone().filter(|_| cfg.peer_client_cert_auth),
+                crl: cfg.peer_crl_file.clone(),
+                allowed_cn: cfg.peer_cert_allowed_cn.clone(),
+            };
+            Some(tls::server_config(cert, key, &check, provider.clone()).map_err(StartError::Tls)?)
         }
         _ => None,
     };
@@ -196,7 +213,7 @@ pub async fn run(
     let wal = open_wal(&cfg)?;
     let peer_client_tls = match (&cfg.peer_trusted_ca_file, &cfg.peer_cert_file, &cfg.peer_key_file) {
         (Some(ca), Some(cert), Some(key)) => {
-            Some(crate::api::tls::peer_client_config(ca, cert, key).map_err(StartError::Tls)?)
+            Some(tls::peer_client_config(ca, cert, key, provider.clone()).map_err(StartError::Tls)?)
         }
         _ => None,
     };
@@ -272,9 +289,11 @@ pub async fn run(
     let fragmenting = crate::watch::Fragmenting::for_member(cfg.max_request_bytes, node.header(0));
     let hub = WatchHub::attach(&node.store, fragmenting);
     let client_router = crate::api::router(node.clone(), hub.clone(), snap_dir);
+    let metrics_router = crate::api::metrics_router(node.clone(), hub.clone());
     tokio::spawn(progress_notifications(hub, cfg.progress_notify_interval()?, stop.clone()));
     tokio::spawn(crate::lease::run_expiry(node.clone(), node.expiry.clone(), stop.clone()));
     tasks.extend(serve_all(listeners.client, cfg.client_urls()?, tls.as_ref(), &client_router, &stop)?);
+    tasks.extend(serve_all(listeners.metrics, cfg.metrics_urls()?, tls.as_ref(), &metrics_router, &stop)?);
     tokio::spawn(publish_attributes(
         node.clone(),
         cfg.advertise_client_urls()?.iter().map(|u| u.as_str().trim_end_matches('/').to_string()).collect(),

@@ -166,6 +166,44 @@ impl Pki {
         (cert, key)
     }
 
+    /// A certificate revocation list, signed by the authority, revoking `revoked`.
+    pub fn crl(&self, revoked: &[&Path]) -> PathBuf {
+        let d = self.dir.path().join("crl-db");
+        std::fs::create_dir_all(&d).expect("crl dir");
+        std::fs::write(d.join("index.txt"), "").expect("index");
+        std::fs::write(d.join("crlnumber"), "01\n").expect("crlnumber");
+        let config = d.join("ca.cnf");
+        std::fs::write(
+            &config,
+            format!(
+                "[ca]\ndefault_ca = ca_default\n[ca_default]\ndatabase = {}\ncrlnumber = {}\n\
+                 default_md = sha256\ndefault_crl_days = 1\n",
+                d.join("index.txt").display(),
+                d.join("crlnumber").display()
+            ),
+        )
+        .expect("openssl config");
+        let openssl = |extra: &[&std::ffi::OsStr]| {
+            let out = Command::new("openssl")
+                .args(["ca", "-config"])
+                .arg(&config)
+                .arg("-keyfile")
+                .arg(&self.ca.1)
+                .arg("-cert")
+                .arg(&self.ca.0)
+                .args(extra)
+                .output()
+                .expect("openssl");
+            assert!(out.status.success(), "openssl ca: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        for cert in revoked {
+            openssl(&["-revoke".as_ref(), cert.as_os_str()]);
+        }
+        let crl = d.join("crl.pem");
+        openssl(&["-gencrl".as_ref(), "-out".as_ref(), crl.as_os_str()]);
+        crl
+    }
+
     /// Client TLS for a member: a server certificate, and `client` for the harness.
     pub fn client_tls(&self, client: (PathBuf, PathBuf)) -> ClientTls {
         ClientTls { ca: self.ca.0.clone(), server: self.leaf("server", "keel-test-server"), client }

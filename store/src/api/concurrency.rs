@@ -160,6 +160,15 @@ impl Abandon {
     pub fn keep(mut self) {
         self.key = None;
     }
+
+    /// After a put that failed: the key was not put, unless the failure leaves that
+    /// unknown (no leader, a timeout), when it is taken back to be sure.
+    pub fn keep_unless_unknown(&mut self, e: &Status) {
+        use tonic::Code;
+        if !matches!(e.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled) {
+            self.key = None;
+        }
+    }
 }
 
 impl Drop for Abandon {

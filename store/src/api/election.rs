@@ -72,7 +72,11 @@ impl Election for ElectionService {
             success: vec![op_put(put)],
             failure: vec![op_get(mine)],
         };
-        let resp = local.txn(t).await?;
+        // A request abandoned while its put is on the way takes the key back too (see the
+        // lock's).
+        let mut putting = Abandon::new(local, &key, None);
+        let resp = local.txn(t).await.inspect_err(|e| putting.keep_unless_unknown(e))?;
+        putting.keep();
         let header = resp.header.unwrap_or_default();
         // If this lease already campaigns here, it keeps its place (and proclaims the new
         // value below).

@@ -60,12 +60,13 @@ pub async fn count(req: Request, next: Next) -> Response {
     let labels = Labels { kind: grpc_type(method), service: service.to_string(), method: method.to_string() };
     let l = [labels.kind, labels.service.as_str(), labels.method.as_str()];
     HOT.grpc_started.with_label_values(&l).inc();
+    let started = std::time::Instant::now();
     let received = HOT.grpc_msg_received.with_label_values(&l);
     let sent = HOT.grpc_msg_sent.with_label_values(&l);
     let req = req.map(|b| Body::new(Counted::new(b, received, &HOT.client_received_bytes)));
     let resp = next.run(req).await;
     let status = resp.headers().get("grpc-status").map(code);
-    let mut handled = Handled { labels, done: false };
+    let mut handled = Handled { labels, done: false, started };
     if let Some(c) = status {
         handled.record(c);
     }
@@ -86,6 +87,7 @@ struct Labels {
 struct Handled {
     labels: Labels,
     done: bool,
+    started: std::time::Instant,
 }
 
 impl Handled {
@@ -94,6 +96,11 @@ impl Handled {
             self.done = true;
             let l = &self.labels;
             HOT.grpc_handled.with_label_values(&[l.kind, l.service.as_str(), l.method.as_str(), code]).inc();
+            if crate::metrics::extensive() {
+                HOT.grpc_handling
+                    .with_label_values(&[l.kind, l.service.as_str(), l.method.as_str()])
+                    .observe(self.started.elapsed().as_secs_f64());
+            }
         }
     }
 }

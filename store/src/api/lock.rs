@@ -46,7 +46,12 @@ impl Lock for LockService {
             success: vec![op_put(put), op_get(owner.clone())],
             failure: vec![op_get(mine), op_get(owner)],
         };
-        let resp = local.txn(t).await?;
+        // A request abandoned while its put is on the way takes the key back too: it may
+        // have been put already (etcd's mutex finds its context cancelled once the put
+        // returns, and deletes the key then).
+        let mut putting = Abandon::new(local, &key, None);
+        let resp = local.txn(t).await.inspect_err(|e| putting.keep_unless_unknown(e))?;
+        putting.keep();
         let header = resp.header.unwrap_or_default();
         let my_rev = if resp.succeeded {
             header.revision

@@ -78,6 +78,11 @@ pub fn router(node: Arc<Node>, hub: Arc<WatchHub>, backup_dir: std::path::PathBu
         .fallback(unknown_path)
 }
 
+/// What `--listen-metrics-urls` serve: `/metrics` and `/health`, as etcd's do.
+pub fn metrics_router(node: Arc<Node>, hub: Arc<WatchHub>) -> axum::Router {
+    metrics::router(node.clone(), hub).merge(http::health_router(node)).fallback(unknown_path)
+}
+
 /// A path nothing serves: gRPC's Unimplemented for a gRPC call, else 404 (as etcd's
 /// gateway mux answers `curl` on a path it does not know).
 async fn unknown_path(req: axum::extract::Request) -> axum::response::Response {

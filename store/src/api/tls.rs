@@ -16,10 +16,13 @@ use std::time::{Duration, SystemTime};
 
 use axum::extract::connect_info::Connected;
 use axum::serve::IncomingStream;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::ServerConfig;
+use rustls::{ServerConfig, SupportedCipherSuite};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -41,25 +44,104 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
-/// A listener's TLS configuration; with `client_ca`, clients must present a certificate it
+/// The TLS library's algorithms, with TLS 1.2 cipher suites limited to `cipher_suites`
+/// (`--cipher-suites`, Go's names; empty: all). TLS 1.3's suites stay, as Go keeps them.
+pub fn provider(cipher_suites: &str) -> Result<Arc<CryptoProvider>, String> {
+    let mut p = rustls::crypto::ring::default_provider();
+    let names: Vec<&str> = cipher_suites.split(',').map(str::trim).filter(|n| !n.is_empty()).collect();
+    if !names.is_empty() {
+        let mut chosen: Vec<SupportedCipherSuite> = p.cipher_suites.iter().filter(|s| s.tls13().is_some()).copied().collect();
+        for name in names {
+            chosen.push(tls12_suite(name)?);
+        }
+        p.cipher_suites = chosen;
+    }
+    Ok(Arc::new(p))
+}
+
+/// A TLS 1.2 cipher suite by Go's name (etcd takes either of Go's two names for the
+/// ChaCha20 ones).
+fn tls12_suite(name: &str) -> Result<SupportedCipherSuite, String> {
+    use rustls::crypto::ring::cipher_suite as cs;
+    Ok(match name {
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256" => cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384" => cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305" | "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256" => {
+            cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+        }
+        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256" => cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384" => cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305" | "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256" => {
+            cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
+        }
+        "TLS_RSA_WITH_RC4_128_SHA"
+        | "TLS_RSA_WITH_3DES_EDE_CBC_SHA"
+        | "TLS_RSA_WITH_AES_128_CBC_SHA"
+        | "TLS_RSA_WITH_AES_256_CBC_SHA"
+        | "TLS_RSA_WITH_AES_128_CBC_SHA256"
+        | "TLS_RSA_WITH_AES_128_GCM_SHA256"
+        | "TLS_RSA_WITH_AES_256_GCM_SHA384"
+        | "TLS_ECDHE_ECDSA_WITH_RC4_128_SHA"
+        | "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA"
+        | "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA"
+        | "TLS_ECDHE_RSA_WITH_RC4_128_SHA"
+        | "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA"
+        | "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA"
+        | "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA"
+        | "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256"
+        | "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256" => {
+            return Err(format!(
+                "--cipher-suites: {name} is not offered by Keel's TLS library (rustls): only ECDHE with \
+                 AES-GCM or ChaCha20-Poly1305"
+            ))
+        }
+        other => return Err(format!("unexpected TLS cipher suite {other:?}")),
+    })
+}
+
+/// How a listener checks the certificates clients present.
+#[derive(Debug, Default, Clone)]
+pub struct ClientCheck {
+    /// The authority they must be signed by; none: no certificate asked for.
+    pub ca: Option<PathBuf>,
+    /// Revoked certificates (a PEM certificate revocation list).
+    pub crl: Option<PathBuf>,
+    /// The CommonName they must carry.
+    pub allowed_cn: Option<String>,
+}
+
+/// A listener's TLS configuration; with `check.ca`, clients must present a certificate it
 /// signed. The serving certificate is read again whenever its files change (see
 /// [`ReloadingCert`]).
-pub fn server_config(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<Arc<ServerConfig>, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    check: &ClientCheck,
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<ServerConfig>, String> {
     let serving = ReloadingCert::new(cert, key, provider.clone())?;
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
-    let builder = match client_ca {
+    let builder = match &check.ca {
         Some(ca) => {
             let mut roots = rustls::RootCertStore::empty();
             for c in certificates(ca)? {
-                roots.add(c).map_err(|e| format!("--trusted-ca-file {}: {e}", ca.display()))?;
+                roots.add(c).map_err(|e| format!("trusted CA file {}: {e}", ca.display()))?;
             }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .map_err(|e| format!("--trusted-ca-file {}: {e}", ca.display()))?;
-            builder.with_client_cert_verifier(verifier)
+            let mut verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            if let Some(crl) = &check.crl {
+                let crls = CertificateRevocationListDer::pem_file_iter(crl)
+                    .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                    .map_err(|e| format!("cannot read the revocation list {}: {e}", crl.display()))?;
+                // As etcd: the certificate presented is looked up, not its authorities.
+                verifier = verifier.with_crls(crls).only_check_end_entity_revocation();
+            }
+            let verifier = verifier.build().map_err(|e| format!("trusted CA file {}: {e}", ca.display()))?;
+            match &check.allowed_cn {
+                Some(cn) => builder.with_client_cert_verifier(Arc::new(AllowedCn { inner: verifier, cn: cn.clone() })),
+                None => builder.with_client_cert_verifier(verifier),
+            }
         }
         None => builder.with_no_client_auth(),
     };
@@ -147,14 +229,66 @@ impl rustls::client::ResolvesClientCert for ReloadingCert {
     }
 }
 
+/// A client certificate verifier that also requires a CommonName (`--peer-cert-allowed-cn`).
+#[derive(Debug)]
+struct AllowedCn {
+    inner: Arc<dyn ClientCertVerifier>,
+    cn: String,
+}
+
+impl ClientCertVerifier for AllowedCn {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        match common_name(end_entity) {
+            Some(cn) if cn == self.cn => Ok(verified),
+            cn => Err(rustls::Error::General(format!("CommonName {cn:?} is not the allowed {:?}", self.cn))),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
 /// How a member connects to `https` peer URLs: trusting `ca`, presenting `cert` and `key`
 /// (read again when they change) to peers that ask for a client certificate.
-pub fn peer_client_config(ca: &Path, cert: &Path, key: &Path) -> Result<rustls::ClientConfig, String> {
+pub fn peer_client_config(
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+    provider: Arc<CryptoProvider>,
+) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     for c in certificates(ca)? {
         roots.add(c).map_err(|e| format!("--peer-trusted-ca-file {}: {e}", ca.display()))?;
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let presented = ReloadingCert::new(cert, key, provider.clone())?;
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -39,10 +39,6 @@ const CURRENT_SNAPSHOT: &str = "current.meta";
 /// creating a file: freeing tens of megabytes (on a filesystem mounted with `discard`, as
 /// here) stalled every member's log fsyncs for 30–100 ms.
 const SPARE_SNAPSHOT: &str = "spare";
-/// Applying a batch of entries taking this long is logged (etcd's "apply request took too
-/// long" uses the same threshold).
-const SLOW_APPLY: std::time::Duration = std::time::Duration::from_millis(100);
-
 /// State-machine facts the rest of the member reads (API handlers, the read path).
 pub struct Applied {
     pub membership: RwLock<StoredMembership>,
@@ -399,7 +395,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 Ok(Resp(self.waiters.applied(id, r)))
             })
             .collect();
-        if started.elapsed() >= SLOW_APPLY {
+        if started.elapsed() >= crate::metrics::slow_apply() {
             let entries = applied.as_ref().map_or(0, |v| v.len());
             crate::metrics::HOT.slow_apply.inc();
             tracing::warn!(entries, ms = started.elapsed().as_millis() as u64, "applying entries took too long");

@@ -1,0 +1,123 @@
+//! etcd's TLS hardening flags against a real etcd, the same flags on both: which TLS 1.2
+//! cipher suites a handshake may use (`--cipher-suites`), revoked client certificates
+//! (`--client-crl-file`), and the one CommonName peers must present
+//! (`--peer-cert-allowed-cn`). Handshakes are made with `openssl s_client`, requests with
+//! etcdctl (v3.4).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::harness::etcdctl::{self, Output};
+use crate::harness::{Cluster, Flavor, Member, Pki};
+
+/// The cipher `openssl s_client` agreed on with `args` (a protocol and ciphers, a client
+/// certificate), or `None` if the handshake failed.
+fn handshake(port: u16, ca: &Path, args: &[&str]) -> Option<String> {
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-CAfile"])
+        .arg(ca)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let cipher = text.lines().find_map(|l| l.split_once(", Cipher is ").map(|(_, c)| c.trim().to_string()));
+    cipher.filter(|c| out.status.success() && c != "(NONE)")
+}
+
+#[test]
+fn cipher_suites_limit_what_tls_1_2_may_use() {
+    let pki = Pki::new();
+    let tls = pki.client_tls(pki.leaf("root", "root"));
+    let flag = "--cipher-suites=TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305";
+    let mut seen = Vec::new();
+    for flavor in [Flavor::Keel, Flavor::Etcd] {
+        let m = Member::single_tls(flavor, &[flag], tls.clone());
+        let cert = ["-cert", &tls.client.0.display().to_string(), "-key", &tls.client.1.display().to_string()]
+            .map(str::to_string);
+        let probe = |extra: &[&str]| {
+            let args: Vec<&str> = cert.iter().map(String::as_str).chain(extra.iter().copied()).collect();
+            handshake(m.client_port, &tls.ca, &args)
+        };
+        seen.push(vec![
+            probe(&["-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256"]),
+            probe(&["-tls1_2", "-cipher", "ECDHE-RSA-CHACHA20-POLY1305"]),
+            probe(&["-tls1_2", "-cipher", "ECDHE-RSA-AES256-GCM-SHA384"]),
+            // TLS 1.3 keeps its own suites.
+            probe(&["-tls1_3", "-ciphersuites", "TLS_AES_256_GCM_SHA384"]),
+        ]);
+    }
+    assert_eq!(seen[0], seen[1], "left Keel, right etcd");
+    assert_eq!(seen[0][0].as_deref(), Some("ECDHE-RSA-AES128-GCM-SHA256"));
+    assert_eq!(seen[0][2], None, "a suite left out was agreed on");
+}
+
+#[test]
+fn unknown_and_unoffered_cipher_suites_stop_the_member() {
+    let keel = |suites: &str| {
+        Command::new(crate::harness::keel_program())
+            .args(["store", "--data-dir=/nonexistent/never-used", &format!("--cipher-suites={suites}")])
+            .output()
+            .expect("run keel")
+    };
+    let out = keel("TLS_NOT_A_SUITE");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unexpected TLS cipher suite"), "{out:?}");
+    // A suite Go offers and rustls does not (CBC): refused with the reason, never ignored.
+    let out = keel("TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not offered by Keel's TLS library"), "{out:?}");
+}
+
+/// etcdctl presenting `cert`.
+fn ctl(m: &Member, ca: &Path, cert: &(PathBuf, PathBuf), args: &[&str]) -> Output {
+    let mut all = vec![
+        format!("--cacert={}", ca.display()),
+        format!("--cert={}", cert.0.display()),
+        format!("--key={}", cert.1.display()),
+        "--command-timeout=3s".to_string(),
+    ];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    etcdctl::run(&m.endpoint(), &all, None).normalized()
+}
+
+#[test]
+fn revoked_client_certificates_are_refused() {
+    let pki = Pki::new();
+    let good = pki.leaf("good", "good");
+    let revoked = pki.leaf("revoked", "revoked");
+    let crl = pki.crl(&[&revoked.0]);
+    let tls = pki.client_tls(good.clone());
+    let flag = format!("--client-crl-file={}", crl.display());
+    let mut seen = Vec::new();
+    for flavor in [Flavor::Keel, Flavor::Etcd] {
+        let m = Member::single_tls(flavor, &[&flag], tls.clone());
+        seen.push((ctl(&m, &tls.ca, &good, &["put", "a", "1"]), ctl(&m, &tls.ca, &revoked, &["get", "a"])));
+    }
+    assert_eq!(seen[0], seen[1], "left Keel, right etcd");
+    assert!(seen[0].0.success() && !seen[0].1.success(), "{:?}", seen[0]);
+}
+
+#[test]
+fn peers_must_present_the_allowed_common_name() {
+    let pki = Pki::new();
+    let tls = pki.client_tls(pki.leaf("root", "root"));
+    // The members present the server certificate to each other: its CommonName is allowed.
+    let flag = "--peer-cert-allowed-cn=keel-test-server";
+    let intruder = pki.leaf("intruder", "intruder");
+    let mut seen = Vec::new();
+    for flavor in [Flavor::Keel, Flavor::Etcd] {
+        let c = Cluster::start_tls(flavor, 3, &[flag], tls.clone());
+        assert!(c.members[0].ctl(&["put", "k", "v"], None).success(), "{flavor:?}: the members talk");
+        // TLS 1.2, so that a refused client certificate fails the handshake itself.
+        let port = c.members[1].peer_port;
+        let shake = |cert: &(PathBuf, PathBuf)| {
+            let (cf, kf) = (cert.0.display().to_string(), cert.1.display().to_string());
+            handshake(port, &tls.ca, &["-tls1_2", "-cert", &cf, "-key", &kf]).is_some()
+        };
+        seen.push((shake(&tls.server), shake(&intruder)));
+    }
+    assert_eq!(seen[0], seen[1], "left Keel, right etcd");
+    assert_eq!(seen[0], (true, false));
+}
