@@ -50,7 +50,8 @@ pub fn provider(cipher_suites: &str) -> Result<Arc<CryptoProvider>, String> {
     let mut p = rustls::crypto::ring::default_provider();
     let names: Vec<&str> = cipher_suites.split(',').map(str::trim).filter(|n| !n.is_empty()).collect();
     if !names.is_empty() {
-        let mut chosen: Vec<SupportedCipherSuite> = p.cipher_suites.iter().filter(|s| s.tls13().is_some()).copied().collect();
+        let mut chosen: Vec<SupportedCipherSuite> =
+            p.cipher_suites.iter().filter(|s| s.tls13().is_some()).copied().collect();
         for name in names {
             chosen.push(tls12_suite(name)?);
         }
