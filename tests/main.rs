@@ -12,6 +12,7 @@ mod concurrency_diff;
 mod corrupt_check;
 mod crash;
 mod etcdctl_diff;
+mod force_new_cluster;
 mod gateway_diff;
 mod gc;
 mod health_diff;

@@ -74,6 +74,12 @@ pub struct StoreConfig {
     /// Interval between watch progress notifications (a Go duration, e.g. `10m`).
     #[arg(long, env = "KEEL_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m")]
     pub experimental_watch_progress_notify_interval: String,
+    /// Disaster recovery, when a majority of the members is lost for good: start this
+    /// member as a one-member cluster with its data, its member ID and the cluster ID (the
+    /// other members are forgotten; add new ones after). Its old Raft log is set aside as
+    /// `<wal-dir>.before-force-new-cluster`. Start it once with this flag, then without.
+    #[arg(long, env = "KEEL_FORCE_NEW_CLUSTER", default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
+    pub force_new_cluster: bool,
     /// More URLs serving only `/metrics` and `/health` (comma-separated; `https` ones with
     /// the client certificate, as etcd's).
     #[arg(long, env = "KEEL_LISTEN_METRICS_URLS", default_value = "")]

@@ -210,16 +210,6 @@ pub async fn run(
     let snap_dir = member_dir.join("snap");
     prepare_dir(&snap_dir)?;
     let engine = Engine::open(&member_dir.join("db"))?;
-    let wal = open_wal(&cfg)?;
-    let peer_client_tls = match (&cfg.peer_trusted_ca_file, &cfg.peer_cert_file, &cfg.peer_key_file) {
-        (Some(ca), Some(cert), Some(key)) => {
-            Some(tls::peer_client_config(ca, cert, key, provider.clone()).map_err(StartError::Tls)?)
-        }
-        _ => None,
-    };
-    let network = Network::with_tls(peer_client_tls);
-    let http = network.http().clone();
-    let who = identity(&wal, &cfg, &http).await?;
     let store = MvccStore::open(engine.clone(), cfg.min_lease_ttl())?;
     let tokens = crate::auth::SimpleTokens::new(std::time::Duration::from_secs(cfg.auth_token_ttl));
     let mut auth = crate::auth::AuthStore::open(engine.clone(), tokens, cfg.bcrypt_cost)?;
@@ -228,6 +218,34 @@ pub async fn run(
         auth = auth.with_jwt(crate::auth::JwtTokens::from_options(&options).map_err(StartError::Auth)?);
     }
     let auth = Arc::new(auth);
+    let forced = if cfg.force_new_cluster {
+        let wal = open_wal(&cfg)?;
+        crate::raft::force_new::prepare(wal, &wal_dir(&cfg), &engine, &store, &auth, &snap_dir)
+            .await
+            .map_err(StartError::Raft)?
+    } else {
+        None
+    };
+    let wal = open_wal(&cfg)?;
+    if let Some((id, cluster_id)) = forced {
+        wal.write(&[Record::Identity(id, cluster_id)])
+            .map_err(|source| StartError::Log { path: wal_dir(&cfg), source })?;
+    }
+    let peer_client_tls = match (&cfg.peer_trusted_ca_file, &cfg.peer_cert_file, &cfg.peer_key_file) {
+        (Some(ca), Some(cert), Some(key)) => {
+            Some(tls::peer_client_config(ca, cert, key, provider.clone()).map_err(StartError::Tls)?)
+        }
+        _ => None,
+    };
+    let network = Network::with_tls(peer_client_tls);
+    let http = network.http().clone();
+    let who = match forced {
+        Some((id, cluster_id)) => {
+            let me = Member { name: cfg.name.clone(), peer_urls: cfg.advertise_peer_urls()? };
+            Identity { id, cluster_id, initial: BTreeMap::from([(id, me)]), first_boot: true }
+        }
+        None => identity(&wal, &cfg, &http).await?,
+    };
     let sm = StateMachine::open(store.clone(), auth.clone(), snap_dir.clone())
         .map_err(|e| StartError::Raft(e.to_string()))?;
     let applied = sm.applied();
@@ -237,13 +255,20 @@ pub async fn run(
     log.answer_through(sm.waiters());
     let raft =
         Raft::new(who.id, raft_config(&cfg)?, network, log, sm).await.map_err(|e| StartError::Raft(e.to_string()))?;
-    if who.first_boot && !cfg.joining()? {
+    // Data this cluster did not get from its log (forced, or a restored backup): new
+    // members must be sent it by snapshot.
+    let bootstraps = who.first_boot && (forced.is_some() || !cfg.joining()?);
+    let started_with_data = bootstraps && store.current_revision() > 1;
+    if bootstraps {
         let initialized = raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))?;
         if !initialized {
             if let Err(e) = raft.initialize(who.initial.clone()).await {
                 tracing::warn!(error = %e, "cluster bootstrap");
             }
         }
+    }
+    if started_with_data {
+        tokio::spawn(crate::raft::force_new::seed_snapshot(raft.clone()));
     }
     let limits = Limits {
         max_request_bytes: cfg.max_request_bytes,

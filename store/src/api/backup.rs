@@ -121,13 +121,22 @@ pub fn restore(file: &Path, data_dir: &Path) -> Result<(), RestoreError> {
     verify_trailer(file)?;
     let engine = Engine::open(&member.join("db"))?;
     snapshot::install(&engine, file)?;
-    // Forget the old cluster: who its members were, how far its log was applied, and the
-    // alarms its members raised.
+    // The alarms the old cluster's members raised go too: they name members that are gone.
+    forget_cluster(&engine, true)?;
+    Ok(())
+}
+
+/// Makes a state machine's data the start of a new cluster: forgets who the members were
+/// (membership and their published attributes) and how far the old Raft log was applied,
+/// and with `alarms`, the raised alarms. The data, leases, auth and compaction point stay.
+pub fn forget_cluster(engine: &Engine, alarms: bool) -> Result<(), crate::engine::EngineError> {
     let mut b = WriteBatch::default();
-    for key in [&b"last_applied"[..], b"membership", b"partial_batch", crate::mvcc::alarms::ALARMS] {
+    for key in [&b"last_applied"[..], b"membership", b"partial_batch"] {
         b.delete(Cf::Meta, key.to_vec());
     }
+    if alarms {
+        b.delete(Cf::Meta, crate::mvcc::alarms::ALARMS.to_vec());
+    }
     b.delete_range(Cf::Meta, b"member_attrs/".to_vec(), b"member_attrs0".to_vec());
-    engine.write(b, true)?;
-    Ok(())
+    engine.write(b, true)
 }

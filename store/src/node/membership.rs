@@ -96,6 +96,7 @@ impl Node {
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let nodes: BTreeMap<NodeId, Member> = membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
         let etcd = |e| Err(LocalError::Etcd(e));
+        let mut promote = None;
         let (id, changes) = match change {
             MemberChange::Add { peer_urls, learner } => {
                 let urls = valid_peer_urls(&peer_urls).map_err(LocalError::Etcd)?;
@@ -109,6 +110,14 @@ impl Node {
                 }
                 let node = Member { name: String::new(), peer_urls: urls };
                 if learner {
+                    (id, ChangeMembers::AddNodes(BTreeMap::from([(id, node)])))
+                } else if voters.len() == 1 {
+                    // A one-member cluster growing (restored, or forced to one member):
+                    // etcd takes the new voter at once. Here a new voter must ack the new
+                    // configuration before it commits, which it cannot before it runs, so
+                    // the member joins as a learner now and becomes a voter once it has
+                    // caught up; the one member keeps its quorum meanwhile.
+                    promote = Some(id);
                     (id, ChangeMembers::AddNodes(BTreeMap::from([(id, node)])))
                 } else {
                     if !self.enough_started(voters.len() + 1) {
@@ -154,6 +163,9 @@ impl Node {
         };
         match self.raft.change_membership(changes, false).await {
             Ok(resp) => {
+                if let Some(id) = promote {
+                    tokio::spawn(promote_when_caught_up(self.raft.clone(), id));
+                }
                 self.applied.wait_for(resp.log_id.index).await;
                 Ok((id, resp.log_id.index))
             }
@@ -196,5 +208,34 @@ impl Node {
         let last = m.last_log_index.unwrap_or(0);
         let matched = m.replication.and_then(|r| r.get(&id).cloned().flatten()).map_or(0, |l| l.index);
         matched * 100 >= last * LEARNER_READY_PERCENT
+    }
+}
+
+/// Makes learner `id` a voter once it has caught up, while this member leads (see the
+/// one-member case of `change_member_here`). Gives up if it is removed, promoted by
+/// someone, or leadership moves, or after ten minutes.
+async fn promote_when_caught_up(raft: crate::raft::Raft, id: NodeId) {
+    let mut rx = raft.metrics();
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(600);
+    loop {
+        let m = rx.borrow_and_update().clone();
+        let membership = m.membership_config.membership();
+        if m.state != ServerState::Leader
+            || membership.get_node(&id).is_none()
+            || membership.voter_ids().any(|v| v == id)
+        {
+            return;
+        }
+        let last = m.last_log_index.unwrap_or(0);
+        let matched = m.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten()).map_or(0, |l| l.index);
+        if matched > 0 && matched * 100 >= last * LEARNER_READY_PERCENT {
+            match raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false).await {
+                Ok(_) => return,
+                Err(e) => tracing::warn!(member = %format!("{id:x}"), error = %e, "promoting the new member"),
+            }
+        }
+        if tokio::time::timeout_at(give_up, rx.changed()).await.map_or(true, |r| r.is_err()) {
+            return;
+        }
     }
 }

@@ -20,6 +20,7 @@
 pub mod answer;
 pub mod early;
 pub mod flush;
+pub mod force_new;
 pub mod ids;
 pub mod log_size;
 pub mod log_store;
