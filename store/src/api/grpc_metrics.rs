@@ -63,14 +63,14 @@ pub async fn count(req: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     let received = HOT.grpc_msg_received.with_label_values(&l);
     let sent = HOT.grpc_msg_sent.with_label_values(&l);
-    let req = req.map(|b| Body::new(Counted::new(b, received, &HOT.client_received_bytes)));
+    let req = req.map(|b| Body::new(Counted::new(b, received, &HOT.client_received_bytes, None)));
     let resp = next.run(req).await;
     let status = resp.headers().get("grpc-status").map(code);
     let mut handled = Handled { labels, done: false, started };
     if let Some(c) = status {
         handled.record(c);
     }
-    resp.map(|b| Body::new(Answer { body: Counted::new(b, sent, &HOT.client_sent_bytes), handled }))
+    resp.map(|b| Body::new(Counted::new(b, sent, &HOT.client_sent_bytes, Some(handled))))
 }
 
 fn code(v: &http::HeaderValue) -> &'static str {
@@ -148,17 +148,19 @@ impl Messages {
     }
 }
 
-/// A body whose messages and their bytes are counted as they pass.
+/// A body whose messages and their bytes are counted as they pass; a response's also
+/// records the call handled when its trailers carry the status.
 struct Counted {
     body: Body,
     messages: Messages,
     count: IntCounter,
     bytes: &'static IntCounter,
+    handled: Option<Handled>,
 }
 
 impl Counted {
-    fn new(body: Body, count: IntCounter, bytes: &'static IntCounter) -> Counted {
-        Counted { body, messages: Messages::default(), count, bytes }
+    fn new(body: Body, count: IntCounter, bytes: &'static IntCounter, handled: Option<Handled>) -> Counted {
+        Counted { body, messages: Messages::default(), count, bytes, handled }
     }
 }
 
@@ -175,35 +177,10 @@ impl http_body::Body for Counted {
                 this.count.inc_by(messages);
                 this.bytes.inc_by(bytes);
             }
-        }
-        frame
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
-/// A response body that records the call handled when its trailers carry the status.
-struct Answer {
-    body: Counted,
-    handled: Handled,
-}
-
-impl http_body::Body for Answer {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let this = &mut *self;
-        let frame = Pin::new(&mut this.body).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(f))) = &frame {
-            if let Some(status) = f.trailers_ref().and_then(|t| t.get("grpc-status")) {
-                this.handled.record(code(status));
+            if let (Some(handled), Some(status)) =
+                (this.handled.as_mut(), f.trailers_ref().and_then(|t| t.get("grpc-status")))
+            {
+                handled.record(code(status));
             }
         }
         frame
