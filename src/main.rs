@@ -48,10 +48,39 @@ enum SnapshotCmd {
     },
 }
 
-fn init_tracing() {
+/// Logging: `RUST_LOG` if set, else the store's `--log-level`; to stderr, or where the
+/// store's `--log-outputs` say.
+fn init_tracing(cli: &Cli) -> Result<(), String> {
+    use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
+    let (level, outputs) = match &cli.command {
+        Cmd::Store(cfg) => (cfg.log_filter().map_err(|e| e.to_string())?, cfg.log_outputs.as_str()),
+        _ => ("info,openraft=warn", "default"),
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let mut writer: Option<BoxMakeWriter> = None;
+    for out in outputs.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        let next = match out {
+            "default" | "stderr" => BoxMakeWriter::new(std::io::stderr),
+            "stdout" => BoxMakeWriter::new(std::io::stdout),
+            "journal" => return Err("--log-outputs: journal is not supported; use stderr under systemd".into()),
+            path => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| format!("--log-outputs {path}: {e}"))?;
+                BoxMakeWriter::new(std::sync::Mutex::new(file))
+            }
+        };
+        writer = Some(match writer {
+            Some(w) => BoxMakeWriter::new(w.and(next)),
+            None => next,
+        });
+    }
+    let writer = writer.unwrap_or_else(|| BoxMakeWriter::new(std::io::stderr));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(outputs == "default").init();
+    Ok(())
 }
 
 async fn shutdown_signal() {
@@ -77,7 +106,10 @@ async fn shutdown_signal() {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    if let Err(e) = init_tracing(&cli) {
+        eprintln!("keel: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();
     if let Cmd::Store(cfg) = &cli.command {

@@ -146,3 +146,20 @@ fn the_raft_log_goes_to_wal_dir() {
     m.restart();
     assert_eq!(m.ctl(&["get", "k", "--print-value-only"], None).stdout, "v\n");
 }
+
+/// `--log-outputs` sends the log to a file instead of stderr; a `--log-level` etcd does
+/// not know is refused. (The harness sets `RUST_LOG`, which takes precedence over the
+/// level.)
+#[test]
+fn logs_go_where_log_outputs_says() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("keel.log");
+    let outputs = format!("--log-outputs={}", file.display());
+    let m = Member::single_with(Flavor::Keel, &[&outputs, "--log-level=warn"]);
+    let logged = std::fs::read_to_string(&file).expect("the log file");
+    assert!(logged.contains("member started"), "{logged}");
+    assert!(!m.log_text().contains("member started"), "the log went to stderr too");
+    let out = keel(&["--log-level=loud"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--log-level must be"), "{}", stderr(&out));
+}

@@ -99,12 +99,17 @@ pub struct StoreConfig {
     /// a CORRUPT alarm for one that differs (a Go duration; 0 turns it off).
     #[arg(long, env = "KEEL_EXPERIMENTAL_CORRUPT_CHECK_TIME", default_value = "0s")]
     pub experimental_corrupt_check_time: String,
-    /// Accepted for compatibility with etcd scripts; Keel logs through `RUST_LOG`.
+    /// Accepted for compatibility with etcd scripts (`zap`, etcd 3.4's structured logger).
     #[arg(long, env = "KEEL_LOGGER", default_value = "zap")]
     pub logger: String,
-    /// Accepted for compatibility; `RUST_LOG` takes precedence.
+    /// The least severe log level written: `debug`, `info`, `warn`, `error`, `panic` or
+    /// `fatal` (the last three write errors only). `RUST_LOG`, when set, takes precedence.
     #[arg(long, env = "KEEL_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    /// Where logs go, comma-separated: `default` or `stderr`, `stdout`, or file paths
+    /// (appended to).
+    #[arg(long, env = "KEEL_LOG_OUTPUTS", default_value = "default")]
+    pub log_outputs: String,
     /// Accepted for compatibility; Keel has no v2 API.
     #[arg(long, env = "KEEL_ENABLE_V2", default_value_t = false)]
     pub enable_v2: bool,
@@ -203,6 +208,8 @@ pub enum ConfigError {
     BcryptCost(u32),
     #[error("--metrics must be \"basic\" or \"extensive\", not {0:?}")]
     Metrics(String),
+    #[error("--log-level must be debug, info, warn, error, panic or fatal, not {0:?}")]
+    LogLevel(String),
 }
 
 fn parse_urls(s: &str, flag: &'static str) -> Result<Vec<Url>, ConfigError> {
@@ -344,6 +351,17 @@ impl StoreConfig {
         }
     }
 
+    /// The tracing filter `--log-level` asks for.
+    pub fn log_filter(&self) -> Result<&'static str, ConfigError> {
+        match self.log_level.as_str() {
+            "debug" => Ok("debug"),
+            "info" => Ok("info,openraft=warn"),
+            "warn" => Ok("warn"),
+            "error" | "panic" | "fatal" => Ok("error"),
+            other => Err(ConfigError::LogLevel(other.into())),
+        }
+    }
+
     pub fn metrics_urls(&self) -> Result<Vec<Url>, ConfigError> {
         parse_urls(&self.listen_metrics_urls, "listen-metrics-urls")
     }
@@ -377,6 +395,7 @@ impl StoreConfig {
         self.joining()?;
         self.auto_compaction()?;
         self.progress_notify_interval()?;
+        self.log_filter()?;
         self.metrics_urls()?;
         self.extensive_metrics()?;
         self.warning_apply_duration()?;
