@@ -1,14 +1,15 @@
 //! etcd's TLS hardening flags against a real etcd, the same flags on both: which TLS 1.2
 //! cipher suites a handshake may use (`--cipher-suites`), revoked client certificates
-//! (`--client-crl-file`), and the one CommonName peers must present
-//! (`--peer-cert-allowed-cn`). Handshakes are made with `openssl s_client`, requests with
+//! (`--client-crl-file`), the one CommonName peers must present
+//! (`--peer-cert-allowed-cn`), and self-signed certificates (`--auto-tls`,
+//! `--peer-auto-tls`). Handshakes are made with `openssl s_client`, requests with
 //! etcdctl (v3.4).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::harness::etcdctl::{self, Output};
-use crate::harness::{Cluster, Flavor, Member, Pki};
+use crate::harness::{free_port, Cluster, Flavor, Member, Pki};
 
 /// The cipher `openssl s_client` agreed on with `args` (a protocol and ciphers, a client
 /// certificate), or `None` if the handshake failed.
@@ -120,4 +121,44 @@ fn peers_must_present_the_allowed_common_name() {
     }
     assert_eq!(seen[0], seen[1], "left Keel, right etcd");
     assert_eq!(seen[0], (true, false));
+}
+
+/// Three members on `https` client and peer URLs with `--auto-tls` and `--peer-auto-tls`:
+/// they form a cluster with the certificates they made, which clients use unverified.
+#[test]
+fn self_signed_certificates_with_auto_tls() {
+    let mut seen = Vec::new();
+    for flavor in [Flavor::Keel, Flavor::Etcd] {
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let initial =
+            ports.iter().enumerate().map(|(i, (_, p))| format!("m{}=https://127.0.0.1:{p}", i + 1)).collect::<Vec<_>>();
+        let mut members: Vec<Member> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (c, p))| {
+                let mut m = Member::new(flavor, &format!("m{}", i + 1), *c, *p, &initial.join(","), "new", &[]);
+                m.auto_tls = true;
+                m.peer_auto_tls = true;
+                m
+            })
+            .collect();
+        for m in &mut members {
+            m.start();
+        }
+        for m in &members {
+            m.wait_ready();
+        }
+        let put = members[0].ctl(&["put", "k", "v"], None);
+        let got = members[2].ctl(&["get", "k", "--print-value-only"], None);
+        // Verifying the certificate fails: nothing signed it.
+        let verified = etcdctl::run(
+            &members[1].endpoint(),
+            &["--insecure-transport=false", "--command-timeout=3s", "get", "k"],
+            None,
+        );
+        let made = members[0].data_path().join("fixtures").join("client").join("cert.pem").exists();
+        seen.push((put.stdout, got.stdout, verified.success(), made));
+    }
+    assert_eq!(seen[0], seen[1], "left Keel, right etcd");
+    assert_eq!(seen[0], ("OK\n".to_string(), "v\n".to_string(), false, true));
 }

@@ -138,6 +138,15 @@ pub struct StoreConfig {
     /// Require peers to present a certificate signed by `--peer-trusted-ca-file`.
     #[arg(long, env = "KEEL_PEER_CLIENT_CERT_AUTH", default_value_t = false)]
     pub peer_client_cert_auth: bool,
+    /// Serve `https` client URLs with a self-signed certificate made for them (kept in
+    /// `<data-dir>/fixtures/client`) when no `--cert-file` is given; clients skip verifying
+    /// it (`etcdctl --insecure-skip-tls-verify`).
+    #[arg(long, env = "KEEL_AUTO_TLS", default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
+    pub auto_tls: bool,
+    /// The same for `https` peer URLs (`<data-dir>/fixtures/peer`): members connect to each
+    /// other without verifying certificates.
+    #[arg(long, env = "KEEL_PEER_AUTO_TLS", default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
+    pub peer_auto_tls: bool,
     /// TLS 1.2 cipher suites to allow, by Go's names, comma-separated (default: all that
     /// Keel's TLS offers; TLS 1.3 keeps its own, as in etcd).
     #[arg(long, env = "KEEL_CIPHER_SUITES", default_value = "")]
@@ -423,10 +432,11 @@ impl StoreConfig {
         let https_peers = self.peer_urls()?.iter().any(|u| u.scheme() == "https")
             || self.advertise_peer_urls()?.iter().any(|u| u.starts_with("https://"))
             || self.initial_members()?.iter().flat_map(|m| &m.peer_urls).any(|u| u.starts_with("https://"));
-        if https_peers && (self.peer_cert_file.is_none() || self.peer_key_file.is_none()) {
+        let peer_auto = self.peer_auto_tls && self.peer_cert_file.is_none();
+        if https_peers && !peer_auto && (self.peer_cert_file.is_none() || self.peer_key_file.is_none()) {
             return Err(ConfigError::Tls("https peer URLs need --peer-cert-file and --peer-key-file".into()));
         }
-        if https_peers && self.peer_trusted_ca_file.is_none() {
+        if https_peers && !peer_auto && self.peer_trusted_ca_file.is_none() {
             return Err(ConfigError::Tls("https peer URLs need --peer-trusted-ca-file (the peers' authority)".into()));
         }
         if self.peer_cert_file.is_some() != self.peer_key_file.is_some() {
@@ -436,7 +446,10 @@ impl StoreConfig {
             return Err(ConfigError::Tls("--peer-client-cert-auth needs --peer-trusted-ca-file".into()));
         }
         let https = self.client_urls()?.iter().any(|u| u.scheme() == "https");
-        if https && (self.cert_file.is_none() || self.key_file.is_none()) {
+        if https
+            && !(self.auto_tls && self.cert_file.is_none())
+            && (self.cert_file.is_none() || self.key_file.is_none())
+        {
             return Err(ConfigError::Tls("https client URLs need --cert-file and --key-file".into()));
         }
         if self.cert_file.is_some() != self.key_file.is_some() {

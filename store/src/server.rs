@@ -183,8 +183,29 @@ pub async fn run(
     crate::metrics::configure(cfg.extensive_metrics()?, cfg.warning_apply_duration()?);
     use crate::api::tls::{self, ClientCheck};
     let provider = tls::provider(&cfg.cipher_suites).map_err(StartError::Tls)?;
-    let tls = match (&cfg.cert_file, &cfg.key_file) {
-        (Some(cert), Some(key)) => {
+    // The certificates given, or with --auto-tls / --peer-auto-tls and none given,
+    // self-signed ones made for the URLs' hosts.
+    let hosts = |urls: Vec<url::Url>| -> Vec<String> {
+        urls.iter().filter_map(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_string())).collect()
+    };
+    let fixtures = cfg.data_dir().join("fixtures");
+    let client_files = match (&cfg.cert_file, &cfg.key_file) {
+        (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+        _ if cfg.auto_tls => {
+            Some(tls::self_signed(&fixtures.join("client"), &hosts(cfg.client_urls()?)).map_err(StartError::Tls)?)
+        }
+        _ => None,
+    };
+    let peer_auto = cfg.peer_auto_tls && cfg.peer_cert_file.is_none();
+    let peer_files = match (&cfg.peer_cert_file, &cfg.peer_key_file) {
+        (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+        _ if peer_auto => {
+            Some(tls::self_signed(&fixtures.join("peer"), &hosts(cfg.peer_urls()?)).map_err(StartError::Tls)?)
+        }
+        _ => None,
+    };
+    let tls = match client_files.as_ref().map(|(c, k)| (c, k)) {
+        Some((cert, key)) => {
             let check = ClientCheck {
                 ca: cfg.trusted_ca_file.clone().filter(|_| cfg.client_cert_auth),
                 crl: cfg.client_crl_file.clone(),
@@ -194,10 +215,10 @@ pub async fn run(
         }
         _ => None,
     };
-    let peer_tls = match (&cfg.peer_cert_file, &cfg.peer_key_file) {
-        (Some(cert), Some(key)) => {
+    let peer_tls = match peer_files.as_ref().map(|(c, k)| (c, k)) {
+        Some((cert, key)) => {
             let check = ClientCheck {
-                ca: cfg.peer_trusted_ca_file.clone().filter(|_| cfg.peer_client_cert_auth),
+                ca: cfg.peer_trusted_ca_file.clone().filter(|_| cfg.peer_client_cert_auth && !peer_auto),
                 crl: cfg.peer_crl_file.clone(),
                 allowed_cn: cfg.peer_cert_allowed_cn.clone(),
             };
@@ -231,8 +252,11 @@ pub async fn run(
         wal.write(&[Record::Identity(id, cluster_id)])
             .map_err(|source| StartError::Log { path: wal_dir(&cfg), source })?;
     }
-    let peer_client_tls = match (&cfg.peer_trusted_ca_file, &cfg.peer_cert_file, &cfg.peer_key_file) {
-        (Some(ca), Some(cert), Some(key)) => {
+    let peer_client_tls = match (&cfg.peer_trusted_ca_file, &peer_files) {
+        (_, Some((cert, key))) if peer_auto => {
+            Some(tls::peer_client_config_unverified(cert, key, provider.clone()).map_err(StartError::Tls)?)
+        }
+        (Some(ca), Some((cert, key))) => {
             Some(tls::peer_client_config(ca, cert, key, provider.clone()).map_err(StartError::Tls)?)
         }
         _ => None,

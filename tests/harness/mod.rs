@@ -225,6 +225,10 @@ pub struct Member {
     pub tls: Option<ClientTls>,
     /// `https` peer URLs too (with the same files).
     pub peer_tls: bool,
+    /// `https` client URLs with `--auto-tls` (a self-signed certificate, not verified).
+    pub auto_tls: bool,
+    /// `https` peer URLs with `--peer-auto-tls`.
+    pub peer_auto_tls: bool,
     child: Option<Child>,
     log: PathBuf,
     _tmp: Option<tempfile::TempDir>,
@@ -303,6 +307,8 @@ impl Member {
             env: Vec::new(),
             tls: None,
             peer_tls: false,
+            auto_tls: false,
+            peer_auto_tls: false,
             child: None,
             log: tmp.path().join("member.log"),
             _tmp: Some(tmp),
@@ -310,21 +316,25 @@ impl Member {
     }
 
     pub fn endpoint(&self) -> String {
-        match self.tls {
-            Some(_) => self.client_url(),
-            None => format!("127.0.0.1:{}", self.client_port),
+        if self.tls.is_some() || self.auto_tls {
+            self.client_url()
+        } else {
+            format!("127.0.0.1:{}", self.client_port)
         }
     }
 
     pub fn client_url(&self) -> String {
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let scheme = if self.tls.is_some() || self.auto_tls { "https" } else { "http" };
         format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     /// etcdctl against this member, over TLS with the harness's client certificate if it
-    /// serves `https`.
+    /// serves `https` (without verifying the member's certificate under `--auto-tls`).
     pub fn ctl(&self, args: &[&str], stdin: Option<&[u8]>) -> etcdctl::Output {
-        let flags = self.tls.as_ref().map(|t| t.etcdctl_flags(&t.client)).unwrap_or_default();
+        let mut flags = self.tls.as_ref().map(|t| t.etcdctl_flags(&t.client)).unwrap_or_default();
+        if self.auto_tls {
+            flags.extend(["--insecure-skip-tls-verify".to_string(), "--insecure-transport=false".to_string()]);
+        }
         let all: Vec<&str> = flags.iter().map(String::as_str).chain(args.iter().copied()).collect();
         etcdctl::run(&self.endpoint(), &all, stdin)
     }
@@ -334,7 +344,7 @@ impl Member {
         if self.flavor == Flavor::Keel {
             a.push("store".into());
         }
-        let scheme = if self.peer_tls { "https" } else { "http" };
+        let scheme = if self.peer_tls || self.peer_auto_tls { "https" } else { "http" };
         let peer = format!("{scheme}://127.0.0.1:{}", self.peer_port);
         for (k, v) in [
             ("--name", self.name.clone()),
@@ -349,6 +359,12 @@ impl Member {
             a.push(format!("{k}={v}"));
         }
         a.extend(self.extra_args.iter().cloned());
+        if self.auto_tls {
+            a.push("--auto-tls".into());
+        }
+        if self.peer_auto_tls {
+            a.push("--peer-auto-tls".into());
+        }
         if let Some(t) = &self.tls {
             a.extend(t.server_flags());
             if self.peer_tls {

@@ -278,6 +278,93 @@ impl ClientCertVerifier for AllowedCn {
     }
 }
 
+/// `--auto-tls`, `--peer-auto-tls`: a self-signed certificate for `hosts`, kept in `dir`
+/// (`cert.pem`, `key.pem`, as etcd keeps its under `<data-dir>/fixtures`) and reused while
+/// it is there; (certificate, key).
+pub fn self_signed(dir: &Path, hosts: &[String]) -> Result<(PathBuf, PathBuf), String> {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    if cert.exists() && key.exists() {
+        return Ok((cert, key));
+    }
+    let fail = |e: &dyn std::fmt::Display| format!("a self-signed certificate in {}: {e}", dir.display());
+    std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
+    let mut params = rcgen::CertificateParams::new(hosts.to_vec()).map_err(|e| fail(&e))?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(rcgen::DnType::OrganizationName, "keel");
+    params.extended_key_usages =
+        vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let pair = rcgen::KeyPair::generate().map_err(|e| fail(&e))?;
+    let made = params.self_signed(&pair).map_err(|e| fail(&e))?;
+    write_private(&key, pair.serialize_pem().as_bytes()).map_err(|e| fail(&e))?;
+    std::fs::write(&cert, made.pem()).map_err(|e| fail(&e))?;
+    Ok((cert, key))
+}
+
+/// Writes a file only its owner may read.
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+/// A peer's certificate accepted unverified (`--peer-auto-tls`: every member's is
+/// self-signed); its signatures over the handshake are still checked.
+#[derive(Debug)]
+struct Unverified(Arc<CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for Unverified {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// How a member with `--peer-auto-tls` connects to its peers: presenting its own
+/// self-signed certificate, and accepting theirs unverified, as etcd's members do.
+pub fn peer_client_config_unverified(
+    cert: &Path,
+    key: &Path,
+    provider: Arc<CryptoProvider>,
+) -> Result<rustls::ClientConfig, String> {
+    let presented = ReloadingCert::new(cert, key, provider.clone())?;
+    Ok(rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Unverified(provider)))
+        .with_client_cert_resolver(Arc::new(presented)))
+}
+
 /// How a member connects to `https` peer URLs: trusting `ca`, presenting `cert` and `key`
 /// (read again when they change) to peers that ask for a client certificate.
 pub fn peer_client_config(
