@@ -41,7 +41,17 @@ fn the_leader_finds_a_corrupt_follower_and_writes_stop() {
     m.kill();
     m.extra_args.push("--experimental-initial-corrupt-check".into());
     m.start();
-    let status = wait_for("the corrupt member to exit", Duration::from_secs(30), || m.exited());
+    let log_path = m.log_path();
+    let status = crate::harness::wait_for_or(
+        "the corrupt member to exit",
+        Duration::from_secs(30),
+        || m.exited(),
+        || {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().filter(|l| !l.contains("openraft")).collect();
+            lines[lines.len().saturating_sub(25)..].join("\n")
+        },
+    );
     assert!(!status.success(), "{}", m.log_tail());
     assert!(m.log_text().contains("found data inconsistency with peers"), "{}", m.log_tail());
     // A healthy member passes the same check and serves.

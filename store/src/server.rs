@@ -325,7 +325,14 @@ pub async fn run(
         peer_server::router(PeerState { node: node.clone(), incoming_dir: snap_dir.clone(), stop: stop.clone() });
     tasks.extend(serve_all(listeners.peer, cfg.peer_urls()?, peer_tls.as_ref(), &peer_router, &stop)?);
     if cfg.experimental_initial_corrupt_check {
-        if let Err(e) = node.initial_corrupt_check().await {
+        // The state machine's database keeps only what was flushed; what this member's log
+        // says was committed is applied again now. Hash only once it is.
+        let committed = wal
+            .meta()
+            .committed
+            .and_then(|b| crate::raft::decode::<Option<crate::raft::LogId>>(&b).ok().flatten())
+            .map_or(0, |l| l.index);
+        if let Err(e) = node.initial_corrupt_check(committed).await {
             stop.cancel();
             for t in tasks {
                 let _ = t.await;

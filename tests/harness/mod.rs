@@ -452,6 +452,10 @@ impl Member {
         &self.data_dir
     }
 
+    pub fn log_path(&self) -> PathBuf {
+        self.log.clone()
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -56,15 +56,32 @@ impl Node {
         }
     }
 
-    /// The other voters' hashes at `revision`: those that answered.
+    /// The other voters' hashes at `revision`: those that answered. The voters are those
+    /// of the membership this member has applied: at start-up, before Raft has loaded it,
+    /// Raft's own view of the membership is still empty.
     async fn peer_hashes(&self, revision: i64) -> Vec<PeerHash> {
-        let members: Vec<u64> = self.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+        let peers: Vec<(u64, String)> = {
+            let stored = self.applied.membership.read();
+            let membership = stored.membership();
+            membership
+                .voter_ids()
+                .filter(|id| *id != self.id)
+                .filter_map(|id| {
+                    let url = membership.get_node(&id)?.peer_urls.first()?.trim_end_matches('/').to_string();
+                    Some((id, url))
+                })
+                .collect()
+        };
         let body = revision.to_string().into_bytes();
-        let deadline = Instant::now() + CATCH_UP + Duration::from_secs(1);
-        let asks = members.into_iter().filter(|id| *id != self.id).map(|id| {
+        let timeout = CATCH_UP + Duration::from_secs(1);
+        let asks = peers.into_iter().map(|(id, url)| {
             let body = body.clone();
             async move {
-                let answer = self.peer_call(id, HASH_KV_PATH, body, deadline).await;
+                let sent = self.http.post(format!("{url}{HASH_KV_PATH}")).timeout(timeout).body(body).send().await;
+                let answer = match sent {
+                    Ok(r) if r.status().is_success() => r.bytes().await.ok(),
+                    _ => None,
+                };
                 match answer.map(|b| serde_json::from_slice::<PeerHash>(&b)) {
                     Some(Ok(h)) => Some(h),
                     Some(Err(e)) => {
@@ -101,8 +118,12 @@ impl Node {
             .collect())
     }
 
-    /// The start-up check: an error if any peer's history differs.
-    pub async fn initial_corrupt_check(&self) -> Result<(), String> {
+    /// The start-up check, once this member has applied its log through `committed`: an
+    /// error if any peer's history differs.
+    pub async fn initial_corrupt_check(&self, committed: u64) -> Result<(), String> {
+        if tokio::time::timeout(Duration::from_secs(30), self.applied.wait_for(committed)).await.is_err() {
+            return Err(format!("{:x} could not apply its log through {committed} to check it", self.id));
+        }
         let bad = self.mismatched_peers().await.map_err(|e| e.to_string())?;
         if bad.is_empty() {
             tracing::info!("initial corruption check passed");
