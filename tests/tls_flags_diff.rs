@@ -156,9 +156,17 @@ fn self_signed_certificates_with_auto_tls() {
             &["--insecure-transport=false", "--command-timeout=3s", "get", "k"],
             None,
         );
-        let made = members[0].data_path().join("fixtures").join("client").join("cert.pem").exists();
-        seen.push((put.stdout, got.stdout, verified.success(), made));
+        let cert = members[0].data_path().join("fixtures").join("client").join("cert.pem");
+        // Valid a year (--self-signed-cert-validity=1): past 364 days, not past 366.
+        let valid_past = |days: u32| {
+            Command::new("openssl")
+                .args(["x509", "-noout", "-checkend", &(days * 86_400).to_string(), "-in"])
+                .arg(&cert)
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        seen.push((put.stdout, got.stdout, verified.success(), cert.exists(), valid_past(364), valid_past(366)));
     }
     assert_eq!(seen[0], seen[1], "left Keel, right etcd");
-    assert_eq!(seen[0], ("OK\n".to_string(), "v\n".to_string(), false, true));
+    assert_eq!(seen[0], ("OK\n".to_string(), "v\n".to_string(), false, true, true, false));
 }

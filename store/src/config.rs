@@ -147,6 +147,9 @@ pub struct StoreConfig {
     /// other without verifying certificates.
     #[arg(long, env = "KEEL_PEER_AUTO_TLS", default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
     pub peer_auto_tls: bool,
+    /// Years the certificates `--auto-tls` and `--peer-auto-tls` make are valid.
+    #[arg(long, env = "KEEL_SELF_SIGNED_CERT_VALIDITY", default_value_t = 1)]
+    pub self_signed_cert_validity: u32,
     /// TLS 1.2 cipher suites to allow, by Go's names, comma-separated (default: all that
     /// Keel's TLS offers; TLS 1.3 keeps its own, as in etcd).
     #[arg(long, env = "KEEL_CIPHER_SUITES", default_value = "")]

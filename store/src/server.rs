@@ -191,17 +191,19 @@ pub async fn run(
     let fixtures = cfg.data_dir().join("fixtures");
     let client_files = match (&cfg.cert_file, &cfg.key_file) {
         (Some(c), Some(k)) => Some((c.clone(), k.clone())),
-        _ if cfg.auto_tls => {
-            Some(tls::self_signed(&fixtures.join("client"), &hosts(cfg.client_urls()?)).map_err(StartError::Tls)?)
-        }
+        _ if cfg.auto_tls => Some(
+            tls::self_signed(&fixtures.join("client"), &hosts(cfg.client_urls()?), cfg.self_signed_cert_validity)
+                .map_err(StartError::Tls)?,
+        ),
         _ => None,
     };
     let peer_auto = cfg.peer_auto_tls && cfg.peer_cert_file.is_none();
     let peer_files = match (&cfg.peer_cert_file, &cfg.peer_key_file) {
         (Some(c), Some(k)) => Some((c.clone(), k.clone())),
-        _ if peer_auto => {
-            Some(tls::self_signed(&fixtures.join("peer"), &hosts(cfg.peer_urls()?)).map_err(StartError::Tls)?)
-        }
+        _ if peer_auto => Some(
+            tls::self_signed(&fixtures.join("peer"), &hosts(cfg.peer_urls()?), cfg.self_signed_cert_validity)
+                .map_err(StartError::Tls)?,
+        ),
         _ => None,
     };
     let tls = match client_files.as_ref().map(|(c, k)| (c, k)) {

@@ -281,7 +281,7 @@ impl ClientCertVerifier for AllowedCn {
 /// `--auto-tls`, `--peer-auto-tls`: a self-signed certificate for `hosts`, kept in `dir`
 /// (`cert.pem`, `key.pem`, as etcd keeps its under `<data-dir>/fixtures`) and reused while
 /// it is there; (certificate, key).
-pub fn self_signed(dir: &Path, hosts: &[String]) -> Result<(PathBuf, PathBuf), String> {
+pub fn self_signed(dir: &Path, hosts: &[String], years: u32) -> Result<(PathBuf, PathBuf), String> {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     if cert.exists() && key.exists() {
         return Ok((cert, key));
@@ -291,6 +291,9 @@ pub fn self_signed(dir: &Path, hosts: &[String]) -> Result<(PathBuf, PathBuf), S
     let mut params = rcgen::CertificateParams::new(hosts.to_vec()).map_err(|e| fail(&e))?;
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.distinguished_name.push(rcgen::DnType::OrganizationName, "keel");
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now;
+    params.not_after = now + time::Duration::days(365 * i64::from(years.max(1)));
     params.extended_key_usages =
         vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
     let pair = rcgen::KeyPair::generate().map_err(|e| fail(&e))?;
