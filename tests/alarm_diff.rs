@@ -10,9 +10,7 @@ const QUOTA: &str = "--quota-backend-bytes=1000000";
 
 /// The member's id, decimal, as `alarm list` prints it.
 fn member_id(m: &Member) -> String {
-    let out = m.ctl(&["endpoint", "status", "-w", "json"], None);
-    let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("status JSON");
-    v[0]["Status"]["header"]["member_id"].as_u64().expect("member id").to_string()
+    m.id().to_string()
 }
 
 /// An etcdctl step's output, with what differs between the two servers replaced: the
@@ -25,9 +23,7 @@ fn step(m: &Member, id: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
 
 /// The alarms `endpoint status` reports.
 fn status_errors(m: &Member, id: &str) -> String {
-    let out = m.ctl(&["endpoint", "status", "-w", "json"], None);
-    let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("status JSON");
-    v[0]["Status"]["errors"].to_string().replace(id, "ID")
+    m.status()["errors"].to_string().replace(id, "ID")
 }
 
 /// Puts 100 KB values until the member refuses one; returns the refusal.

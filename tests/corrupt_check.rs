@@ -6,16 +6,10 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::harness::etcdctl::Output;
 use crate::harness::{wait_for, Cluster, Flavor, Member};
-
-fn member_id(m: &Member) -> u64 {
-    let out = m.ctl(&["endpoint", "status", "-w", "json"], None);
-    let v: Value = serde_json::from_str(out.stdout.trim()).expect("status JSON");
-    v[0]["Status"]["header"]["member_id"].as_u64().expect("member id")
-}
 
 #[test]
 fn the_leader_finds_a_corrupt_follower_and_writes_stop() {
@@ -24,7 +18,7 @@ fn the_leader_finds_a_corrupt_follower_and_writes_stop() {
     let bad = (leader + 1) % 3;
     c.members[bad].env.push(("KEEL_FAILPOINT_CORRUPT_APPLY".into(), "flipped".into()));
     c.members[bad].restart();
-    let bad_id = member_id(&c.members[bad]);
+    let bad_id = c.members[bad].id();
     assert!(c.members[leader].ctl(&["put", "flipped", "v"], None).success());
     let expected = format!("memberID:{bad_id} alarm:CORRUPT \n");
     wait_for("the CORRUPT alarm", Duration::from_secs(30), || {
@@ -82,7 +76,7 @@ async fn a_corrupt_alarm_refuses_what_etcds_refuses() {
     let etcd = Member::single(Flavor::Etcd);
     let mut answers = Vec::new();
     for m in [&keel, &etcd] {
-        let id = member_id(m);
+        let id = m.id();
         assert!(m.ctl(&["put", "a", "1"], None).success());
         let mut log = vec![raise_corrupt(m, id).await];
         let writes = b"value(\"a\") = \"1\"\n\nput a 2\n\n\n".as_slice();

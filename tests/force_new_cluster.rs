@@ -9,14 +9,9 @@ use serde_json::Value;
 
 use crate::harness::{free_port, wait_for, Cluster, Flavor, Member};
 
-fn status(m: &Member) -> Value {
-    let out = m.ctl(&["endpoint", "status", "-w", "json"], None);
-    serde_json::from_str::<Value>(out.stdout.trim()).expect("status JSON")[0]["Status"].clone()
-}
-
 /// The IDs (member, cluster) a member reports.
 fn ids(m: &Member) -> (u64, u64) {
-    let h = &status(m)["header"];
+    let h = &m.status()["header"];
     (h["member_id"].as_u64().expect("member id"), h["cluster_id"].as_u64().expect("cluster id"))
 }
 

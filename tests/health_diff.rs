@@ -38,15 +38,8 @@ async fn the_health_service_answers_as_etcds_does() {
     assert!(k[0].ends_with("Ok(Serving)"), "{k:?}");
 }
 
-/// A plain HTTP GET: the status and the body, read until the member closes it.
 fn get(port: u16, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    conn.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).expect("request");
-    let mut text = String::new();
-    conn.read_to_string(&mut text).expect("answer");
-    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    (status, text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string())
+    crate::harness::http_get(&format!("127.0.0.1:{port}"), path)
 }
 
 /// The status, and the body as JSON when it is (etcd writes an unhealthy answer as text

@@ -10,14 +10,7 @@ use crate::harness::{wait_for, Cluster, Flavor, Member};
 
 /// Every sample of a scrape: the series (name and labels, as printed) and its value.
 fn scrape(m: &Member) -> BTreeMap<String, f64> {
-    use std::io::{Read, Write};
-    // HTTP/1.0 on a plain socket: the answer ends when the member closes it.
-    let addr = m.client_url().trim_start_matches("http://").to_string();
-    let mut conn = std::net::TcpStream::connect(&addr).unwrap_or_else(|e| panic!("{addr}: {e}"));
-    conn.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").expect("request");
-    let mut text = String::new();
-    conn.read_to_string(&mut text).expect("answer");
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let (_, body) = crate::harness::http_get(m.client_url().trim_start_matches("http://"), "/metrics");
     body.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .filter_map(|l| l.rsplit_once(' '))

@@ -66,6 +66,18 @@ pub fn wait_for_or<T>(
     }
 }
 
+/// A plain HTTP/1.0 GET of `path` from `addr` (`host:port`): the status and the body, read
+/// until the server closes the connection.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{addr}: {e}"));
+    conn.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).expect("request");
+    let mut text = String::new();
+    conn.read_to_string(&mut text).expect("answer");
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string())
+}
+
 /// Whether a member answers reads: with auth enabled, refusing one without a user counts.
 fn serves(m: &Member) -> bool {
     let out = m.ctl(&["get", "readiness-probe"], None);
@@ -452,6 +464,19 @@ impl Member {
         &self.data_dir
     }
 
+    /// What `etcdctl endpoint status -w json` reports for this member (its `Status`).
+    pub fn status(&self) -> serde_json::Value {
+        let out = self.ctl(&["endpoint", "status", "-w", "json"], None);
+        let v: serde_json::Value = serde_json::from_str(out.stdout.trim())
+            .unwrap_or_else(|e| panic!("status JSON from {}: {e}: {}{}", self.name, out.stdout, out.stderr));
+        v[0]["Status"].clone()
+    }
+
+    /// This member's id, as `endpoint status` reports it.
+    pub fn id(&self) -> u64 {
+        self.status()["header"]["member_id"].as_u64().expect("member id")
+    }
+
     pub fn log_path(&self) -> PathBuf {
         self.log.clone()
     }
@@ -594,9 +619,7 @@ impl Cluster {
 
     /// The member id of member `i`, as `etcdctl endpoint status` reports it (hex).
     pub fn member_id(&self, i: usize) -> String {
-        let s = self.members[i].ctl(&["endpoint", "status", "-w", "json"], None);
-        let v: serde_json::Value = serde_json::from_str(s.stdout.trim()).expect("status json");
-        format!("{:x}", v[0]["Status"]["header"]["member_id"].as_u64().expect("member id"))
+        format!("{:x}", self.members[i].id())
     }
 }
 
