@@ -335,12 +335,7 @@ pub async fn run(
             .and_then(|b| crate::raft::decode::<Option<crate::raft::LogId>>(&b).ok().flatten())
             .map_or(0, |l| l.index);
         if let Err(e) = node.initial_corrupt_check(committed).await {
-            stop.cancel();
-            for t in tasks {
-                let _ = t.await;
-            }
-            let _ = raft.shutdown().await;
-            let _ = tokio::task::spawn_blocking(move || log_writer.close()).await;
+            shut_down(stop, tasks, &raft, log_writer).await;
             return Err(StartError::Corrupt(e));
         }
     }
@@ -369,6 +364,17 @@ pub async fn run(
         _ = shutdown => tracing::info!("stopping"),
         _ = removed(node.clone()) => tracing::warn!("this member was removed from the cluster; stopping"),
     }
+    shut_down(stop, tasks, &raft, log_writer).await;
+    Ok(())
+}
+
+/// Stops the servers and background tasks, then Raft, then the log writer.
+async fn shut_down(
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    raft: &Raft,
+    log_writer: LogStore,
+) {
     stop.cancel();
     for t in tasks {
         let _ = t.await;
@@ -376,7 +382,6 @@ pub async fn run(
     let _ = raft.shutdown().await;
     // The log writer is a thread of its own: end it before the process can exit under it.
     let _ = tokio::task::spawn_blocking(move || log_writer.close()).await;
-    Ok(())
 }
 
 /// Sends periodic progress notifications to the watchers that asked for them.
