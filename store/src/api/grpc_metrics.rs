@@ -9,7 +9,9 @@
 //! a status (the client went away mid-stream) is counted as `Canceled`, as grpc-go
 //! counts a cancelled context.
 
+use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::LazyLock;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
@@ -43,49 +45,101 @@ const CODES: [&str; 17] = [
     "Unauthenticated",
 ];
 
-/// The kind of call each method is, as grpc_prometheus labels it.
-fn grpc_type(method: &str) -> &'static str {
-    match method {
-        "Watch" | "LeaseKeepAlive" => "bidi_stream",
-        "Snapshot" | "Observe" => "server_stream",
-        _ => "unary",
-    }
+/// The methods the client port serves, by service: only these are counted, so a client
+/// naming methods that do not exist cannot add series without end.
+const SERVICES: [(&str, &[&str]); 9] = [
+    ("etcdserverpb.KV", &["Range", "Put", "DeleteRange", "Txn", "Compact"]),
+    ("etcdserverpb.Watch", &["Watch"]),
+    ("etcdserverpb.Lease", &["LeaseGrant", "LeaseRevoke", "LeaseKeepAlive", "LeaseTimeToLive", "LeaseLeases"]),
+    ("etcdserverpb.Cluster", &["MemberAdd", "MemberRemove", "MemberUpdate", "MemberList", "MemberPromote"]),
+    (
+        "etcdserverpb.Maintenance",
+        &["Alarm", "Status", "Defragment", "Hash", "HashKV", "Snapshot", "MoveLeader", "Downgrade"],
+    ),
+    (
+        "etcdserverpb.Auth",
+        &[
+            "AuthEnable",
+            "AuthDisable",
+            "AuthStatus",
+            "Authenticate",
+            "UserAdd",
+            "UserGet",
+            "UserList",
+            "UserDelete",
+            "UserChangePassword",
+            "UserGrantRole",
+            "UserRevokeRole",
+            "RoleAdd",
+            "RoleGet",
+            "RoleList",
+            "RoleDelete",
+            "RoleGrantPermission",
+            "RoleRevokePermission",
+        ],
+    ),
+    ("v3lockpb.Lock", &["Lock", "Unlock"]),
+    ("v3electionpb.Election", &["Campaign", "Proclaim", "Leader", "Observe", "Resign"]),
+    ("grpc.health.v1.Health", &["Check", "Watch"]),
+];
+
+/// One method's series, looked up once: a call costs one map lookup by its path.
+struct Method {
+    labels: [&'static str; 3],
+    started: IntCounter,
+    received: IntCounter,
+    sent: IntCounter,
+    ok: IntCounter,
 }
+
+static METHODS: LazyLock<HashMap<String, Method>> = LazyLock::new(|| {
+    let mut methods = HashMap::new();
+    for (service, names) in SERVICES {
+        for &method in names {
+            // As grpc_prometheus labels the kinds of call.
+            let kind = match (service, method) {
+                ("grpc.health.v1.Health", "Watch") | (_, "Snapshot" | "Observe") => "server_stream",
+                (_, "Watch" | "LeaseKeepAlive") => "bidi_stream",
+                _ => "unary",
+            };
+            let labels = [kind, service, method];
+            let m = Method {
+                labels,
+                started: HOT.grpc_started.with_label_values(&labels),
+                received: HOT.grpc_msg_received.with_label_values(&labels),
+                sent: HOT.grpc_msg_sent.with_label_values(&labels),
+                ok: HOT.grpc_handled.with_label_values(&[kind, service, method, "OK"]),
+            };
+            methods.insert(format!("/{service}/{method}"), m);
+        }
+    }
+    methods
+});
 
 /// The middleware: `/etcdserverpb.KV/Put` is service `etcdserverpb.KV`, method `Put`.
 pub async fn count(req: Request, next: Next) -> Response {
-    let Some((service, method)) = req.uri().path().strip_prefix('/').and_then(|p| p.split_once('/')) else {
+    let Some(method) = METHODS.get(req.uri().path()) else {
         return next.run(req).await;
     };
-    let labels = Labels { kind: grpc_type(method), service: service.to_string(), method: method.to_string() };
-    let l = [labels.kind, labels.service.as_str(), labels.method.as_str()];
-    HOT.grpc_started.with_label_values(&l).inc();
+    method.started.inc();
     let started = std::time::Instant::now();
-    let received = HOT.grpc_msg_received.with_label_values(&l);
-    let sent = HOT.grpc_msg_sent.with_label_values(&l);
-    let req = req.map(|b| Body::new(Counted::new(b, received, &HOT.client_received_bytes, None)));
+    let req = req.map(|b| Body::new(Counted::new(b, method.received.clone(), &HOT.client_received_bytes, None)));
     let resp = next.run(req).await;
     let status = resp.headers().get("grpc-status").map(code);
-    let mut handled = Handled { labels, done: false, started };
+    let mut handled = Handled { method, done: false, started };
     if let Some(c) = status {
         handled.record(c);
     }
-    resp.map(|b| Body::new(Counted::new(b, sent, &HOT.client_sent_bytes, Some(handled))))
+    resp.map(|b| Body::new(Counted::new(b, method.sent.clone(), &HOT.client_sent_bytes, Some(handled))))
 }
 
 fn code(v: &http::HeaderValue) -> &'static str {
     v.to_str().ok().and_then(|s| s.parse::<usize>().ok()).and_then(|n| CODES.get(n).copied()).unwrap_or("Unknown")
 }
 
-struct Labels {
-    kind: &'static str,
-    service: String,
-    method: String,
-}
-
 /// Counts the call handled once: with its status, or as `Canceled` when dropped without one.
 struct Handled {
-    labels: Labels,
+    method: &'static Method,
     done: bool,
     started: std::time::Instant,
 }
@@ -94,12 +148,14 @@ impl Handled {
     fn record(&mut self, code: &str) {
         if !self.done {
             self.done = true;
-            let l = &self.labels;
-            HOT.grpc_handled.with_label_values(&[l.kind, l.service.as_str(), l.method.as_str(), code]).inc();
+            let [kind, service, method] = self.method.labels;
+            if code == "OK" {
+                self.method.ok.inc();
+            } else {
+                HOT.grpc_handled.with_label_values(&[kind, service, method, code]).inc();
+            }
             if crate::metrics::extensive() {
-                HOT.grpc_handling
-                    .with_label_values(&[l.kind, l.service.as_str(), l.method.as_str()])
-                    .observe(self.started.elapsed().as_secs_f64());
+                HOT.grpc_handling.with_label_values(&self.method.labels).observe(self.started.elapsed().as_secs_f64());
             }
         }
     }
