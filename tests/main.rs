@@ -16,6 +16,7 @@ mod force_new_cluster;
 mod gateway_diff;
 mod gc;
 mod health_diff;
+mod keepalive_diff;
 mod kube_client;
 mod kubectl;
 mod kv_client;

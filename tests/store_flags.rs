@@ -42,6 +42,8 @@ fn bad_values_are_refused_with_a_reason() {
         ("--listen-client-urls=not a url", "listen-client-urls"),
         ("--initial-cluster=other=http://127.0.0.1:1", "couldn't find local name"),
         ("--auto-compaction-retention=soon", "auto-compaction-retention"),
+        ("--grpc-keepalive-interval=soon", "\"soon\""),
+        ("--max-concurrent-streams=-1", "max-concurrent-streams"),
     ] {
         let o = keel(&[flag]);
         assert!(!o.status.success(), "{flag} was accepted");

@@ -9,12 +9,13 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use keel_store::api::keepalive::Keepalive;
 use keel_store::proto::etcdserverpb::kv_server::{Kv, KvServer};
 use keel_store::proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
     RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
-use keel_store::server::ClientListener;
+use keel_store::server::{serve_client, ClientListener};
 use tonic::{Request, Response, Status};
 
 #[derive(Default)]
@@ -66,10 +67,17 @@ async fn main() -> anyhow::Result<()> {
     for a in addrs {
         let listener = tokio::net::TcpListener::bind(&a).await?;
         let router = router.clone();
-        tasks.push(tokio::spawn(async move { axum::serve(ClientListener(listener), router).await }));
+        let stop = tokio_util::sync::CancellationToken::new();
+        tasks.push(tokio::spawn(serve_client(
+            ClientListener(listener),
+            router,
+            stop,
+            Keepalive::etcd_default(),
+            |_| None,
+        )));
     }
     for t in tasks {
-        t.await??;
+        t.await?;
     }
     Ok(())
 }

@@ -57,6 +57,20 @@ pub struct StoreConfig {
     /// Maximum operations per transaction.
     #[arg(long, env = "KEEL_MAX_TXN_OPS", default_value_t = 128)]
     pub max_txn_ops: usize,
+    /// Maximum concurrent streams that each client can open at a time (the largest value:
+    /// no limit).
+    #[arg(long, env = "KEEL_MAX_CONCURRENT_STREAMS", default_value_t = u32::MAX)]
+    pub max_concurrent_streams: u32,
+    /// Minimum interval a client should wait before pinging the server.
+    #[arg(long, env = "KEEL_GRPC_KEEPALIVE_MIN_TIME", default_value = "5s")]
+    pub grpc_keepalive_min_time: String,
+    /// How long a connection may be silent before the server pings it (0 disables).
+    #[arg(long, env = "KEEL_GRPC_KEEPALIVE_INTERVAL", default_value = "2h")]
+    pub grpc_keepalive_interval: String,
+    /// How long the server waits for the answer to its ping before closing the
+    /// connection (0 disables).
+    #[arg(long, env = "KEEL_GRPC_KEEPALIVE_TIMEOUT", default_value = "20s")]
+    pub grpc_keepalive_timeout: String,
     /// Time (in milliseconds) of a heartbeat interval.
     #[arg(long, env = "KEEL_HEARTBEAT_INTERVAL", default_value_t = 100)]
     pub heartbeat_interval: u64,
@@ -395,6 +409,16 @@ impl StoreConfig {
         parse_go_duration(&self.experimental_corrupt_check_time)
     }
 
+    /// The client port's HTTP/2 keepalive and stream settings.
+    pub fn keepalive(&self) -> Result<crate::api::keepalive::Keepalive, ConfigError> {
+        Ok(crate::api::keepalive::Keepalive::new(
+            parse_go_duration(&self.grpc_keepalive_min_time)?,
+            parse_go_duration(&self.grpc_keepalive_interval)?,
+            parse_go_duration(&self.grpc_keepalive_timeout)?,
+            self.max_concurrent_streams,
+        ))
+    }
+
     pub fn progress_notify_interval(&self) -> Result<Duration, ConfigError> {
         parse_go_duration(&self.experimental_watch_progress_notify_interval)
     }
@@ -412,6 +436,7 @@ impl StoreConfig {
         self.extensive_metrics()?;
         self.warning_apply_duration()?;
         self.corrupt_check_time()?;
+        self.keepalive()?;
         crate::api::tls::provider(&self.cipher_suites).map_err(ConfigError::Tls)?;
         let advertised = self.advertise_peer_urls()?;
         let members = self.initial_members()?;

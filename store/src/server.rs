@@ -14,6 +14,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::authority::AuthorityFix;
+use crate::api::keepalive::{Keepalive, PingPolicy};
+use crate::api::tls::ClientCert;
 use crate::auto_compact;
 use crate::config::{ConfigError, StoreConfig};
 use crate::engine::{Engine, EngineError};
@@ -345,7 +347,18 @@ pub async fn run(
     let metrics_router = crate::api::metrics_router(node.clone(), hub.clone());
     tokio::spawn(progress_notifications(hub, cfg.progress_notify_interval()?, stop.clone()));
     tokio::spawn(crate::lease::run_expiry(node.clone(), node.expiry.clone(), stop.clone()));
-    tasks.extend(serve_all(listeners.client, cfg.client_urls()?, tls.as_ref(), &client_router, &stop)?);
+    let keepalive = cfg.keepalive()?;
+    for (l, url) in listeners.client.into_iter().zip(cfg.client_urls()?) {
+        let router = client_router.clone();
+        tasks.push(match &tls {
+            Some(config) if url.scheme() == "https" => {
+                let l = crate::api::tls::TlsListener::new(l, config.clone())
+                    .map_err(|source| StartError::Bind { url: url.to_string(), source })?;
+                tokio::spawn(serve_client(l, router, stop.clone(), keepalive, |io| Some(ClientCert::of(io))))
+            }
+            _ => tokio::spawn(serve_client(ClientListener(l), router, stop.clone(), keepalive, |_| None)),
+        });
+    }
     tasks.extend(serve_all(listeners.metrics, cfg.metrics_urls()?, tls.as_ref(), &metrics_router, &stop)?);
     tokio::spawn(publish_attributes(
         node.clone(),
@@ -469,10 +482,72 @@ async fn serve(listener: TcpListener, router: axum::Router, stop: CancellationTo
 /// [`serve`] on an `https` URL: each request carries the connection's client certificate
 /// (`ConnectInfo<ClientCert>`).
 async fn serve_tls(listener: crate::api::tls::TlsListener, router: axum::Router, stop: CancellationToken) {
-    use crate::api::tls::ClientCert;
     let service = router.into_make_service_with_connect_info::<ClientCert>();
     let graceful = axum::serve(listener, service).with_graceful_shutdown(stop.clone().cancelled_owned());
     until_stopped(graceful, stop).await
+}
+
+/// Serves the client port: as [`serve`], but with etcd's gRPC keepalive and stream settings
+/// (`--grpc-keepalive-*`, `--max-concurrent-streams`), each connection under a
+/// [`PingPolicy`], and the client's certificate (`cert`) on each request as
+/// `ConnectInfo<ClientCert>`.
+pub async fn serve_client<L: axum::serve::Listener<Addr = std::net::SocketAddr>>(
+    listener: L,
+    router: axum::Router,
+    stop: CancellationToken,
+    keepalive: Keepalive,
+    cert: fn(&L::Io) -> Option<ClientCert>,
+) {
+    let server = accept_clients(listener, router, stop.clone(), keepalive, cert);
+    until_stopped(
+        async move {
+            server.await;
+            Ok(())
+        },
+        stop,
+    )
+    .await
+}
+
+async fn accept_clients<L: axum::serve::Listener<Addr = std::net::SocketAddr>>(
+    mut listener: L,
+    router: axum::Router,
+    stop: CancellationToken,
+    keepalive: Keepalive,
+    cert: fn(&L::Io) -> Option<ClientCert>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(keepalive.max_streams)
+        .keep_alive_interval(keepalive.interval)
+        .keep_alive_timeout(keepalive.timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (io, addr) = tokio::select! {
+            c = listener.accept() => c,
+            () = stop.cancelled() => break,
+        };
+        let cert = cert(&io).map(axum::extract::ConnectInfo);
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+            if let Some(cert) = &cert {
+                req.extensions_mut().insert(cert.clone());
+            }
+            tower::ServiceExt::oneshot(router.clone(), req)
+        });
+        let io = TokioIo::new(PingPolicy::new(io, keepalive.min_time));
+        let conn = graceful.watch(builder.serve_connection_with_upgrades(io, service).into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%addr, error = %e, "client connection ended");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// Runs a server until it stops, or until [`STOP_GRACE`] after `stop`, when the

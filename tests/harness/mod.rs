@@ -6,6 +6,7 @@
 
 pub mod base64;
 pub mod etcdctl;
+pub mod h2raw;
 pub mod kube;
 pub mod load;
 

@@ -14,6 +14,7 @@ pub mod election;
 pub mod gateway;
 pub mod grpc_metrics;
 pub mod http;
+pub mod keepalive;
 pub mod kv;
 pub mod lease;
 pub mod lock;

@@ -452,10 +452,16 @@ impl axum::serve::Listener for TlsListener {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClientCert(pub Option<String>);
 
+impl ClientCert {
+    pub fn of(io: &TlsIo) -> ClientCert {
+        let (_, conn) = io.get_ref().get_ref();
+        ClientCert(conn.peer_certificates().and_then(|c| c.first()).and_then(|c| common_name(c)))
+    }
+}
+
 impl Connected<IncomingStream<'_, TlsListener>> for ClientCert {
     fn connect_info(stream: IncomingStream<'_, TlsListener>) -> ClientCert {
-        let (_, conn) = stream.io().get_ref().get_ref();
-        ClientCert(conn.peer_certificates().and_then(|c| c.first()).and_then(|c| common_name(c)))
+        ClientCert::of(stream.io())
     }
 }
 
