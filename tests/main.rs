@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod access_diff;
 mod alarm_diff;
 mod auth_cluster;
 mod auth_diff;

@@ -44,6 +44,7 @@ fn bad_values_are_refused_with_a_reason() {
         ("--auto-compaction-retention=soon", "auto-compaction-retention"),
         ("--grpc-keepalive-interval=soon", "\"soon\""),
         ("--max-concurrent-streams=-1", "max-concurrent-streams"),
+        ("--cors=http://a.com", "does not have the form \"host:port\""),
     ] {
         let o = keel(&[flag]);
         assert!(!o.status.success(), "{flag} was accepted");

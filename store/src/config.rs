@@ -71,6 +71,14 @@ pub struct StoreConfig {
     /// connection (0 disables).
     #[arg(long, env = "KEEL_GRPC_KEEPALIVE_TIMEOUT", default_value = "20s")]
     pub grpc_keepalive_timeout: String,
+    /// Origins (URLs with a port) allowed to call the HTTP API from a browser (CORS);
+    /// `*` or nothing allows every origin.
+    #[arg(long, env = "KEEL_CORS", default_value = "*")]
+    pub cors: String,
+    /// Host names plain-HTTP requests may name in `Host` (against DNS rebinding); `*` or
+    /// nothing allows every one.
+    #[arg(long, env = "KEEL_HOST_WHITELIST", default_value = "*")]
+    pub host_whitelist: String,
     /// Time (in milliseconds) of a heartbeat interval.
     #[arg(long, env = "KEEL_HEARTBEAT_INTERVAL", default_value_t = 100)]
     pub heartbeat_interval: u64,
@@ -236,6 +244,8 @@ pub enum ConfigError {
     Metrics(String),
     #[error("--log-level must be debug, info, warn, error, panic or fatal, not {0:?}")]
     LogLevel(String),
+    #[error("{0}")]
+    Flag(String),
 }
 
 fn parse_urls(s: &str, flag: &'static str) -> Result<Vec<Url>, ConfigError> {
@@ -409,6 +419,10 @@ impl StoreConfig {
         parse_go_duration(&self.experimental_corrupt_check_time)
     }
 
+    pub fn access(&self) -> Result<crate::api::access::Access, ConfigError> {
+        crate::api::access::Access::new(&self.cors, &self.host_whitelist).map_err(ConfigError::Flag)
+    }
+
     /// The client port's HTTP/2 keepalive and stream settings.
     pub fn keepalive(&self) -> Result<crate::api::keepalive::Keepalive, ConfigError> {
         Ok(crate::api::keepalive::Keepalive::new(
@@ -437,6 +451,7 @@ impl StoreConfig {
         self.warning_apply_duration()?;
         self.corrupt_check_time()?;
         self.keepalive()?;
+        self.access()?;
         crate::api::tls::provider(&self.cipher_suites).map_err(ConfigError::Tls)?;
         let advertised = self.advertise_peer_urls()?;
         let members = self.initial_members()?;

@@ -343,7 +343,7 @@ pub async fn run(
     }
     let fragmenting = crate::watch::Fragmenting::for_member(cfg.max_request_bytes, node.header(0));
     let hub = WatchHub::attach(&node.store, fragmenting);
-    let client_router = crate::api::router(node.clone(), hub.clone(), snap_dir);
+    let client_router = crate::api::router(node.clone(), hub.clone(), snap_dir, cfg.access()?);
     let metrics_router = crate::api::metrics_router(node.clone(), hub.clone());
     tokio::spawn(progress_notifications(hub, cfg.progress_notify_interval()?, stop.clone()));
     tokio::spawn(crate::lease::run_expiry(node.clone(), node.expiry.clone(), stop.clone()));

@@ -5,6 +5,7 @@
 //! gRPC and HTTP share the port: the server speaks HTTP/1.1 and HTTP/2 (h2c) and routes
 //! by path, as etcd's cmux does.
 
+pub mod access;
 pub mod auth;
 pub mod authority;
 pub mod backup;
@@ -55,7 +56,12 @@ pub fn check_message_size(msg: &impl prost::Message, max_request_bytes: usize) -
 }
 
 /// Every client-facing route of a member.
-pub fn router(node: Arc<Node>, hub: Arc<WatchHub>, backup_dir: std::path::PathBuf) -> axum::Router {
+pub fn router(
+    node: Arc<Node>,
+    hub: Arc<WatchHub>,
+    backup_dir: std::path::PathBuf,
+    access: access::Access,
+) -> axum::Router {
     let kv = KvServer::new(kv::KvService::new(node.clone())).max_decoding_message_size(DECODE_LIMIT_BYTES);
     // gRPC's standard health service, as etcd registers it: the server ("") serves.
     let (_, health) = tonic_health::server::health_reporter();
@@ -71,12 +77,16 @@ pub fn router(node: Arc<Node>, hub: Arc<WatchHub>, backup_dir: std::path::PathBu
             node.clone(),
             hub.clone(),
         ))));
-    grpc.into_axum_router()
-        .layer(axum::middleware::from_fn(grpc_metrics::count))
-        .merge(gateway::router(node.clone(), hub.clone(), backup_dir))
+    // etcd's host and CORS checks, on what it serves over HTTP (unknown paths included).
+    let checked = axum::middleware::from_fn_with_state(Arc::new(access), access::check);
+    let http = gateway::router(node.clone(), hub.clone(), backup_dir)
         .merge(metrics::router(node.clone(), hub))
         .merge(http::router(node))
-        .fallback(unknown_path)
+        .layer(checked.clone());
+    grpc.into_axum_router()
+        .layer(axum::middleware::from_fn(grpc_metrics::count))
+        .merge(http)
+        .fallback_service(axum::Router::new().fallback(unknown_path).layer(checked))
 }
 
 /// What `--listen-metrics-urls` serve: `/metrics` and `/health`, as etcd's do.
