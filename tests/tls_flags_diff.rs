@@ -1,7 +1,8 @@
 //! etcd's TLS hardening flags against a real etcd, the same flags on both: which TLS 1.2
 //! cipher suites a handshake may use (`--cipher-suites`), revoked client certificates
 //! (`--client-crl-file`), the one CommonName peers must present
-//! (`--peer-cert-allowed-cn`), and self-signed certificates (`--auto-tls`,
+//! (`--peer-cert-allowed-cn`), the host name client and peer certificates must be valid
+//! for (`--client-cert-allowed-hostname`, `--peer-cert-allowed-hostname`), and self-signed certificates (`--auto-tls`,
 //! `--peer-auto-tls`). Handshakes are made with `openssl s_client`, requests with
 //! etcdctl (v3.4).
 
@@ -112,6 +113,60 @@ fn peers_must_present_the_allowed_common_name() {
         let c = Cluster::start_tls(flavor, 3, &[flag], tls.clone());
         assert!(c.members[0].ctl(&["put", "k", "v"], None).success(), "{flavor:?}: the members talk");
         // TLS 1.2, so that a refused client certificate fails the handshake itself.
+        let port = c.members[1].peer_port;
+        let shake = |cert: &(PathBuf, PathBuf)| {
+            let (cf, kf) = (cert.0.display().to_string(), cert.1.display().to_string());
+            handshake(port, &tls.ca, &["-tls1_2", "-cert", &cf, "-key", &kf]).is_some()
+        };
+        seen.push((shake(&tls.server), shake(&intruder)));
+    }
+    assert_eq!(seen[0], seen[1], "left Keel, right etcd");
+    assert_eq!(seen[0], (true, false));
+}
+
+/// Certificates are matched to the allowed host name by their subject alternative names
+/// (wildcards included), never by their CommonName.
+#[test]
+fn client_certificates_must_be_valid_for_the_allowed_hostname() {
+    let pki = Pki::new();
+    let tls = pki.client_tls(pki.leaf_for("root", "root", "DNS:admin.example.com"));
+    let certs = [
+        ("exact", pki.leaf_for("exact", "x", "DNS:admin.example.com")),
+        ("wildcard", pki.leaf_for("wildcard", "x", "DNS:*.example.com")),
+        ("other", pki.leaf_for("other", "x", "DNS:other.example.org")),
+        ("named only in its CommonName", pki.leaf_for("cn", "admin.example.com", "DNS:x.example.org")),
+        ("an address", pki.leaf_for("ip", "x", "IP:127.0.0.1")),
+    ];
+    let mut seen = Vec::new();
+    for flavor in [Flavor::Keel, Flavor::Etcd] {
+        let m = Member::single_tls(flavor, &["--client-cert-allowed-hostname=admin.example.com"], tls.clone());
+        let port = m.client_port;
+        seen.push(
+            certs
+                .iter()
+                .map(|(what, (c, k))| {
+                    let (cf, kf) = (c.display().to_string(), k.display().to_string());
+                    (*what, handshake(port, &tls.ca, &["-tls1_2", "-cert", &cf, "-key", &kf]).is_some())
+                })
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert_eq!(seen[0], seen[1], "left Keel, right etcd");
+    let admitted: Vec<&str> = seen[0].iter().filter(|(_, ok)| *ok).map(|(w, _)| *w).collect();
+    assert_eq!(admitted, ["exact", "wildcard"]);
+}
+
+#[test]
+fn peers_must_be_valid_for_the_allowed_hostname() {
+    let pki = Pki::new();
+    let tls = pki.client_tls(pki.leaf("root", "root"));
+    // The members present the server certificate (valid for 127.0.0.1) to each other.
+    let flag = "--peer-cert-allowed-hostname=127.0.0.1";
+    let intruder = pki.leaf_for("intruder", "127.0.0.1", "DNS:intruder.example.com");
+    let mut seen = Vec::new();
+    for flavor in [Flavor::Keel, Flavor::Etcd] {
+        let c = Cluster::start_tls(flavor, 3, &[flag], tls.clone());
+        assert!(c.members[0].ctl(&["put", "k", "v"], None).success(), "{flavor:?}: the members talk");
         let port = c.members[1].peer_port;
         let shake = |cert: &(PathBuf, PathBuf)| {
             let (cf, kf) = (cert.0.display().to_string(), cert.1.display().to_string());

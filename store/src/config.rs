@@ -185,6 +185,12 @@ pub struct StoreConfig {
     /// Peers must present a certificate with this CommonName.
     #[arg(long, env = "KEEL_PEER_CERT_ALLOWED_CN")]
     pub peer_cert_allowed_cn: Option<String>,
+    /// A host name (or IP address) peers' certificates must be valid for.
+    #[arg(long, env = "KEEL_PEER_CERT_ALLOWED_HOSTNAME")]
+    pub peer_cert_allowed_hostname: Option<String>,
+    /// A host name (or IP address) clients' certificates must be valid for.
+    #[arg(long, env = "KEEL_CLIENT_CERT_ALLOWED_HOSTNAME")]
+    pub client_cert_allowed_hostname: Option<String>,
     /// The auth token type: `simple` (etcd's default), or
     /// `jwt,pub-key=<pem>,priv-key=<pem>,sign-method=<RS256...>,ttl=<duration>`.
     #[arg(long, env = "KEEL_AUTH_TOKEN", default_value = "simple")]
@@ -505,6 +511,16 @@ impl StoreConfig {
                 self.peer_cert_allowed_cn.is_some() && !self.peer_client_cert_auth,
                 "--peer-cert-allowed-cn",
                 "--peer-client-cert-auth",
+            ),
+            (
+                self.peer_cert_allowed_hostname.is_some() && !self.peer_client_cert_auth,
+                "--peer-cert-allowed-hostname",
+                "--peer-client-cert-auth",
+            ),
+            (
+                self.client_cert_allowed_hostname.is_some() && !self.client_cert_auth,
+                "--client-cert-allowed-hostname",
+                "--client-cert-auth",
             ),
         ] {
             if set {

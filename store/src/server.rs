@@ -214,6 +214,7 @@ pub async fn run(
                 ca: cfg.trusted_ca_file.clone().filter(|_| cfg.client_cert_auth),
                 crl: cfg.client_crl_file.clone(),
                 allowed_cn: None,
+                allowed_hostname: cfg.client_cert_allowed_hostname.clone(),
             };
             Some(tls::server_config(cert, key, &check, provider.clone()).map_err(StartError::Tls)?)
         }
@@ -225,6 +226,7 @@ pub async fn run(
                 ca: cfg.peer_trusted_ca_file.clone().filter(|_| cfg.peer_client_cert_auth && !peer_auto),
                 crl: cfg.peer_crl_file.clone(),
                 allowed_cn: cfg.peer_cert_allowed_cn.clone(),
+                allowed_hostname: cfg.peer_cert_allowed_hostname.clone(),
             };
             Some(tls::server_config(cert, key, &check, provider.clone()).map_err(StartError::Tls)?)
         }

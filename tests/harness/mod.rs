@@ -143,6 +143,11 @@ impl Pki {
     /// A certificate for 127.0.0.1 signed by the authority, usable by servers and clients,
     /// with subject `CN=<cn>` (no CommonName if `cn` is empty); (certificate, key).
     pub fn leaf(&self, name: &str, cn: &str) -> (PathBuf, PathBuf) {
+        self.leaf_for(name, cn, "IP:127.0.0.1")
+    }
+
+    /// As [`Pki::leaf`], valid for `sans` (openssl's `subjectAltName` syntax).
+    pub fn leaf_for(&self, name: &str, cn: &str, sans: &str) -> (PathBuf, PathBuf) {
         let d = self.dir.path();
         let (cert, key, csr, ext) = (
             d.join(format!("{name}.pem")),
@@ -162,7 +167,7 @@ impl Pki {
             .arg(&csr));
         std::fs::write(
             &ext,
-            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n",
+            format!("subjectAltName={sans}\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n"),
         )
         .expect("extensions file");
         run(Command::new("openssl")

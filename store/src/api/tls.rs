@@ -109,6 +109,8 @@ pub struct ClientCheck {
     pub crl: Option<PathBuf>,
     /// The CommonName they must carry.
     pub allowed_cn: Option<String>,
+    /// A host name (or address) they must be valid for (their subject alternative names).
+    pub allowed_hostname: Option<String>,
 }
 
 /// A listener's TLS configuration; with `check.ca`, clients must present a certificate it
@@ -139,9 +141,21 @@ pub fn server_config(
                 verifier = verifier.with_crls(crls).only_check_end_entity_revocation();
             }
             let verifier = verifier.build().map_err(|e| format!("trusted CA file {}: {e}", ca.display()))?;
-            match &check.allowed_cn {
-                Some(cn) => builder.with_client_cert_verifier(Arc::new(AllowedCn { inner: verifier, cn: cn.clone() })),
-                None => builder.with_client_cert_verifier(verifier),
+            if check.allowed_cn.is_none() && check.allowed_hostname.is_none() {
+                builder.with_client_cert_verifier(verifier)
+            } else {
+                let hostname = match &check.allowed_hostname {
+                    Some(h) => Some(
+                        rustls_pki_types::ServerName::try_from(h.clone())
+                            .map_err(|e| format!("allowed hostname {h:?}: {e}"))?,
+                    ),
+                    None => None,
+                };
+                builder.with_client_cert_verifier(Arc::new(Allowed {
+                    inner: verifier,
+                    cn: check.allowed_cn.clone(),
+                    hostname,
+                }))
             }
         }
         None => builder.with_no_client_auth(),
@@ -230,14 +244,39 @@ impl rustls::client::ResolvesClientCert for ReloadingCert {
     }
 }
 
-/// A client certificate verifier that also requires a CommonName (`--peer-cert-allowed-cn`).
+/// A client certificate verifier that also requires a CommonName (`--peer-cert-allowed-cn`)
+/// or a host name the certificate is valid for (`--*-cert-allowed-hostname`, matched
+/// against its subject alternative names as Go's `VerifyHostname` does); with both, either
+/// will do (as etcd 3.5; 3.4 checks only the host name then).
 #[derive(Debug)]
-struct AllowedCn {
+struct Allowed {
     inner: Arc<dyn ClientCertVerifier>,
-    cn: String,
+    cn: Option<String>,
+    hostname: Option<rustls_pki_types::ServerName<'static>>,
 }
 
-impl ClientCertVerifier for AllowedCn {
+impl Allowed {
+    fn admits(&self, cert: &CertificateDer<'_>) -> Result<(), String> {
+        let cn = common_name(cert);
+        if self.cn.is_some() && cn == self.cn {
+            return Ok(());
+        }
+        if let Some(host) = &self.hostname {
+            let valid =
+                webpki::EndEntityCert::try_from(cert).is_ok_and(|ee| ee.verify_is_valid_for_subject_name(host).is_ok());
+            if valid {
+                return Ok(());
+            }
+        }
+        Err(match (&self.cn, &self.hostname) {
+            (Some(allowed), None) => format!("CommonName {cn:?} is not the allowed {allowed:?}"),
+            (_, Some(host)) => format!("client certificate authentication failed: not valid for {host:?}"),
+            (None, None) => "no certificate check".into(),
+        })
+    }
+}
+
+impl ClientCertVerifier for Allowed {
     fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
         self.inner.root_hint_subjects()
     }
@@ -249,10 +288,8 @@ impl ClientCertVerifier for AllowedCn {
         now: rustls_pki_types::UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
-        match common_name(end_entity) {
-            Some(cn) if cn == self.cn => Ok(verified),
-            cn => Err(rustls::Error::General(format!("CommonName {cn:?} is not the allowed {:?}", self.cn))),
-        }
+        self.admits(end_entity).map_err(rustls::Error::General)?;
+        Ok(verified)
     }
 
     fn verify_tls12_signature(
