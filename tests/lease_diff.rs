@@ -3,9 +3,11 @@
 //! queries, lease listings, and puts, deletes and transactions that attach keys to leases or
 //! keep them (`ignore_lease`, `ignore_value`), run in lock step against Keel and etcd with
 //! every result compared. Nothing here waits for a lease to expire: the TTLs are long, and
-//! remaining TTLs are compared as "more than half left" only.
+//! remaining TTLs are compared as "more than half left" only. Last, Keel alone: lease
+//! checkpoints across a leader change.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use etcd_client::{
     Client, DeleteOptions, GetOptions, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
@@ -13,7 +15,7 @@ use etcd_client::{
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::harness::{client, err, rev, Flavor, Member};
+use crate::harness::{client, err, rev, wait_for, Cluster, Flavor, Member};
 
 const KEYS: [&str; 4] = ["k1", "k2", "k3", "k4"];
 
@@ -230,4 +232,41 @@ async fn random_lease_operations_match_etcd() {
         eprintln!("{}", log.join("\n"));
     }
     assert!(e_ids.known.len() >= 4, "too few leases granted to mean much: {}", e_ids.known.len());
+}
+
+/// Seconds left on `lease`, as the leader reports them (`etcdctl lease timetolive`).
+fn ttl_left(c: &Cluster, lease: &str) -> i64 {
+    let out = c.members[c.leader()].ctl(&["lease", "timetolive", lease], None);
+    let secs = out.stdout.split("remaining(").nth(1).and_then(|r| r.split('s').next()).and_then(|s| s.parse().ok());
+    secs.unwrap_or_else(|| panic!("timetolive: {out:?}"))
+}
+
+/// A new leader gives every lease its full TTL again (etcd's and Keel's default), unless the
+/// leases' time left is checkpointed (`--experimental-enable-lease-checkpoint`): then it
+/// counts on from the last checkpoint, and leader changes cannot keep a lease alive.
+#[test]
+fn leader_changes_count_on_from_a_lease_checkpoint() {
+    let mut seen = Vec::new();
+    for (flags, down_to) in [
+        (vec!["--experimental-enable-lease-checkpoint", "--experimental-lease-checkpoint-interval=1s"], 20),
+        (vec![], 27),
+    ] {
+        let c = Cluster::start(Flavor::Keel, 3, &flags);
+        let leader = c.leader();
+        let out = c.members[leader].ctl(&["lease", "grant", "30"], None);
+        let lease = out.stdout.split_whitespace().nth(1).unwrap_or_else(|| panic!("grant: {out:?}")).to_string();
+        // Let the lease run down: with checkpoints every second, several have been written by
+        // the time 10 s have gone, the last saying at most 21.
+        let ran_down = || (ttl_left(&c, &lease) <= down_to).then_some(());
+        wait_for("the lease to run down", Duration::from_secs(30), ran_down);
+        let target = (leader + 1) % 3;
+        let out = c.members[leader].ctl(&["move-leader", &c.member_id(target)], None);
+        assert!(out.success(), "move-leader: {out:?}");
+        wait_for("the new leader", Duration::from_secs(10), || (c.leader() == target).then_some(()));
+        seen.push((flags.is_empty(), ttl_left(&c, &lease)));
+    }
+    let (checkpointed, full) = (seen[0].1, seen[1].1);
+    // The new leader adds an election timeout to what it counts from (a second or two).
+    assert!(checkpointed <= 24, "with checkpoints, the new leader counts on from at most 21 s: {seen:?}");
+    assert!(full >= 30, "without, it gives the lease its full 30 s again: {seen:?}");
 }

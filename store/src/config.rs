@@ -79,6 +79,13 @@ pub struct StoreConfig {
     /// nothing allows every one.
     #[arg(long, env = "KEEL_HOST_WHITELIST", default_value = "*")]
     pub host_whitelist: String,
+    /// Write long leases' time left through Raft now and then, so that leader changes do
+    /// not give them their full TTL again.
+    #[arg(long, env = "KEEL_EXPERIMENTAL_ENABLE_LEASE_CHECKPOINT", default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
+    pub experimental_enable_lease_checkpoint: bool,
+    /// How often leases' time left is written (etcd 3.5's flag).
+    #[arg(long, env = "KEEL_EXPERIMENTAL_LEASE_CHECKPOINT_INTERVAL", default_value = "5m")]
+    pub experimental_lease_checkpoint_interval: String,
     /// Time (in milliseconds) of a heartbeat interval.
     #[arg(long, env = "KEEL_HEARTBEAT_INTERVAL", default_value_t = 100)]
     pub heartbeat_interval: u64,
@@ -429,6 +436,15 @@ impl StoreConfig {
         crate::api::access::Access::new(&self.cors, &self.host_whitelist).map_err(ConfigError::Flag)
     }
 
+    /// How often leases' time left is checkpointed, if at all.
+    pub fn lease_checkpoints(&self) -> Result<Option<Duration>, ConfigError> {
+        let every = parse_go_duration(&self.experimental_lease_checkpoint_interval)?;
+        if every.is_zero() {
+            return Err(ConfigError::Flag("--experimental-lease-checkpoint-interval must be positive".into()));
+        }
+        Ok(self.experimental_enable_lease_checkpoint.then_some(every))
+    }
+
     /// The client port's HTTP/2 keepalive and stream settings.
     pub fn keepalive(&self) -> Result<crate::api::keepalive::Keepalive, ConfigError> {
         Ok(crate::api::keepalive::Keepalive::new(
@@ -458,6 +474,7 @@ impl StoreConfig {
         self.corrupt_check_time()?;
         self.keepalive()?;
         self.access()?;
+        self.lease_checkpoints()?;
         crate::api::tls::provider(&self.cipher_suites).map_err(ConfigError::Tls)?;
         let advertised = self.advertise_peer_urls()?;
         let members = self.initial_members()?;

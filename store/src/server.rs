@@ -319,7 +319,7 @@ pub async fn run(
         forwarder: crate::node::forward::Forwarder::new(http.clone()),
         http,
         cluster_token: cfg.initial_cluster_token.clone(),
-        expiry: Arc::new(crate::lease::Expiry::default()),
+        expiry: Arc::new(crate::lease::Expiry::new(cfg.lease_checkpoints()?)),
         proposals: Arc::new(tokio::sync::RwLock::new(())),
         batcher: crate::node::Batcher::start(raft.clone()),
     });

@@ -3,8 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use openraft::ServerState;
-
 use super::{LocalError, Node};
 use crate::error::EtcdError;
 
@@ -12,18 +10,14 @@ pub const LEASE_RENEW_PATH: &str = "/keel/lease/renew";
 pub const LEASE_TTL_PATH: &str = "/keel/lease/ttl";
 
 impl Node {
-    fn leading(&self) -> bool {
-        self.raft.metrics().borrow().state == ServerState::Leader
-    }
-
     /// On the leader: renews the lease and returns its TTL, or 0 if it does not exist.
     pub fn renew_lease_here(&self, id: i64) -> Result<i64, LocalError> {
-        if !self.leading() {
+        if !self.expiry.follow_role(self) {
             return Err(LocalError::NotLeader);
         }
         match self.store.lease(id) {
             Some(l) => {
-                self.expiry.renew(id, l.ttl);
+                self.expiry.renew(id, l.ttl, l.remaining_ttl > 0);
                 Ok(l.ttl)
             }
             None => Ok(0),
@@ -32,7 +26,7 @@ impl Node {
 
     /// On the leader: seconds left on the lease, or -1 if it does not exist.
     pub fn lease_remaining_here(&self, id: i64) -> Result<i64, LocalError> {
-        if !self.leading() {
+        if !self.expiry.follow_role(self) {
             return Err(LocalError::NotLeader);
         }
         Ok(match self.store.lease(id) {
