@@ -178,6 +178,51 @@ fn peers_must_be_valid_for_the_allowed_hostname() {
     assert_eq!(seen[0], (true, false));
 }
 
+/// A peer whose certificate names addresses or hosts must connect from one of them, as etcd
+/// checks on its peer port, unless `--experimental-peer-skip-client-san-verification`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_must_connect_from_an_address_their_certificate_names() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let pki = Pki::new();
+    let tls = pki.client_tls(pki.leaf("root", "root"));
+    let certs = [
+        ("the members' own", tls.server.clone()),
+        ("another address", pki.leaf_for("elsewhere", "x", "IP:10.9.8.7")),
+        ("a name for this address", pki.leaf_for("by-name", "x", "DNS:localhost")),
+        ("another address, and a name for this one", pki.leaf_for("both", "x", "IP:10.9.8.7,DNS:localhost")),
+        ("a name for another address", pki.leaf_for("far", "x", "DNS:unresolvable.invalid")),
+        ("no address or name", pki.leaf_for("unnamed", "x", "email:ops@example.com")),
+    ];
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&tls.ca).expect("ca")).expect("ca pem");
+    let mut seen = Vec::new();
+    for flags in [vec![], vec!["--experimental-peer-skip-client-san-verification"]] {
+        for flavor in [Flavor::Keel, Flavor::Etcd] {
+            let c = tokio::task::block_in_place(|| Cluster::start_tls(flavor, 1, &flags, tls.clone()));
+            let url = format!("https://127.0.0.1:{}/version", c.members[0].peer_port);
+            let mut admitted = Vec::new();
+            for (what, (cert, key)) in &certs {
+                let mut pem = std::fs::read(cert).expect("cert");
+                pem.extend(std::fs::read(key).expect("key"));
+                let http = reqwest::Client::builder()
+                    .use_rustls_tls()
+                    .add_root_certificate(ca.clone())
+                    .identity(reqwest::Identity::from_pem(&pem).expect("identity"))
+                    .build()
+                    .expect("client");
+                // Any answer at all: the connection was kept.
+                admitted.push((*what, http.get(&url).send().await.is_ok()));
+            }
+            seen.push((flags.clone(), flavor, admitted));
+        }
+    }
+    for pair in seen.chunks(2) {
+        assert_eq!(pair[0].2, pair[1].2, "{:?}: left Keel, right etcd", pair[0].0);
+    }
+    let refused: Vec<&str> = seen[0].2.iter().filter(|(_, ok)| !ok).map(|(w, _)| *w).collect();
+    assert_eq!(refused, ["another address", "a name for another address"]);
+    assert!(seen[2].2.iter().all(|(_, ok)| *ok), "{:?}", seen[2]);
+}
+
 /// Three members on `https` client and peer URLs with `--auto-tls` and `--peer-auto-tls`:
 /// they form a cluster with the certificates they made, which clients use unverified.
 #[test]

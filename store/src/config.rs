@@ -195,6 +195,9 @@ pub struct StoreConfig {
     /// A host name (or IP address) peers' certificates must be valid for.
     #[arg(long, env = "KEEL_PEER_CERT_ALLOWED_HOSTNAME")]
     pub peer_cert_allowed_hostname: Option<String>,
+    /// Accept peers whose certificates name other addresses than the one they connect from.
+    #[arg(long, env = "KEEL_EXPERIMENTAL_PEER_SKIP_CLIENT_SAN_VERIFICATION", default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
+    pub experimental_peer_skip_client_san_verification: bool,
     /// A host name (or IP address) clients' certificates must be valid for.
     #[arg(long, env = "KEEL_CLIENT_CERT_ALLOWED_HOSTNAME")]
     pub client_cert_allowed_hostname: Option<String>,

@@ -329,7 +329,8 @@ pub async fn run(
     let mut tasks = Vec::new();
     let peer_router =
         peer_server::router(PeerState { node: node.clone(), incoming_dir: snap_dir.clone(), stop: stop.clone() });
-    tasks.extend(serve_all(listeners.peer, cfg.peer_urls()?, peer_tls.as_ref(), &peer_router, &stop)?);
+    let check_san = !cfg.experimental_peer_skip_client_san_verification;
+    tasks.extend(serve_all(listeners.peer, cfg.peer_urls()?, peer_tls.as_ref(), check_san, &peer_router, &stop)?);
     if cfg.experimental_initial_corrupt_check {
         // The state machine's database keeps only what was flushed; what this member's log
         // says was committed is applied again now. Hash only once it is.
@@ -354,14 +355,14 @@ pub async fn run(
         let router = client_router.clone();
         tasks.push(match &tls {
             Some(config) if url.scheme() == "https" => {
-                let l = crate::api::tls::TlsListener::new(l, config.clone())
+                let l = crate::api::tls::TlsListener::new(l, config.clone(), false)
                     .map_err(|source| StartError::Bind { url: url.to_string(), source })?;
                 tokio::spawn(serve_client(l, router, stop.clone(), keepalive, |io| Some(ClientCert::of(io))))
             }
             _ => tokio::spawn(serve_client(ClientListener(l), router, stop.clone(), keepalive, |_| None)),
         });
     }
-    tasks.extend(serve_all(listeners.metrics, cfg.metrics_urls()?, tls.as_ref(), &metrics_router, &stop)?);
+    tasks.extend(serve_all(listeners.metrics, cfg.metrics_urls()?, tls.as_ref(), false, &metrics_router, &stop)?);
     tokio::spawn(publish_attributes(
         node.clone(),
         cfg.advertise_client_urls()?.iter().map(|u| u.as_str().trim_end_matches('/').to_string()).collect(),
@@ -454,11 +455,13 @@ async fn removed(node: Arc<Node>) {
 /// keep-alives) before it closes them; etcd bounds its graceful stop the same way.
 const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Serves `router` on each listener, with TLS (`config`) where its URL is `https`.
+/// Serves `router` on each listener, with TLS (`config`) where its URL is `https`
+/// (`check_san`: see [`crate::api::tls::TlsListener::new`]).
 fn serve_all(
     listeners: Vec<TcpListener>,
     urls: Vec<url::Url>,
     config: Option<&Arc<rustls::ServerConfig>>,
+    check_san: bool,
     router: &axum::Router,
     stop: &CancellationToken,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, StartError> {
@@ -466,7 +469,7 @@ fn serve_all(
     for (l, url) in listeners.into_iter().zip(urls) {
         match config {
             Some(config) if url.scheme() == "https" => {
-                let l = crate::api::tls::TlsListener::new(l, config.clone())
+                let l = crate::api::tls::TlsListener::new(l, config.clone(), check_san)
                     .map_err(|source| StartError::Bind { url: url.to_string(), source })?;
                 tasks.push(tokio::spawn(serve_tls(l, router.clone(), stop.clone())));
             }

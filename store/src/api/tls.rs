@@ -432,7 +432,9 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    pub fn new(listener: TcpListener, config: Arc<ServerConfig>) -> std::io::Result<TlsListener> {
+    /// With `check_san`, a client whose certificate names addresses or hosts must connect
+    /// from one of them (etcd's check on its peer port; see [`san_names_address`]).
+    pub fn new(listener: TcpListener, config: Arc<ServerConfig>, check_san: bool) -> std::io::Result<TlsListener> {
         let local = listener.local_addr()?;
         let (tx, ready) = mpsc::channel(64);
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
@@ -455,6 +457,13 @@ impl TlsListener {
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(tls)) => {
+                            if check_san {
+                                let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+                                if let Err(e) = san_names_address(leaf.map(|c| c.as_ref()), addr.ip()).await {
+                                    tracing::warn!(%addr, error = %e, "rejected connection");
+                                    return;
+                                }
+                            }
                             let _ = tx.send((AuthorityFix::new(tls), addr)).await;
                         }
                         Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
@@ -480,6 +489,52 @@ impl axum::serve::Listener for TlsListener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         Ok(self.local)
+    }
+}
+
+/// etcd's `checkSAN` on its peer port: a verified certificate that names IP addresses or
+/// DNS names in its subject alternative names must name the address it connects from,
+/// directly or by a name that resolves to it (etcd also looks the address up in reverse
+/// DNS, which matches its wildcard names too; Keel resolves the names forward only). A
+/// certificate naming neither passes.
+pub async fn san_names_address(cert: Option<&[u8]>, from: std::net::IpAddr) -> Result<(), String> {
+    use x509_parser::extensions::GeneralName;
+    let Some(der) = cert else { return Ok(()) };
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
+    let from = from.to_canonical();
+    let (mut ips, mut names) = (Vec::new(), Vec::new());
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::IPAddress(b) => ips.extend(ip_from(b)),
+                GeneralName::DNSName(n) => names.push(n.to_string()),
+                _ => {}
+            }
+        }
+    }
+    if ips.contains(&from) {
+        return Ok(());
+    }
+    for name in names.iter().filter(|n| !n.starts_with("*.")) {
+        let resolved = tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio::net::lookup_host((name.as_str(), 0))).await;
+        if let Ok(Ok(mut addrs)) = resolved {
+            if addrs.any(|a| a.ip().to_canonical() == from) {
+                return Ok(());
+            }
+        }
+    }
+    match (ips.is_empty(), names.is_empty()) {
+        (true, true) => Ok(()),
+        (false, true) => Err(format!("tls: certificate is valid for {ips:?}, not {from}")),
+        _ => Err(format!("tls: {:?} does not match any of DNSNames {names:?}", from.to_string())),
+    }
+}
+
+fn ip_from(bytes: &[u8]) -> Option<std::net::IpAddr> {
+    match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes).ok().map(std::net::IpAddr::from),
+        16 => <[u8; 16]>::try_from(bytes).ok().map(|b| std::net::IpAddr::from(b).to_canonical()),
+        _ => None,
     }
 }
 
