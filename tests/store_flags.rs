@@ -45,6 +45,8 @@ fn bad_values_are_refused_with_a_reason() {
         ("--grpc-keepalive-interval=soon", "\"soon\""),
         ("--max-concurrent-streams=-1", "max-concurrent-streams"),
         ("--cors=http://a.com", "does not have the form \"host:port\""),
+        ("--discovery=https://discovery.etcd.io/3e86b59982e49066c5d813af1c2e2579cbf573de", "not supported"),
+        ("--proxy=on", "not supported"),
     ] {
         let o = keel(&[flag]);
         assert!(!o.status.success(), "{flag} was accepted");
@@ -165,4 +167,35 @@ fn logs_go_where_log_outputs_says() {
     let out = keel(&["--log-level=loud"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("--log-level must be"), "{}", stderr(&out));
+}
+
+/// etcd's tuning flags for what Keel has not (bbolt, WAL files, Go's profiler, pre-vote)
+/// start a member as they are, as the same flags start etcd; each is reported once, with
+/// what Keel does instead.
+#[test]
+fn etcds_tuning_flags_are_accepted_and_reported() {
+    let flags = [
+        "--max-snapshots=10",
+        "--max-wals=0",
+        "--backend-batch-interval=10ms",
+        "--backend-batch-limit=100",
+        "--experimental-backend-bbolt-freelist-type=array",
+        "--enable-pprof",
+        "--pre-vote=true",
+        "--strict-reconfig-check=false",
+        "--initial-election-tick-advance=false",
+        "--log-package-levels=etcdserver=DEBUG",
+    ];
+    let mut served = Vec::new();
+    for flavor in [Flavor::Keel, Flavor::Etcd] {
+        let m = Member::single_with(flavor, &flags);
+        served.push(m.ctl(&["put", "k", "v"], None).stdout);
+        if flavor == Flavor::Keel {
+            let log = m.log_text();
+            for flag in ["--max-snapshots", "--max-wals", "--backend-batch-interval", "--pre-vote", "--enable-pprof"] {
+                assert!(log.contains(flag) && log.contains("has no effect in Keel"), "{flag}: {log}");
+            }
+        }
+    }
+    assert_eq!(served[0], served[1], "left Keel, right etcd");
 }

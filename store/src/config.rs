@@ -86,6 +86,9 @@ pub struct StoreConfig {
     /// How often leases' time left is written (etcd 3.5's flag).
     #[arg(long, env = "KEEL_EXPERIMENTAL_LEASE_CHECKPOINT_INTERVAL", default_value = "5m")]
     pub experimental_lease_checkpoint_interval: String,
+    /// etcd's flags for what Keel has not, or does its own way.
+    #[command(flatten)]
+    pub compat: crate::config_compat::CompatFlags,
     /// Time (in milliseconds) of a heartbeat interval.
     #[arg(long, env = "KEEL_HEARTBEAT_INTERVAL", default_value_t = 100)]
     pub heartbeat_interval: u64,
@@ -405,6 +408,9 @@ impl StoreConfig {
 
     /// The tracing filter `--log-level` asks for.
     pub fn log_filter(&self) -> Result<&'static str, ConfigError> {
+        if self.compat.debug {
+            return Ok("debug");
+        }
         match self.log_level.as_str() {
             "debug" => Ok("debug"),
             "info" => Ok("info,openraft=warn"),
@@ -478,6 +484,7 @@ impl StoreConfig {
         self.keepalive()?;
         self.access()?;
         self.lease_checkpoints()?;
+        self.compat.check()?;
         crate::api::tls::provider(&self.cipher_suites).map_err(ConfigError::Tls)?;
         let advertised = self.advertise_peer_urls()?;
         let members = self.initial_members()?;

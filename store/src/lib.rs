@@ -21,6 +21,7 @@ pub mod api;
 pub mod auth;
 pub mod auto_compact;
 pub mod config;
+pub mod config_compat;
 pub mod engine;
 pub mod error;
 pub mod lease;

@@ -182,6 +182,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     cfg.validate()?;
+    for notice in cfg.compat.check()? {
+        tracing::warn!("{notice}");
+    }
     crate::metrics::configure(cfg.extensive_metrics()?, cfg.warning_apply_duration()?);
     use crate::api::tls::{self, ClientCheck};
     let provider = tls::provider(&cfg.cipher_suites).map_err(StartError::Tls)?;
