@@ -185,6 +185,9 @@ fn etcds_tuning_flags_are_accepted_and_reported() {
         "--strict-reconfig-check=false",
         "--initial-election-tick-advance=false",
         "--log-package-levels=etcdserver=DEBUG",
+        "--experimental-compaction-batch-limit=500",
+        "--proxy-dial-timeout=2000",
+        "--discovery-srv-name=prod",
     ];
     let mut served = Vec::new();
     for flavor in [Flavor::Keel, Flavor::Etcd] {

@@ -86,6 +86,9 @@ pub struct StoreConfig {
     /// How often leases' time left is written (etcd 3.5's flag).
     #[arg(long, env = "KEEL_EXPERIMENTAL_LEASE_CHECKPOINT_INTERVAL", default_value = "5m")]
     pub experimental_lease_checkpoint_interval: String,
+    /// Most revisions deleted in one write of a physical compaction.
+    #[arg(long, env = "KEEL_EXPERIMENTAL_COMPACTION_BATCH_LIMIT", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub experimental_compaction_batch_limit: u32,
     /// etcd's flags for what Keel has not, or does its own way.
     #[command(flatten)]
     pub compat: crate::config_compat::CompatFlags,

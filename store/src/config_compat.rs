@@ -51,9 +51,33 @@ pub struct CompatFlags {
     /// etcd: bootstrap from DNS SRV records. Not supported.
     #[arg(long, env = "KEEL_DISCOVERY_SRV", default_value = "")]
     pub discovery_srv: String,
+    /// etcd: what to do when discovery fails (with --discovery, not supported).
+    #[arg(long, env = "KEEL_DISCOVERY_FALLBACK", default_value = "proxy")]
+    pub discovery_fallback: String,
+    /// etcd: an HTTP proxy for the discovery service (with --discovery, not supported).
+    #[arg(long, env = "KEEL_DISCOVERY_PROXY", default_value = "")]
+    pub discovery_proxy: String,
+    /// etcd: suffix of the DNS SRV name (with --discovery-srv, not supported).
+    #[arg(long, env = "KEEL_DISCOVERY_SRV_NAME", default_value = "")]
+    pub discovery_srv_name: String,
     /// etcd: run as a v2 proxy. Not supported.
     #[arg(long, env = "KEEL_PROXY", default_value = "off")]
     pub proxy: String,
+    /// etcd's v2 proxy (not supported): ms an endpoint stays failed.
+    #[arg(long, env = "KEEL_PROXY_FAILURE_WAIT", default_value_t = 5000)]
+    pub proxy_failure_wait: u64,
+    /// etcd's v2 proxy (not supported): ms between endpoint refreshes.
+    #[arg(long, env = "KEEL_PROXY_REFRESH_INTERVAL", default_value_t = 30000)]
+    pub proxy_refresh_interval: u64,
+    /// etcd's v2 proxy (not supported): dial timeout in ms.
+    #[arg(long, env = "KEEL_PROXY_DIAL_TIMEOUT", default_value_t = 1000)]
+    pub proxy_dial_timeout: u64,
+    /// etcd's v2 proxy (not supported): write timeout in ms.
+    #[arg(long, env = "KEEL_PROXY_WRITE_TIMEOUT", default_value_t = 5000)]
+    pub proxy_write_timeout: u64,
+    /// etcd's v2 proxy (not supported): read timeout in ms.
+    #[arg(long, env = "KEEL_PROXY_READ_TIMEOUT", default_value_t = 0)]
+    pub proxy_read_timeout: u64,
     /// etcd: serve the v2 API from v3 data. Not supported.
     #[arg(long, env = "KEEL_EXPERIMENTAL_ENABLE_V2V3", default_value = "")]
     pub experimental_enable_v2v3: String,

@@ -241,6 +241,7 @@ pub async fn run(
     prepare_dir(&snap_dir)?;
     let engine = Engine::open(&member_dir.join("db"))?;
     let store = MvccStore::open(engine.clone(), cfg.min_lease_ttl())?;
+    store.set_compaction_batch(cfg.experimental_compaction_batch_limit as usize);
     let tokens = crate::auth::SimpleTokens::new(std::time::Duration::from_secs(cfg.auth_token_ttl));
     let mut auth = crate::auth::AuthStore::open(engine.clone(), tokens, cfg.bcrypt_cost)?;
     if let Some(options) = cfg.jwt_options()? {

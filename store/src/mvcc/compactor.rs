@@ -6,7 +6,7 @@
 //! in the background and in bounded batches, and records how far it got so a restart
 //! resumes it. Readers never ask for the deleted revisions, so they need no coordination.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -16,7 +16,8 @@ use super::revision::Revision;
 use crate::engine::{Cf, Engine, EngineError, WriteBatch};
 
 pub(super) const META_COMPACT_DONE: &[u8] = b"compact_done";
-const BATCH: usize = 10_000;
+/// Revisions deleted in one write, unless `--experimental-compaction-batch-limit` says.
+const BATCH: usize = 1000;
 
 /// The store's physical compactions: each runs on a thread of its own, one at a time, and
 /// all are stopped and joined when the store is dropped, so none outlives the store's
@@ -30,6 +31,8 @@ pub(super) struct Compactions {
     /// Held by the running compaction: they delete in order.
     serial: Arc<Mutex<()>>,
     stop: Arc<AtomicBool>,
+    /// Revisions deleted in one write; 0: [`BATCH`].
+    batch: Arc<AtomicUsize>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -38,11 +41,15 @@ impl Compactions {
     /// background; `done` is told `at` when it is finished.
     pub(super) fn spawn(&self, engine: Engine, at: i64, keep: Vec<Revision>, done: tokio::sync::watch::Sender<i64>) {
         let (serial, stop) = (self.serial.clone(), self.stop.clone());
+        let batch = match self.batch.load(Ordering::Relaxed) {
+            0 => BATCH,
+            n => n,
+        };
         let mut threads = self.threads.lock();
         threads.retain(|t| !t.is_finished());
         let spawned = std::thread::Builder::new().name("keel-compactor".into()).spawn(move || {
             let _serial = serial.lock();
-            match run(&engine, at, &keep, &stop) {
+            match run(&engine, at, &keep, batch, &stop) {
                 Ok(true) => {
                     done.send_if_modified(|d| {
                         let advanced = at > *d;
@@ -58,6 +65,11 @@ impl Compactions {
             Ok(t) => threads.push(t),
             Err(e) => tracing::error!(error = %e, "cannot start the compactor thread"),
         }
+    }
+
+    /// Deletes at most `n` revisions in one write from now on.
+    pub(super) fn set_batch(&self, n: usize) {
+        self.batch.store(n, Ordering::Relaxed);
     }
 
     /// Stops the compactions under way and waits for their threads.
@@ -76,7 +88,7 @@ impl Drop for Compactions {
 }
 
 /// Returns whether it finished (`false`: stopped before the end).
-fn run(engine: &Engine, at: i64, keep: &[Revision], stop: &AtomicBool) -> Result<bool, EngineError> {
+fn run(engine: &Engine, at: i64, keep: &[Revision], batch_max: usize, stop: &AtomicBool) -> Result<bool, EngineError> {
     let end = Revision::lower_bound_key(at + 1);
     let mut batch = WriteBatch::default();
     let mut deleted = 0usize;
@@ -90,7 +102,7 @@ fn run(engine: &Engine, at: i64, keep: &[Revision], stop: &AtomicBool) -> Result
             batch.delete(Cf::Kv, k.to_vec());
             deleted += 1;
         }
-        if batch.len() >= BATCH {
+        if batch.len() >= batch_max {
             engine.write(std::mem::take(&mut batch), false)?;
         }
     }
@@ -103,6 +115,29 @@ fn run(engine: &Engine, at: i64, keep: &[Revision], stop: &AtomicBool) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Any batch size deletes the same: everything at or below the point but what is kept.
+    #[test]
+    fn the_batch_limit_changes_the_writes_not_what_is_deleted() -> Result<(), Box<dyn std::error::Error>> {
+        for batch_max in [1, 7, 1000] {
+            let dir = tempfile::tempdir()?;
+            let engine = Engine::open(dir.path())?;
+            let mut batch = WriteBatch::default();
+            for main in 1..=100 {
+                batch.put(Cf::Kv, Revision::new(main, 0).to_key(false), vec![0u8; 16]);
+            }
+            engine.write(batch, false)?;
+            let keep = [Revision::new(10, 0), Revision::new(50, 0)];
+            assert!(run(&engine, 60, &keep, batch_max, &AtomicBool::new(false))?);
+            let left: Vec<i64> = engine
+                .scan(Cf::Kv, &[], None)?
+                .filter_map(|item| item.ok().and_then(|(k, _)| Revision::from_key(&k)).map(|(r, _)| r.main))
+                .collect();
+            let expected: Vec<i64> = [10, 50].into_iter().chain(61..=100).collect();
+            assert_eq!(left, expected, "batches of {batch_max}");
+        }
+        Ok(())
+    }
 
     #[test]
     fn dropping_the_compactions_stops_them_and_lets_go_of_storage() -> Result<(), Box<dyn std::error::Error>> {

@@ -136,6 +136,12 @@ fn be_i64(v: &[u8]) -> i64 {
 
 impl MvccStore {
     /// Opens the store over `engine`, rebuilding the index and lease table from storage.
+    /// Physical compactions delete at most `n` revisions in one write
+    /// (`--experimental-compaction-batch-limit`).
+    pub fn set_compaction_batch(&self, n: usize) {
+        self.compactions.set_batch(n);
+    }
+
     pub fn open(engine: Engine, min_lease_ttl: i64) -> Result<Arc<MvccStore>, EngineError> {
         let (state, keep) = Self::load(&engine)?;
         let compact = state.compact;
