@@ -3,9 +3,7 @@
 //! with preflight `OPTIONS`). The same requests to Keel and etcd, the same answers; gRPC
 //! is not checked by either.
 
-use std::path::PathBuf;
-
-use crate::harness::{Flavor, Member, Pki};
+use crate::harness::{https_client, Flavor, Member, Pki};
 
 const CORS: [&str; 3] = ["access-control-allow-origin", "access-control-allow-methods", "access-control-allow-headers"];
 
@@ -84,16 +82,7 @@ async fn tls_requests_may_name_any_host() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let pki = Pki::new();
     let tls = pki.client_tls(pki.leaf("root", "root"));
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(&tls.ca).expect("ca")).expect("ca pem");
-    let (cert, key): &(PathBuf, PathBuf) = &tls.client;
-    let mut pem = std::fs::read(cert).expect("cert");
-    pem.extend(std::fs::read(key).expect("key"));
-    let http = reqwest::Client::builder()
-        .use_rustls_tls()
-        .add_root_certificate(ca)
-        .identity(reqwest::Identity::from_pem(&pem).expect("identity"))
-        .build()
-        .expect("client");
+    let http = https_client(&tls.ca, Some(&tls.client));
     let mut seen = Vec::new();
     for flavor in [Flavor::Keel, Flavor::Etcd] {
         let flags = ["--host-whitelist=example.com", "--cors=http://a.com:80"];

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use crate::harness::etcdctl::Output;
-use crate::harness::{ClientTls, Cluster, Flavor, Member, Pki};
+use crate::harness::{https_client, ClientTls, Cluster, Flavor, Member, Pki};
 
 struct Setup {
     pki: Pki,
@@ -125,18 +125,7 @@ async fn the_gateway_refuses_named_certificates_once_auth_is_on() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let s = tokio::task::block_in_place(setup);
     let nameless = s.pki.leaf("nameless", "");
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(&s.tls.ca).expect("ca")).expect("ca pem");
-    let client = |cert: &(PathBuf, PathBuf)| {
-        let mut pem = std::fs::read(&cert.0).expect("cert");
-        pem.extend(std::fs::read(&cert.1).expect("key"));
-        let identity = reqwest::Identity::from_pem(&pem).expect("identity");
-        reqwest::Client::builder()
-            .use_rustls_tls()
-            .add_root_certificate(ca.clone())
-            .identity(identity)
-            .build()
-            .expect("client")
-    };
+    let client = |cert: &(PathBuf, PathBuf)| https_client(&s.tls.ca, Some(cert));
     let (named, anonymous) = (client(&s.tls.client), client(&nameless));
     let call = |http: reqwest::Client, m: String, path: &'static str, token: Option<String>| async move {
         let mut req = http.post(format!("{m}{path}")).body(r#"{"key":"YQ=="}"#);
@@ -228,20 +217,11 @@ async fn a_cluster_on_https_client_and_peer_urls() {
     let peer = format!("127.0.0.1:{}", keel.members[alive].peer_port);
     let plain = reqwest::Client::new().get(format!("http://{peer}/keel/members")).send().await;
     assert!(!plain.is_ok_and(|r| r.status().is_success()), "plain HTTP to a TLS peer port");
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(&tls.ca).expect("ca")).expect("ca pem");
-    let anonymous = reqwest::Client::builder().use_rustls_tls().add_root_certificate(ca).build().expect("client");
+    let anonymous = https_client(&tls.ca, None);
     let refused = anonymous.get(format!("https://{peer}/keel/members")).send().await;
     assert!(refused.is_err(), "a TLS client without a certificate: {refused:?}");
     // With the members' certificate, the same request is served.
-    let mut pem = std::fs::read(&tls.server.0).expect("cert");
-    pem.extend(std::fs::read(&tls.server.1).expect("key"));
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(&tls.ca).expect("ca")).expect("ca pem");
-    let member = reqwest::Client::builder()
-        .use_rustls_tls()
-        .add_root_certificate(ca)
-        .identity(reqwest::Identity::from_pem(&pem).expect("identity"))
-        .build()
-        .expect("client");
+    let member = https_client(&tls.ca, Some(&tls.server));
     let served = member.get(format!("https://{peer}/keel/members")).send().await.expect("served");
     assert!(served.status().is_success(), "{}", served.status());
 }

@@ -79,6 +79,18 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     (status, text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string())
 }
 
+/// An HTTPS client trusting `ca`, presenting `cert` (certificate, key) if given.
+pub fn https_client(ca: &Path, cert: Option<&(PathBuf, PathBuf)>) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).expect("ca")).expect("ca pem");
+    let mut builder = reqwest::Client::builder().use_rustls_tls().add_root_certificate(ca);
+    if let Some((c, k)) = cert {
+        let mut pem = std::fs::read(c).expect("cert");
+        pem.extend(std::fs::read(k).expect("key"));
+        builder = builder.identity(reqwest::Identity::from_pem(&pem).expect("identity"));
+    }
+    builder.build().expect("client")
+}
+
 /// Whether a member answers reads: with auth enabled, refusing one without a user counts.
 fn serves(m: &Member) -> bool {
     let out = m.ctl(&["get", "readiness-probe"], None);

@@ -23,14 +23,12 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-const HEADER_LEN: usize = 9;
+use super::authority::{END_STREAM, FRAME_HEADER as HEADER_LEN, HEADERS, PREFACE};
+
 const DATA: u8 = 0x0;
-const HEADERS: u8 = 0x1;
 const RST_STREAM: u8 = 0x3;
 const PING: u8 = 0x6;
 const GOAWAY: u8 = 0x7;
-const END_STREAM: u8 = 0x1;
 const ACK: u8 = 0x1;
 const ENHANCE_YOUR_CALM: u32 = 0xb;
 /// grpc-go's `maxPingStrikes`: the ping after this many strikes closes the connection.
