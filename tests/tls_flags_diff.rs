@@ -92,13 +92,21 @@ fn revoked_client_certificates_are_refused() {
     let crl = pki.crl(&[&revoked.0]);
     let tls = pki.client_tls(good.clone());
     let flag = format!("--client-crl-file={}", crl.display());
-    let mut seen = Vec::new();
-    for flavor in [Flavor::Keel, Flavor::Etcd] {
-        let m = Member::single_tls(flavor, &[&flag], tls.clone());
-        seen.push((ctl(&m, &tls.ca, &good, &["put", "a", "1"]), ctl(&m, &tls.ca, &revoked, &["get", "a"])));
-    }
+    let members: Vec<Member> =
+        [Flavor::Keel, Flavor::Etcd].into_iter().map(|f| Member::single_tls(f, &[&flag], tls.clone())).collect();
+    let seen: Vec<_> = members
+        .iter()
+        .map(|m| (ctl(m, &tls.ca, &good, &["put", "a", "1"]), ctl(m, &tls.ca, &revoked, &["get", "a"])))
+        .collect();
     assert_eq!(seen[0], seen[1], "left Keel, right etcd");
     assert!(seen[0].0.success() && !seen[0].1.success(), "{:?}", seen[0]);
+    // A new list, revoking the good certificate too, written over the old one while the
+    // members run: both refuse it from the next connection on.
+    let again = pki.crl(&[&good.0]);
+    assert_eq!(again, crl);
+    let seen: Vec<Output> = members.iter().map(|m| ctl(m, &tls.ca, &good, &["get", "a"])).collect();
+    assert_eq!(seen[0], seen[1], "left Keel, right etcd");
+    assert!(!seen[0].success(), "{:?}", seen[0]);
 }
 
 /// Both servers, three members each with `flag`, members presenting the server

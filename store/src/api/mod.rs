@@ -9,6 +9,7 @@ pub mod access;
 pub mod auth;
 pub mod authority;
 pub mod backup;
+pub mod client_verify;
 pub mod cluster;
 pub mod concurrency;
 pub mod election;

@@ -18,11 +18,11 @@ use axum::extract::connect_info::Connected;
 use axum::serve::IncomingStream;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+
 use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, SupportedCipherSuite};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -34,7 +34,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A TLS connection as the server reads it.
 pub type TlsIo = AuthorityFix<tokio_rustls::server::TlsStream<TcpStream>>;
 
-fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(super) fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| format!("cannot read certificates from {}: {e}", path.display()))?;
@@ -127,37 +127,7 @@ pub fn server_config(
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
     let builder = match &check.ca {
-        Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in certificates(ca)? {
-                roots.add(c).map_err(|e| format!("trusted CA file {}: {e}", ca.display()))?;
-            }
-            let mut verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-            if let Some(crl) = &check.crl {
-                let crls = CertificateRevocationListDer::pem_file_iter(crl)
-                    .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                    .map_err(|e| format!("cannot read the revocation list {}: {e}", crl.display()))?;
-                // As etcd: the certificate presented is looked up, not its authorities.
-                verifier = verifier.with_crls(crls).only_check_end_entity_revocation();
-            }
-            let verifier = verifier.build().map_err(|e| format!("trusted CA file {}: {e}", ca.display()))?;
-            if check.allowed_cn.is_none() && check.allowed_hostname.is_none() {
-                builder.with_client_cert_verifier(verifier)
-            } else {
-                let hostname = match &check.allowed_hostname {
-                    Some(h) => Some(
-                        rustls_pki_types::ServerName::try_from(h.clone())
-                            .map_err(|e| format!("allowed hostname {h:?}: {e}"))?,
-                    ),
-                    None => None,
-                };
-                builder.with_client_cert_verifier(Arc::new(Allowed {
-                    inner: verifier,
-                    cn: check.allowed_cn.clone(),
-                    hostname,
-                }))
-            }
-        }
+        Some(ca) => builder.with_client_cert_verifier(super::client_verify::verifier(check, ca, provider)?),
         None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(Arc::new(serving));
@@ -241,77 +211,6 @@ impl rustls::client::ResolvesClientCert for ReloadingCert {
 
     fn has_certs(&self) -> bool {
         true
-    }
-}
-
-/// A client certificate verifier that also requires a CommonName (`--peer-cert-allowed-cn`)
-/// or a host name the certificate is valid for (`--*-cert-allowed-hostname`, matched
-/// against its subject alternative names as Go's `VerifyHostname` does); with both, either
-/// will do (as etcd 3.5; 3.4 checks only the host name then).
-#[derive(Debug)]
-struct Allowed {
-    inner: Arc<dyn ClientCertVerifier>,
-    cn: Option<String>,
-    hostname: Option<rustls_pki_types::ServerName<'static>>,
-}
-
-impl Allowed {
-    fn admits(&self, cert: &CertificateDer<'_>) -> Result<(), String> {
-        let cn = common_name(cert);
-        if self.cn.is_some() && cn == self.cn {
-            return Ok(());
-        }
-        if let Some(host) = &self.hostname {
-            let valid =
-                webpki::EndEntityCert::try_from(cert).is_ok_and(|ee| ee.verify_is_valid_for_subject_name(host).is_ok());
-            if valid {
-                return Ok(());
-            }
-        }
-        Err(match (&self.cn, &self.hostname) {
-            (Some(allowed), None) => format!("CommonName {cn:?} is not the allowed {allowed:?}"),
-            (_, Some(host)) => format!("client certificate authentication failed: not valid for {host:?}"),
-            (None, None) => "no certificate check".into(),
-        })
-    }
-}
-
-impl ClientCertVerifier for Allowed {
-    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
-        self.inner.root_hint_subjects()
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: rustls_pki_types::UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
-        self.admits(end_entity).map_err(rustls::Error::General)?;
-        Ok(verified)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.inner.supported_verify_schemes()
     }
 }
 
