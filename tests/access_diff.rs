@@ -7,7 +7,8 @@ use crate::harness::{https_client, Flavor, Member, Pki};
 
 const CORS: [&str; 3] = ["access-control-allow-origin", "access-control-allow-methods", "access-control-allow-headers"];
 
-/// Status, the CORS headers, and (for a refusal) the content type and body.
+/// Status, the CORS headers, and (for a refusal or an unknown path) the content type and
+/// body.
 async fn ask(http: &reqwest::Client, base: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> String {
     let mut req = http.request(method.parse().expect("method"), format!("{base}{path}"));
     for (k, v) in headers {
@@ -24,7 +25,7 @@ async fn ask(http: &reqwest::Client, base: &str, method: &str, path: &str, heade
             out.push_str(&format!("\n  {h}: {}", v.to_str().unwrap_or_default()));
         }
     }
-    if status == 421 {
+    if status == 421 || status == 404 {
         let ctype = resp.headers().get("content-type").map(|v| v.to_str().unwrap_or_default().to_string());
         out.push_str(&format!("\n  {ctype:?}\n{}", resp.text().await.expect("body")));
     }
@@ -41,6 +42,8 @@ async fn answers(m: &Member, base: &str, http: &reqwest::Client, host: &str) -> 
         ("OPTIONS", "/v3/kv/put", Some("http://a.com:80")),
         ("OPTIONS", "/v3/kv/put", Some("http://c.com:80")),
         ("GET", "/no/such/path", Some("http://a.com:80")),
+        ("POST", "/v3/kv/no-such-call", None),
+        ("POST", "/v3alpha/kv/range", None),
         ("GET", "/metrics", None),
     ] {
         for host in [host, "localhost", "example.com:2379"] {
@@ -60,8 +63,8 @@ async fn hosts_and_origins_are_checked_as_etcd_checks_them() {
     let http = reqwest::Client::new();
     for (flags, refusals) in [
         (vec![], 0),
-        (vec!["--cors=http://a.com:80,https://b.com:8443", "--host-whitelist=localhost,example.com"], 8),
-        (vec!["--cors=*", "--host-whitelist=127.0.0.1"], 16),
+        (vec!["--cors=http://a.com:80,https://b.com:8443", "--host-whitelist=localhost,example.com"], 10),
+        (vec!["--cors=*", "--host-whitelist=127.0.0.1"], 20),
     ] {
         let mut seen = Vec::new();
         for flavor in [Flavor::Keel, Flavor::Etcd] {

@@ -105,8 +105,15 @@ async fn unknown_path(req: axum::extract::Request) -> axum::response::Response {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/grpc"));
     if grpc {
-        tonic::Status::unimplemented("").into_http::<axum::body::Body>().into_response()
-    } else {
-        (axum::http::StatusCode::NOT_FOUND, "Not Found").into_response()
+        return tonic::Status::unimplemented("").into_http::<axum::body::Body>().into_response();
     }
+    // etcd's gateway answers under /v3/ (and /v3beta/, which it rewrites); Go's mux the rest.
+    let path = req.uri().path();
+    let body =
+        if path.starts_with("/v3/") || path.starts_with("/v3beta/") { "Not Found\n" } else { "404 page not found\n" };
+    let mut resp = (axum::http::StatusCode::NOT_FOUND, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(axum::http::header::X_CONTENT_TYPE_OPTIONS, axum::http::HeaderValue::from_static("nosniff"));
+    resp
 }
