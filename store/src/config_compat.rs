@@ -120,11 +120,7 @@ impl CompatFlags {
         );
         note(self.enable_pprof, "--enable-pprof", "it has no Go profiler (use perf)");
         note(!self.log_package_levels.is_empty(), "--log-package-levels", "use --log-level or RUST_LOG");
-        note(
-            self.pre_vote,
-            "--pre-vote",
-            "its Raft has no pre-vote phase, so a member rejoining after a partition can cause one election",
-        );
+        note(self.pre_vote, "--pre-vote", "its Raft (openraft) has no pre-vote phase");
         note(
             !self.strict_reconfig_check,
             "--strict-reconfig-check=false",

@@ -333,8 +333,12 @@ pub async fn run(
     let mut tasks = Vec::new();
     let peer_router =
         peer_server::router(PeerState { node: node.clone(), incoming_dir: snap_dir.clone(), stop: stop.clone() });
-    let check_san = !cfg.experimental_peer_skip_client_san_verification;
-    tasks.extend(serve_all(listeners.peer, cfg.peer_urls()?, peer_tls.as_ref(), check_san, &peer_router, &stop)?);
+    let peers = Serving {
+        tls: peer_tls.as_ref(),
+        check_san: !cfg.experimental_peer_skip_client_san_verification,
+        keepalive: None,
+    };
+    tasks.extend(serve_all(listeners.peer, cfg.peer_urls()?, peers, &peer_router, &stop)?);
     if cfg.experimental_initial_corrupt_check {
         // The state machine's database keeps only what was flushed; what this member's log
         // says was committed is applied again now. Hash only once it is.
@@ -354,19 +358,10 @@ pub async fn run(
     let metrics_router = crate::api::metrics_router(node.clone(), hub.clone());
     tokio::spawn(progress_notifications(hub, cfg.progress_notify_interval()?, stop.clone()));
     tokio::spawn(crate::lease::run_expiry(node.clone(), node.expiry.clone(), stop.clone()));
-    let keepalive = cfg.keepalive()?;
-    for (l, url) in listeners.client.into_iter().zip(cfg.client_urls()?) {
-        let router = client_router.clone();
-        tasks.push(match &tls {
-            Some(config) if url.scheme() == "https" => {
-                let l = crate::api::tls::TlsListener::new(l, config.clone(), false)
-                    .map_err(|source| StartError::Bind { url: url.to_string(), source })?;
-                tokio::spawn(serve_client(l, router, stop.clone(), keepalive, |io| Some(ClientCert::of(io))))
-            }
-            _ => tokio::spawn(serve_client(ClientListener(l), router, stop.clone(), keepalive, |_| None)),
-        });
-    }
-    tasks.extend(serve_all(listeners.metrics, cfg.metrics_urls()?, tls.as_ref(), false, &metrics_router, &stop)?);
+    let client = Serving { tls: tls.as_ref(), check_san: false, keepalive: Some(cfg.keepalive()?) };
+    tasks.extend(serve_all(listeners.client, cfg.client_urls()?, client, &client_router, &stop)?);
+    let metrics = Serving { keepalive: None, ..client };
+    tasks.extend(serve_all(listeners.metrics, cfg.metrics_urls()?, metrics, &metrics_router, &stop)?);
     tokio::spawn(publish_attributes(
         node.clone(),
         cfg.advertise_client_urls()?.iter().map(|u| u.as_str().trim_end_matches('/').to_string()).collect(),
@@ -459,26 +454,42 @@ async fn removed(node: Arc<Node>) {
 /// keep-alives) before it closes them; etcd bounds its graceful stop the same way.
 const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Serves `router` on each listener, with TLS (`config`) where its URL is `https`
-/// (`check_san`: see [`crate::api::tls::TlsListener::new`]).
+/// How a port is served.
+#[derive(Clone, Copy)]
+struct Serving<'a> {
+    /// TLS for its `https` URLs.
+    tls: Option<&'a Arc<rustls::ServerConfig>>,
+    /// See [`crate::api::tls::TlsListener::new`].
+    check_san: bool,
+    /// The client port's gRPC settings ([`serve_client`]); None: served plainly.
+    keepalive: Option<Keepalive>,
+}
+
+/// Serves `router` on each listener, with TLS where its URL is `https`.
 fn serve_all(
     listeners: Vec<TcpListener>,
     urls: Vec<url::Url>,
-    config: Option<&Arc<rustls::ServerConfig>>,
-    check_san: bool,
+    how: Serving<'_>,
     router: &axum::Router,
     stop: &CancellationToken,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, StartError> {
     let mut tasks = Vec::new();
     for (l, url) in listeners.into_iter().zip(urls) {
-        match config {
+        let (router, stop) = (router.clone(), stop.clone());
+        tasks.push(match how.tls {
             Some(config) if url.scheme() == "https" => {
-                let l = crate::api::tls::TlsListener::new(l, config.clone(), check_san)
+                let l = crate::api::tls::TlsListener::new(l, config.clone(), how.check_san)
                     .map_err(|source| StartError::Bind { url: url.to_string(), source })?;
-                tasks.push(tokio::spawn(serve_tls(l, router.clone(), stop.clone())));
+                match how.keepalive {
+                    Some(k) => tokio::spawn(serve_client(l, router, stop, k, |io| Some(ClientCert::of(io)))),
+                    None => tokio::spawn(serve_tls(l, router, stop)),
+                }
             }
-            _ => tasks.push(tokio::spawn(serve(l, router.clone(), stop.clone()))),
-        }
+            _ => match how.keepalive {
+                Some(k) => tokio::spawn(serve_client(ClientListener(l), router, stop, k, |_| None)),
+                None => tokio::spawn(serve(l, router, stop)),
+            },
+        });
     }
     Ok(tasks)
 }

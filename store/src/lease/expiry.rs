@@ -106,7 +106,8 @@ impl Expiry {
                 false
             }
         });
-        due.sort_unstable_by_key(|c| c.id);
+        // Stable: a lease's clear (first) is applied before a checkpoint of its new time.
+        due.sort_by_key(|c| c.id);
         due
     }
 
