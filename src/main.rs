@@ -79,7 +79,20 @@ fn init_tracing(cli: &Cli) -> Result<(), String> {
         });
     }
     let writer = writer.unwrap_or_else(|| BoxMakeWriter::new(std::io::stderr));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(outputs == "default").init();
+    // The filter can be replaced while the process runs (etcd's `PUT /config/local/log`).
+    // Filters without span-field directives, as all of ours are, are decided once per call
+    // site, so the reloadable layer costs a log event nothing more.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(outputs == "default")
+        .with_filter_reloading();
+    let handle = builder.reload_handle();
+    builder.init();
+    keel_store::process::install_log_control(Box::new(move |directives| {
+        let filter = tracing_subscriber::EnvFilter::try_new(directives).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    }));
     Ok(())
 }
 
@@ -110,6 +123,7 @@ fn main() -> std::process::ExitCode {
         eprintln!("keel: {e}");
         return std::process::ExitCode::FAILURE;
     }
+    keel_store::process::raise_open_files_limit();
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();
     if let Cmd::Store(cfg) = &cli.command {

@@ -12,6 +12,7 @@ mod cluster;
 mod concurrency_diff;
 mod corrupt_check;
 mod crash;
+mod debug_diff;
 mod etcdctl_diff;
 mod force_new_cluster;
 mod gateway_diff;

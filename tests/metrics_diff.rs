@@ -136,21 +136,25 @@ fn ids(m: &Member) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The leader times the round trip to each peer, and counts the sends that fail when one
-/// is down, under etcd's names and labels (what the etcd mixin's member alerts read).
+/// Every member times the round trip to each of its peers (the leader its heartbeats,
+/// followers their probes), and the leader counts the sends that fail when one is down,
+/// under etcd's names and labels (what the etcd mixin's member alerts read).
 #[test]
-fn the_leader_times_its_peers_and_counts_failed_sends() {
+fn every_member_times_its_peers_and_the_leader_counts_failed_sends() {
     for flavor in [Flavor::Keel, Flavor::Etcd] {
         let mut c = Cluster::start(flavor, 3, &[]);
         let leader = c.leader();
         let ids = ids(&c.members[leader]);
         let peers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
-        for &p in &peers {
-            let to = &ids[&c.members[p].name];
-            let series = format!("etcd_network_peer_round_trip_time_seconds_count{{To=\"{to}\"}}");
-            wait_for(&format!("{flavor:?}: {series}"), Duration::from_secs(30), || {
-                (scrape(&c.members[leader]).get(&series).copied().unwrap_or(0.0) > 0.0).then_some(())
-            });
+        for from in 0..3 {
+            for to in (0..3).filter(|p| *p != from) {
+                let to = &ids[&c.members[to].name];
+                let series = format!("etcd_network_peer_round_trip_time_seconds_count{{To=\"{to}\"}}");
+                // etcd's members observe their probes every 30 seconds.
+                wait_for(&format!("{flavor:?}: m{} {series}", from + 1), Duration::from_secs(45), || {
+                    (scrape(&c.members[from]).get(&series).copied().unwrap_or(0.0) > 0.0).then_some(())
+                });
+            }
         }
         let down = peers[0];
         let to = ids[&c.members[down].name].clone();

@@ -8,7 +8,8 @@
 //! - [`raft`]: openraft's storage, state machine, snapshots and the peer transport.
 //! - [`node`]: one running member: propose, forward to the leader, linearizable reads.
 //! - [`api`]: etcd's gRPC services and HTTP endpoints on the client port.
-//! - [`config`], [`server`]: `keel store` flags and start-up.
+//! - [`config`], [`server`]: `keel store` flags and start-up; [`process`]: what a Keel
+//!   process sets about itself (its open-files limit, its log level at run time).
 //!
 //! # The write path
 //! A client request is validated in `api`, proposed by `node` (forwarded to the leader if
@@ -28,6 +29,7 @@ pub mod lease;
 pub mod metrics;
 pub mod mvcc;
 pub mod node;
+pub mod process;
 pub mod raft;
 pub mod server;
 pub mod watch;

@@ -373,6 +373,7 @@ pub async fn run(
         tokio::spawn(node.clone().corrupt_checks(corrupt_every, stop.clone()));
     }
     tokio::spawn(track_role(node.raft.clone(), log_writer.clone()));
+    tokio::spawn(node.clone().probe_peers(stop.clone()));
     tokio::spawn(crate::raft::log_size::run(node.raft.clone(), wal, cfg.experimental_snapshot_log_bytes, stop.clone()));
 
     tokio::select! {

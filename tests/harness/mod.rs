@@ -251,6 +251,8 @@ pub struct Member {
     pub extra_args: Vec<String>,
     /// Environment variables the process gets (failpoints, for one).
     pub env: Vec<(String, String)>,
+    /// A command the process is started under (`prlimit --nofile=...`, say).
+    pub wrap: Vec<String>,
     /// `https` client URLs, with these files.
     pub tls: Option<ClientTls>,
     /// `https` peer URLs too (with the same files).
@@ -335,6 +337,7 @@ impl Member {
             data_dir: tmp.path().join("data"),
             extra_args,
             env: Vec::new(),
+            wrap: Vec::new(),
             tls: None,
             peer_tls: false,
             auto_tls: false,
@@ -408,7 +411,15 @@ impl Member {
     pub fn start(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
         let err = log.try_clone().expect("log file");
-        let child = Command::new(self.flavor.program())
+        let mut cmd = match self.wrap.split_first() {
+            Some((wrapper, args)) => {
+                let mut c = Command::new(wrapper);
+                c.args(args).arg(self.flavor.program());
+                c
+            }
+            None => Command::new(self.flavor.program()),
+        };
+        let child = cmd
             .args(self.args())
             .env("RUST_LOG", "info,openraft=warn")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

@@ -1,5 +1,6 @@
 //! The client API on `--listen-client-urls`: etcd's gRPC services, plus the plain HTTP
-//! endpoints etcd serves on the same port (`/health`, `/version`).
+//! endpoints etcd serves on the same port (`/health`, `/version`, `/metrics`, `/debug/vars`,
+//! `/config/local/log`).
 //!
 //! Handlers validate, propose or read, and convert; the rules live in `mvcc` and `node`.
 //! gRPC and HTTP share the port: the server speaks HTTP/1.1 and HTTP/2 (h2c) and routes
@@ -12,6 +13,7 @@ pub mod backup;
 pub mod client_verify;
 pub mod cluster;
 pub mod concurrency;
+pub mod debug;
 pub mod election;
 pub mod gateway;
 pub mod grpc_metrics;
@@ -82,7 +84,8 @@ pub fn router(
     let checked = axum::middleware::from_fn_with_state(Arc::new(access), access::check);
     let http = gateway::router(node.clone(), hub.clone(), backup_dir)
         .merge(metrics::router(node.clone(), hub))
-        .merge(http::router(node))
+        .merge(http::router(node.clone()))
+        .merge(debug::router(node))
         .layer(checked.clone());
     grpc.into_axum_router()
         .layer(axum::middleware::from_fn(grpc_metrics::count))

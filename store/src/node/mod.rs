@@ -14,6 +14,7 @@ mod corrupt;
 pub(crate) mod forward;
 mod lease;
 mod membership;
+mod prober;
 mod transfer;
 
 pub use batcher::Batcher;
@@ -21,6 +22,7 @@ pub use corrupt::{PeerHash, HASH_KV_PATH};
 pub use forward::{FORWARD_PATH, FORWARD_PROTOCOL};
 pub use lease::{LEASE_RENEW_PATH, LEASE_TTL_PATH};
 pub use membership::{MemberChange, MEMBER_PATH};
+pub use prober::{probe_answer, PROBING_PATH};
 pub use transfer::{CAMPAIGN_PATH, HOLD_ELECTION_PATH};
 
 use std::sync::Arc;

@@ -30,7 +30,7 @@ use super::snapshot::SnapshotFile;
 use super::{decode, encode, NodeId, SnapshotMeta, TypeConfig, Vote};
 use crate::node::{
     LocalError, MemberChange, Node, CAMPAIGN_PATH, FORWARD_PATH, FORWARD_PROTOCOL, HASH_KV_PATH, HOLD_ELECTION_PATH,
-    LEASE_RENEW_PATH, LEASE_TTL_PATH, MEMBER_PATH, PROPOSE_PATH, READ_INDEX_PATH,
+    LEASE_RENEW_PATH, LEASE_TTL_PATH, MEMBER_PATH, PROBING_PATH, PROPOSE_PATH, READ_INDEX_PATH,
 };
 use crate::proto::keelpb::RaftRequest;
 
@@ -54,6 +54,7 @@ pub fn router(state: PeerState) -> Router {
         .route(READ_INDEX_PATH, post(read_index))
         .route(MEMBER_PATH, post(member_change))
         .route(MEMBERS_PATH, axum::routing::get(members))
+        .route(PROBING_PATH, axum::routing::get(|| async { crate::node::probe_answer() }))
         .route(HOLD_ELECTION_PATH, post(hold_election))
         .route(CAMPAIGN_PATH, post(campaign))
         .route(LEASE_RENEW_PATH, post(lease_renew))
