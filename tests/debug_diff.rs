@@ -3,35 +3,19 @@
 
 use std::time::Duration;
 
+use crate::harness::http1::{self, Answer};
 use crate::harness::{free_port, wait_for_or, Cluster, Flavor, Member};
 
-/// One HTTP/1.0 request: the status, the headers (names in lower case) and the body.
-fn request(m: &Member, method: &str, path: &str, body: &str) -> (u16, Vec<(String, String)>, String) {
-    use std::io::{Read, Write};
-    let addr = m.endpoint();
-    let mut conn = std::net::TcpStream::connect(&addr).unwrap_or_else(|e| panic!("{addr}: {e}"));
-    let head = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n", body.len());
-    conn.write_all(format!("{head}{body}").as_bytes()).expect("request");
-    let mut text = String::new();
-    conn.read_to_string(&mut text).expect("answer");
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    (status, headers, body.to_string())
-}
-
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+/// One bare HTTP/1.0 request to a member's client port.
+fn request(m: &Member, method: &str, path: &str, body: &str) -> Answer {
+    http1::request(&m.endpoint(), method, path, body)
 }
 
 fn vars(m: &Member) -> (String, serde_json::Value) {
-    let (status, headers, text) = request(m, "GET", "/debug/vars", "");
-    assert_eq!(status, 200, "{text}");
-    assert_eq!(header(&headers, "content-type"), Some("application/json; charset=utf-8"));
+    let answer = request(m, "GET", "/debug/vars", "");
+    let text = answer.body.clone();
+    assert_eq!(answer.status, 200, "{text}");
+    assert_eq!(answer.header("content-type"), Some("application/json; charset=utf-8"));
     let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
     (text, value)
 }
@@ -156,9 +140,9 @@ fn answers(m: &Member) -> Vec<String> {
         ("PUT", "/config/local/log", ""),
         ("PUT", "/config/local/log", r#"{"Level":"INFO"}"#),
     ] {
-        let (status, headers, text) = request(m, method, path, body);
-        let (allow, ctype) = (header(&headers, "allow"), header(&headers, "content-type"));
-        out.push(format!("{method} {path} {body}: {status} {allow:?} {ctype:?}\n{text:?}"));
+        let a = request(m, method, path, body);
+        let (allow, ctype) = (a.header("allow"), a.header("content-type"));
+        out.push(format!("{method} {path} {body}: {} {allow:?} {ctype:?}\n{:?}", a.status, a.body));
     }
     out
 }
@@ -191,8 +175,8 @@ fn the_log_level_changes_while_the_member_runs() {
     for (flavor, debug_line) in [(Flavor::Keel, " DEBUG "), (Flavor::Etcd, " D | ")] {
         let m = Member::single(flavor);
         let put_level = |level: &str| {
-            let (status, _, text) = request(&m, "PUT", "/config/local/log", &format!(r#"{{"Level":"{level}"}}"#));
-            assert_eq!(status, 204, "{flavor:?} {level}: {text}");
+            let a = request(&m, "PUT", "/config/local/log", &format!(r#"{{"Level":"{level}"}}"#));
+            assert_eq!(a.status, 204, "{flavor:?} {level}: {}", a.body);
         };
         assert!(!plain_log(&m).contains(debug_line), "{flavor:?} logs debug lines from the start");
         put_level("debug");

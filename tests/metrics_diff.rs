@@ -150,7 +150,7 @@ fn every_member_times_its_peers_and_the_leader_counts_failed_sends() {
             for to in (0..3).filter(|p| *p != from) {
                 let to = &ids[&c.members[to].name];
                 let series = format!("etcd_network_peer_round_trip_time_seconds_count{{To=\"{to}\"}}");
-                // etcd's members observe their probes every 30 seconds.
+                // etcd's first observations come within seconds, later ones every 30 s.
                 wait_for(&format!("{flavor:?}: m{} {series}", from + 1), Duration::from_secs(45), || {
                     (scrape(&c.members[from]).get(&series).copied().unwrap_or(0.0) > 0.0).then_some(())
                 });

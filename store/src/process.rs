@@ -17,7 +17,7 @@ static LOG_CONTROL: OnceLock<LogControl> = OnceLock::new();
 /// Raises the soft limit on open files to the hard limit, as the Go runtime does at the
 /// start of every Go program (since Go 1.19): etcd can then hold as many client
 /// connections as the hard limit allows, and so can Keel. Under systemd's defaults (soft
-/// 1024, hard 524288) the soft limit alone would stall the thousand-and-first connection.
+/// 1024, hard 524288) the soft limit would otherwise cap connections at about a thousand.
 /// Returns the limit in force; failing to raise it is not fatal (the old limit stays), and
 /// an unlimited hard limit is left alone (Linux refuses it as a soft limit).
 pub fn raise_open_files_limit() -> Option<u64> {

@@ -7,6 +7,7 @@
 pub mod base64;
 pub mod etcdctl;
 pub mod h2raw;
+pub mod http1;
 pub mod kube;
 pub mod load;
 
@@ -70,13 +71,8 @@ pub fn wait_for_or<T>(
 /// A plain HTTP/1.0 GET of `path` from `addr` (`host:port`): the status and the body, read
 /// until the server closes the connection.
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut conn = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{addr}: {e}"));
-    conn.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).expect("request");
-    let mut text = String::new();
-    conn.read_to_string(&mut text).expect("answer");
-    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    (status, text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string())
+    let answer = http1::request(addr, "GET", path, "");
+    (answer.status, answer.body)
 }
 
 /// An HTTPS client trusting `ca`, presenting `cert` (certificate, key) if given.
