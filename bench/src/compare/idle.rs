@@ -37,6 +37,22 @@ fn stat_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// User plus system time of the children a process has waited for, from its
+/// `/proc/<pid>/stat` line: cutime and cstime, the 16th and 17th fields.
+fn stat_children_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(13);
+    let cutime: u64 = fields.next()?.parse().ok()?;
+    let cstime: u64 = fields.next()?.parse().ok()?;
+    Some(cutime + cstime)
+}
+
+/// The CPU time (clock ticks) of this process's children that have been waited for: taken
+/// before and after a command is run and waited for, what that command cost.
+pub(crate) fn children_ticks() -> Option<u64> {
+    stat_children_ticks(&std::fs::read_to_string("/proc/self/stat").ok()?)
+}
+
 /// Voluntary plus involuntary context switches in one thread's `status`.
 fn status_switches(status: &str) -> u64 {
     status
@@ -105,6 +121,14 @@ mod tests {
         assert_eq!(stat_ticks(line), Some(1545));
         assert_eq!(stat_ticks("4242 (keel) S 1 2"), None);
         assert_eq!(stat_ticks("no parenthesis"), None);
+    }
+
+    #[test]
+    fn children_time_is_the_two_fields_after_the_process_own() {
+        let line = "42 (etcd (x) y) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 900 100 20 0 8";
+        assert_eq!(stat_ticks(line), Some(300));
+        assert_eq!(stat_children_ticks(line), Some(1000));
+        assert_eq!(stat_children_ticks("42 (etcd) S 1 2"), None);
     }
 
     #[test]

@@ -75,6 +75,9 @@ pub const SWITCHES_PER_OP: &str = "members_switches_per_op";
 /// The three members' CPU time (µs) per event delivered, over a watch-latency run (its
 /// writer's puts included): what a fan-out costs the servers, apart from the client.
 pub const CPU_PER_EVENT: &str = "members_cpu_us_per_event";
+/// `etcdctl check perf`'s own CPU time (µs) per write: the load generator shares the two
+/// cores with the members, so what it takes is what the members cannot have.
+pub const CLIENT_CPU_PER_OP: &str = "etcdctl_cpu_us_per_write";
 
 /// A run during which the hypervisor took more than this share of the machine's CPU (in
 /// percent) is run again, on either side: on this host it stole 5-23% for seconds at a
@@ -216,7 +219,7 @@ async fn settle() -> String {
 async fn run_one(w: &Workload, c: &Cluster, trace: Option<PathBuf>) -> anyhow::Result<Summary> {
     let eps = c.endpoints.clone();
     let with = |o: &LoadOpts| LoadOpts { endpoints: eps.clone(), trace: trace.clone(), ..o.clone() };
-    let load = matches!(w.kind, Kind::Put(..) | Kind::Range(..) | Kind::Txn(..) | Kind::Mixed(..));
+    let load = matches!(w.kind, Kind::Put(..) | Kind::Range(..) | Kind::Txn(..) | Kind::Mixed(..) | Kind::CheckPerf);
     let watch = matches!(w.kind, Kind::WatchLatency(..));
     let before = if load || watch { idle::counters(&c.pids()) } else { None };
     let mut s = match &w.kind {

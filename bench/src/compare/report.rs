@@ -7,11 +7,17 @@ use std::time::Duration;
 use super::idle::IdleCost;
 use super::machine::Machine;
 use super::plot;
-use super::{Workload, CPU_PER_EVENT, CPU_PER_OP, MAX_STEAL_PCT, ON_LEADER, STEAL, SWITCHES_PER_OP};
+use super::{
+    idle, Workload, CLIENT_CPU_PER_OP, CPU_PER_EVENT, CPU_PER_OP, MAX_STEAL_PCT, ON_LEADER, STEAL, SWITCHES_PER_OP,
+};
 use crate::report::Summary;
 
-/// Runs `etcdctl check perf --load=l` (60 s) against the cluster and reads its verdict.
+/// Runs `etcdctl check perf --load=l` (60 s) against the cluster and reads its verdict,
+/// with the writes it made (its throughput over its 60 s, so that the members' CPU is
+/// counted per write) and its own CPU per write. Both CPU figures cover the whole command:
+/// connecting its 500 clients, and deleting every key it wrote at the end, count too.
 pub async fn check_perf(endpoints: &[String]) -> anyhow::Result<Summary> {
+    let before = idle::children_ticks();
     let out = tokio::process::Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={}", endpoints.join(",")))
@@ -34,6 +40,11 @@ pub async fn check_perf(endpoints: &[String]) -> anyhow::Result<Summary> {
         } else if line.contains("Stddev") {
             s.extra.insert("stddev_s".into(), number_in(line));
         }
+    }
+    s.count = (s.throughput * 60.0).round() as u64;
+    if let (Some(b), Some(a), true) = (before, idle::children_ticks(), s.count > 0) {
+        let us = a.saturating_sub(b) as f64 / idle::TICKS_PER_SEC * 1e6 / s.count as f64;
+        s.extra.insert(CLIENT_CPU_PER_OP.into(), us);
     }
     let passed = text.lines().last().is_some_and(|l| l.trim() == "PASS");
     s.extra.insert("pass".into(), if passed { 1.0 } else { 0.0 });
@@ -107,6 +118,7 @@ fn label_of(extra: &str) -> (&str, usize) {
         CPU_PER_OP => ("the members' CPU per request (µs)", 0),
         SWITCHES_PER_OP => ("the members' context switches per request", 1),
         CPU_PER_EVENT => ("the members' CPU per event delivered (µs)", 2),
+        CLIENT_CPU_PER_OP => ("etcdctl's CPU per write (µs)", 0),
         other => (other, 2),
     }
 }
@@ -315,13 +327,23 @@ pub fn write(out: &Path, m: &Machine, run: &Outcome<'_>) -> anyhow::Result<()> {
     );
     if let Some([k, e]) = find("check-perf") {
         let pass = |r: &[Summary]| metric(r, |s| s.extra.get("pass").copied()).is_some_and(|p| p > 0.5);
+        // What each write cost the members and the load generator, where measured.
+        let costs = |r: &[Summary]| match (
+            metric(r, |s| s.extra.get(CPU_PER_OP).copied()),
+            metric(r, |s| s.extra.get(CLIENT_CPU_PER_OP).copied()),
+        ) {
+            (Some(m), Some(c)) => format!("; CPU a write: the members {m:.0} µs, etcdctl {c:.0} µs"),
+            _ => String::new(),
+        };
         writeln!(
             d,
-            "- `etcdctl check perf --load=l`: Keel {} ({:.0} writes/s), etcd {} ({:.0} writes/s)",
+            "- `etcdctl check perf --load=l`: Keel {} ({:.0} writes/s{}), etcd {} ({:.0} writes/s{})",
             if pass(k) { "PASS" } else { "FAIL" },
             metric(k, |s| Some(s.throughput)).unwrap_or(0.0),
+            costs(k),
             if pass(e) { "PASS" } else { "FAIL" },
-            metric(e, |s| Some(s.throughput)).unwrap_or(0.0)
+            metric(e, |s| Some(s.throughput)).unwrap_or(0.0),
+            costs(e),
         )?;
     }
     writeln!(d, "\n## Reading\n\n{READING_START}\n{reading}\n{READING_END}")?;

@@ -43,6 +43,14 @@ impl TreeIndex {
     /// The keys in `range` that exist at revision `at`, in key order, with what the read
     /// sees of each. Stops after `limit` keys (0 = no limit) but always returns the total.
     pub fn range(&self, range: &KeyRange, at: i64, limit: usize) -> (Vec<(Bytes, KeyAt)>, usize) {
+        if let KeyRange::Single(key) = range {
+            // One descent of the tree, where a range takes two (its bounds): every put and
+            // every guarded update reads its key this way.
+            return match self.keys.get_key_value(key.as_ref()).and_then(|(k, ki)| Some((k.clone(), ki.get(at)?))) {
+                Some(found) => (vec![found], 1),
+                None => (Vec::new(), 0),
+            };
+        }
         let Some(bounds) = range.bounds() else { return (Vec::new(), 0) };
         let mut out = Vec::new();
         let mut count = 0;
@@ -93,5 +101,32 @@ impl TreeIndex {
 
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_single_key_reads_as_the_same_key_in_a_range_would() {
+        let mut idx = TreeIndex::default();
+        idx.put(Bytes::from("a"), Revision::new(2, 0));
+        idx.put(Bytes::from("b"), Revision::new(3, 0));
+        idx.put(Bytes::from("b"), Revision::new(4, 0));
+        assert!(idx.tombstone(b"b", Revision::new(5, 0)));
+        let single = |k: &str, at| idx.range(&KeyRange::Single(Bytes::from(k.to_owned())), at, 1);
+        let spanned = |k: &str, at| {
+            let end = [k.as_bytes(), b"\0"].concat();
+            idx.range(&KeyRange::Span { start: Bytes::from(k.to_owned()), end: Some(Bytes::from(end)) }, at, 1)
+        };
+        for (k, at) in [("a", 1), ("a", 2), ("a", 9), ("b", 2), ("b", 3), ("b", 4), ("b", 5), ("c", 9)] {
+            assert_eq!(single(k, at), spanned(k, at), "{k} at {at}");
+        }
+        let (found, count) = single("b", 4);
+        assert_eq!(count, 1);
+        assert_eq!((found[0].1.modified, found[0].1.version), (Revision::new(4, 0), 2));
+        assert_eq!(single("b", 5), (Vec::new(), 0), "deleted at 5");
+        assert_eq!(single("a", 1), (Vec::new(), 0), "not yet created");
     }
 }
