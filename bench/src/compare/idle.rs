@@ -26,25 +26,27 @@ struct Sample {
     rss_mb: f64,
 }
 
-/// User plus system time of a whole process, from its `/proc/<pid>/stat` line. The command
-/// name (in parentheses) may hold spaces and parentheses itself, so fields are counted from
-/// the last `)`: utime and stime are the 14th and 15th fields of the line.
+/// User plus system time of a whole process, from its `/proc/<pid>/stat` line: utime and
+/// stime, the 14th and 15th fields.
 fn stat_ticks(stat: &str) -> Option<u64> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
+    stat_pair(stat, 14)
 }
 
 /// User plus system time of the children a process has waited for, from its
 /// `/proc/<pid>/stat` line: cutime and cstime, the 16th and 17th fields.
 fn stat_children_ticks(stat: &str) -> Option<u64> {
+    stat_pair(stat, 16)
+}
+
+/// The sum of the `n`th and next fields of a `/proc/<pid>/stat` line (counting from 1). The
+/// command name (the 2nd, in parentheses) may hold spaces and parentheses itself, so fields
+/// are counted from the last `)`, which ends the 2nd.
+fn stat_pair(stat: &str, n: usize) -> Option<u64> {
     let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace().skip(13);
-    let cutime: u64 = fields.next()?.parse().ok()?;
-    let cstime: u64 = fields.next()?.parse().ok()?;
-    Some(cutime + cstime)
+    let mut fields = rest.split_whitespace().skip(n.checked_sub(3)?);
+    let first: u64 = fields.next()?.parse().ok()?;
+    let second: u64 = fields.next()?.parse().ok()?;
+    Some(first + second)
 }
 
 /// The CPU time (clock ticks) of this process's children that have been waited for: taken
