@@ -6,6 +6,10 @@
 //! `cargo run --release -p keel-store --example null_kv -- 127.0.0.1:28000 127.0.0.1:28010 ...`
 //! (one listener per address, all in one process), then
 //! `etcdctl --endpoints=... check perf --load=l`.
+//!
+//! `NULL_KV_WORK_US=n` makes each put also spend `n` µs of CPU on the worker that answers it,
+//! before answering: a stand-in for the work a real server does per write, to see how much
+//! of it the load generator tolerates on the same cores.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -21,6 +25,8 @@ use tonic::{Request, Response, Status};
 #[derive(Default)]
 struct NullKv {
     revision: AtomicI64,
+    /// CPU to spend on each put before answering it.
+    work: std::time::Duration,
 }
 
 impl NullKv {
@@ -41,6 +47,12 @@ impl Kv for NullKv {
     }
 
     async fn put(&self, _: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        if !self.work.is_zero() {
+            let until = std::time::Instant::now() + self.work;
+            while std::time::Instant::now() < until {
+                std::hint::spin_loop();
+            }
+        }
         Ok(Response::new(PutResponse { header: self.header(true), prev_kv: None }))
     }
 
@@ -61,7 +73,11 @@ impl Kv for NullKv {
 async fn main() -> anyhow::Result<()> {
     let addrs: Vec<String> = std::env::args().skip(1).collect();
     anyhow::ensure!(!addrs.is_empty(), "usage: null_kv ADDR...");
-    let kv = NullKv::default();
+    let work = match std::env::var("NULL_KV_WORK_US") {
+        Ok(v) => std::time::Duration::from_micros(v.parse()?),
+        Err(_) => std::time::Duration::ZERO,
+    };
+    let kv = NullKv { work, ..NullKv::default() };
     let router = tonic::service::Routes::new(KvServer::new(kv)).into_axum_router();
     let mut tasks = Vec::new();
     for a in addrs {
