@@ -15,6 +15,8 @@ pub struct Machine {
     pub kernel: String,
     /// How an idle CPU waits (see [`idle_wait`]).
     pub idle: String,
+    /// The scheduler's settings on the kernel command line (see [`scheduler_params`]).
+    pub scheduler: String,
     pub fsync_p50_ms: f64,
     pub fsync_p99_ms: f64,
     /// What `keel-bench floor` measured, if it ran.
@@ -65,6 +67,28 @@ fn describe_idle(driver: Option<String>, governor: Option<String>, poll_ns: Opti
     out
 }
 
+/// The scheduler's parameters on the kernel command line (`sched_*`), verbatim. They decide
+/// where a woken thread runs, and so how many wake-ups of a request cross virtual CPUs: this
+/// project's machine boots with `sched_vcpu_pack=15` (not a mainline parameter), and in
+/// traced puts the members' threads ran one after another on one virtual CPU while the
+/// other was halted, and a wake-up sent to the halted one took up to 240 µs to run.
+fn scheduler_params() -> String {
+    describe_scheduler(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default())
+}
+
+fn describe_scheduler(cmdline: &str) -> String {
+    let params: Vec<&str> = cmdline
+        .split_whitespace()
+        .take_while(|w| *w != "--")
+        .filter(|w| w.starts_with("sched_") || w.starts_with("sched."))
+        .collect();
+    if params.is_empty() {
+        "none on the kernel command line".into()
+    } else {
+        params.join(" ")
+    }
+}
+
 /// 200 × (write 4 KiB, fdatasync) in `dir`.
 fn fsync_latency(dir: &Path) -> (f64, f64) {
     let path = dir.join("fsync-probe");
@@ -99,6 +123,7 @@ pub fn probe(dir: &Path) -> Machine {
         cpu,
         kernel,
         idle: idle_wait(),
+        scheduler: scheduler_params(),
         fsync_p50_ms,
         fsync_p99_ms,
         floor: None,
@@ -172,5 +197,13 @@ mod tests {
         assert_eq!(describe_idle(s("intel_idle"), s("menu"), None), "cpuidle driver intel_idle, governor menu");
         assert_eq!(describe_idle(None, None, None), "unknown (no cpuidle driver)");
         assert_eq!(describe_idle(s("none"), None, None), "unknown (no cpuidle driver)");
+    }
+
+    #[test]
+    fn scheduler_params_are_taken_from_the_kernel_command_line_before_init_arguments() {
+        let line = "console=ttyS0 cpuidle_haltpoll.force=1 sched_vcpu_pack=15 rdinit=/init -- --sched_x=1\n";
+        assert_eq!(describe_scheduler(line), "sched_vcpu_pack=15");
+        assert_eq!(describe_scheduler("quiet splash"), "none on the kernel command line");
+        assert_eq!(describe_scheduler(""), "none on the kernel command line");
     }
 }

@@ -189,6 +189,7 @@ pub fn write(out: &Path, m: &Machine, run: &Outcome<'_>) -> anyhow::Result<()> {
     writeln!(d, "| CPU | {} |", m.cpu)?;
     writeln!(d, "| kernel | {} |", m.kernel)?;
     writeln!(d, "| idle CPU | {} |", m.idle)?;
+    writeln!(d, "| scheduler parameters | {} |", m.scheduler)?;
     writeln!(
         d,
         "| disk fsync (4 KiB write + fdatasync) | p50 {:.3} ms, p99 {:.3} ms |",
