@@ -71,21 +71,19 @@ struct Log {
 
 impl Log {
     fn create(path: &Path) -> std::io::Result<Log> {
+        // Written out (not just sized), so that no write later allocates a block.
         let mut file = std::fs::File::create(path)?;
-        let zeros = vec![0u8; 1 << 20];
-        for _ in 0..LOG_BYTES >> 20 {
-            file.write_all(&zeros)?;
-        }
+        std::io::copy(&mut std::io::repeat(0).take(LOG_BYTES), &mut file)?;
         file.sync_all()?;
         Ok(Log { file, at: 0 })
     }
 
+    /// Writes `rec` at the next offset, from the start again when it would not fit.
     fn write(&mut self, rec: &[u8]) -> std::io::Result<()> {
-        if self.at + rec.len() as u64 > LOG_BYTES {
-            self.at = 0;
-        }
-        self.file.write_all_at(rec, self.at)?;
-        self.at += rec.len() as u64;
+        let len = rec.len() as u64;
+        let at = if self.at + len > LOG_BYTES { 0 } else { self.at };
+        self.file.write_all_at(rec, at)?;
+        self.at = at + len;
         Ok(())
     }
 }
