@@ -1,8 +1,8 @@
-//! A replicated floor for `etcdctl check perf`: the least CPU a write can take in a
-//! three-member store that does what the durability rule asks (every acknowledged write
-//! fsynced on a majority), with none of a real store's other work. `null_kv` is the
-//! ceiling of the load generator and the gRPC stack alone; this adds only what no
-//! replicated store can leave out.
+//! A replicated floor for `etcdctl check perf`: a three-member store that does what the
+//! durability rule asks (every acknowledged write fsynced on a majority) and nothing
+//! else. `null_kv` is the ceiling of the load generator and the gRPC stack alone; this
+//! adds forwarding, replication and the fsyncs, which no replicated store of this design
+//! can leave out.
 //!
 //! Three processes, each serving the etcd KV service on Keel's own serving stack (as
 //! `null_kv`) on its client address:
@@ -18,8 +18,8 @@
 //! - each log is a preallocated file written round and round (as Keel's log segments).
 //!
 //! There is no Raft state, no state machine, no index and no reads: what it spends a
-//! write is a lower bound for any store built this way (leader, two followers, fsync on
-//! each, forwarding to the leader) on the same stack.
+//! write is a yardstick for any store built this way (leader, two followers, fsync on
+//! each, forwarding to the leader) on the same stack; not proven the least possible.
 //!
 //! ```text
 //! floor_kv follower CLIENT_ADDR REPL_ADDR LOG_FILE LEADER_FORWARD_ADDR   (twice)
